@@ -1,0 +1,195 @@
+//! Causal BigBird block-sparse attention (Zaheer et al. 2020, "Big Bird: Transformers for Longer
+//! Sequences"): with blocks of b tokens, query block q attends to
+//!
+//!   window blocks q−W+1..q  ∪  global blocks 0..G  ∪  R random earlier blocks (seeded),
+//!
+//! causally masked inside the blocks (pattern.rs, `BigBirdPattern`). Computed by gathering, for
+//! every query block, its K = W+G+R key blocks into a [n/b, b, K·b] score tensor — cost and
+//! memory O(n·b·(W+G+R)). The random blocks are a pure function of (seed, query block), fixed
+//! when the model is built, identical across forwards and after reload (unlike implementations
+//! that redraw them on every call).
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use super::pattern::BigBirdPattern;
+use super::softmax::{HeadLayout, append, init_qkvo, project_heads};
+use super::{MixerState, TokenMixer, attend_listed, dense_weights, host_mask, merge_heads, pad_axis, repeat_kv};
+use crate::config::{MixerConfig, ModelConfig, PositionConfig};
+use crate::init::Init;
+use crate::position::{Alibi, Rope};
+
+#[derive(Module, Debug)]
+pub struct BigBirdAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub out: Linear,
+    #[module(skip)]
+    heads: HeadLayout,
+    #[module(skip)]
+    pattern: BigBirdPattern,
+    #[module(skip)]
+    scale: f64,
+    #[module(skip)]
+    rope: Option<Rope>,
+    #[module(skip)]
+    alibi: Option<Alibi>,
+}
+
+impl BigBirdAttention {
+    pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
+        let MixerConfig::Bigbird { block_size, window_blocks, global_blocks, random_blocks, seed } = mixer else {
+            unreachable!("BigBirdAttention::new called with {mixer:?}")
+        };
+        let heads = HeadLayout::new(model);
+        let (query, key, value, out) = init_qkvo(model, init);
+        BigBirdAttention {
+            query,
+            key,
+            value,
+            out,
+            heads,
+            pattern: BigBirdPattern {
+                block_size: *block_size,
+                window_blocks: *window_blocks,
+                global_blocks: *global_blocks,
+                random_blocks: *random_blocks,
+                seed: *seed,
+            },
+            scale: 1.0 / (heads.head_dim as f64).sqrt(),
+            rope: Rope::from_config(&model.position, heads.head_dim),
+            alibi: matches!(model.position, PositionConfig::Alibi).then(|| Alibi::new(model.n_heads)),
+        }
+    }
+
+    pub fn pattern(&self) -> &BigBirdPattern {
+        &self.pattern
+    }
+
+    fn qkv(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        project_heads((&self.query, &self.key, &self.value), self.heads, self.rope.as_ref(), x, start)
+    }
+
+    /// Block-gathered attention over positions 0..n: q, k, v [b, h, n, dh] → [b, h, n, dh].
+    pub fn gathered(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+        let [b, h, n, dh] = q.dims();
+        let device = q.device();
+        let bs = self.pattern.block_size;
+        let nb = n.div_ceil(bs);
+        let tail = nb * bs - n;
+        let slots = self.pattern.max_key_blocks().min(nb);
+
+        // Key block list of every query block, padded to `slots` with masked repeats.
+        let lists: Vec<Vec<usize>> = (0..nb).map(|qb| self.pattern.key_blocks(qb)).collect();
+        let mut index = Vec::with_capacity(nb * slots);
+        for list in &lists {
+            for s in 0..slots {
+                index.push(*list.get(s).unwrap_or(&list[0]) as i64);
+            }
+        }
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [nb * slots]), &device);
+        let gather = |t: Tensor<4>| {
+            pad_axis(t, 2, 0, tail)
+                .reshape([b, h, nb, bs, dh])
+                .select(2, index.clone()) // [b, h, nb·slots, bs, dh]
+                .reshape([b, h, nb, slots * bs, dh])
+        };
+        let (k_g, v_g) = (gather(k), gather(v));
+        let q_blocks = pad_axis(q, 2, 0, tail).reshape([b, h, nb, bs, dh]);
+
+        let key_pos = |qb: usize, c: usize| -> Option<usize> {
+            lists[qb].get(c / bs).map(|blk| blk * bs + c % bs)
+        };
+        let blocked = host_mask(
+            [1, 1, nb, bs, slots * bs],
+            |ix| match key_pos(ix[2], ix[4]) {
+                Some(j) => j > ix[2] * bs + ix[3],
+                None => true,
+            },
+            &device,
+        );
+        let mut scores = q_blocks.matmul(k_g.swap_dims(3, 4)).mul_scalar(self.scale); // [b, h, nb, bs, K·bs]
+        if let Some(alibi) = &self.alibi {
+            let mut dist = Vec::with_capacity(nb * bs * slots * bs);
+            for qb in 0..nb {
+                for a in 0..bs {
+                    for c in 0..slots * bs {
+                        let i = (qb * bs + a) as f32;
+                        dist.push(key_pos(qb, c).map_or(0.0, |j| i - j as f32));
+                    }
+                }
+            }
+            let dist = Tensor::<5>::from_data(TensorData::new(dist, [1, 1, nb, bs, slots * bs]), &device);
+            scores = scores + alibi.bias_from_distances(dist);
+        }
+        let scores = scores.mask_fill(blocked.expand([b, h, nb, bs, slots * bs]), f32::NEG_INFINITY);
+        let o = softmax(scores, 4).matmul(v_g); // [b, h, nb, bs, dh]
+        o.reshape([b, h, nb * bs, dh]).narrow(2, 0, n)
+    }
+}
+
+impl TokenMixer for BigBirdAttention {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let (q, k, v) = self.qkv(x, 0);
+        let g = self.heads.groups();
+        let o = self.gathered(q, repeat_kv(k, g), repeat_kv(v, g));
+        self.out.forward(merge_heads(o))
+    }
+
+    fn init_state(&self, _batch: usize, _device: &Device) -> MixerState {
+        MixerState::Kv { k: None, v: None, pos: 0 }
+    }
+
+    /// Token by token over the full KV cache (random blocks can reach any earlier block).
+    fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
+        let MixerState::Kv { k: mut k_cache, v: mut v_cache, pos: start } = state else {
+            panic!("bigbird was given a {state:?} state")
+        };
+        let n = x.dims()[1];
+        let g = self.heads.groups();
+        let mut outs = Vec::with_capacity(n);
+        for t in 0..n {
+            let pos = start + t;
+            let (q, k, v) = self.qkv(x.clone().narrow(1, t, 1), pos);
+            let k_all = append(k_cache, k);
+            let v_all = append(v_cache, v);
+            let visible: Vec<usize> = (0..=pos).filter(|&j| self.pattern.allowed(pos, j)).collect();
+            let index = Tensor::<1, Int>::from_data(
+                TensorData::new(visible.iter().map(|&j| j as i64).collect::<Vec<_>>(), [visible.len()]),
+                &q.device(),
+            );
+            let o = attend_listed(
+                q,
+                repeat_kv(k_all.clone().select(2, index.clone()), g),
+                repeat_kv(v_all.clone().select(2, index), g),
+                vec![false; visible.len()],
+                visible.iter().map(|&j| (pos - j) as f32).collect(),
+                self.alibi.as_ref(),
+                self.scale,
+            );
+            outs.push(self.out.forward(merge_heads(o)));
+            k_cache = Some(k_all);
+            v_cache = Some(v_all);
+        }
+        (Tensor::cat(outs, 1), MixerState::Kv { k: k_cache, v: v_cache, pos: start + n })
+    }
+
+    fn state_size_bytes(&self, seq_len: usize) -> usize {
+        seq_len * self.heads.kv_bytes_per_token()
+    }
+
+    fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>> {
+        let n = x.dims()[1];
+        let (q, k, _) = self.qkv(x, 0);
+        let device = q.device();
+        let pattern = &self.pattern;
+        let bs = pattern.block_size;
+        let lists: Vec<Vec<usize>> = (0..n.div_ceil(bs)).map(|qb| pattern.key_blocks(qb)).collect();
+        let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2] || !lists[ix[2] / bs].contains(&(ix[3] / bs)), &device);
+        let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
+        Some(dense_weights(q, repeat_kv(k, self.heads.groups()), blocked, bias, self.scale))
+    }
+}

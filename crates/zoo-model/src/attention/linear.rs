@@ -1,0 +1,238 @@
+//! Kernelised causal linear attention (Katharopoulos et al. 2020; Zoology/Based, Arora et al.):
+//!
+//!   o_t = φ(q_t) S_t / φ(q_t)·z_t,   S_t = Σ_{s≤t} φ(k_s)ᵀ v_s,   z_t = Σ_{s≤t} φ(k_s)
+//!
+//! (or o_t = φ(q_t) S_t unnormalised). Three equal forms:
+//! - parallel: A = tril(φQ φKᵀ), O = A V / rowsum(A) — O(n²), reference and short inputs;
+//! - chunked: split into chunks of C; inside a chunk the masked parallel form, across chunks the
+//!   exclusive prefix sum of per-chunk states Σ φKᵀV — O(n·C·f + n·f·d), linear in n, training;
+//! - recurrent: S, z updated token by token — O(1) per token, decoding.
+//! The state is f×d per head whatever the context: the "fixed d×d memory" whose recall limit the
+//! project measures.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::prelude::*;
+
+use super::softmax::HeadLayout;
+use super::{MixerState, TokenMixer, feature_map, merge_heads, pad_axis, repeat_kv, split_heads};
+use crate::config::{FeatureMap, MixerConfig, ModelConfig};
+use crate::init::Init;
+use crate::position::Rope;
+
+/// Lower bound of the normaliser φ(q)·z (as in the reference PyTorch peer).
+pub const NORM_EPS: f64 = 1e-6;
+
+#[derive(Module, Debug)]
+pub struct LinearAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub out: Linear,
+    #[module(skip)]
+    heads: HeadLayout,
+    #[module(skip)]
+    feature_map: FeatureMap,
+    /// Width of q/k per head before φ.
+    #[module(skip)]
+    feature_dim: usize,
+    #[module(skip)]
+    normalize: bool,
+    #[module(skip)]
+    chunk_size: usize,
+    #[module(skip)]
+    rope: Option<Rope>,
+}
+
+/// Parallel (masked, O(n²)) form on feature-mapped inputs, continuing from (s0, z0):
+/// φq, φk [b,h,n,f], v [b,h,n,dv], s0 [b,h,f,dv], z0 [b,h,f] → (out [b,h,n,dv], s, z).
+pub fn parallel(
+    phi_q: Tensor<4>,
+    phi_k: Tensor<4>,
+    v: Tensor<4>,
+    s0: Tensor<4>,
+    z0: Tensor<3>,
+    normalize: bool,
+) -> (Tensor<4>, Tensor<4>, Tensor<3>) {
+    let n = phi_q.dims()[2];
+    let causal = Tensor::<2>::ones([n, n], &phi_q.device()).tril(0).unsqueeze::<4>(); // [1, 1, n, n]
+    let att = phi_q.clone().matmul(phi_k.clone().swap_dims(2, 3)) * causal; // [b, h, n, n]
+    let num = att.clone().matmul(v.clone()) + phi_q.clone().matmul(s0.clone()); // [b, h, n, dv]
+    let out = if normalize {
+        let den = att.sum_dim(3) + (phi_q * z0.clone().unsqueeze_dim::<4>(2)).sum_dim(3); // [b, h, n, 1]
+        num / den.clamp_min(NORM_EPS)
+    } else {
+        num
+    };
+    let s = s0 + phi_k.clone().swap_dims(2, 3).matmul(v); // [b, h, f, dv]
+    let z = z0 + phi_k.sum_dim(2).squeeze_dim::<3>(2); // [b, h, f]
+    (out, s, z)
+}
+
+/// Chunked form, cost linear in n: same contract as [`parallel`].
+pub fn chunked(
+    phi_q: Tensor<4>,
+    phi_k: Tensor<4>,
+    v: Tensor<4>,
+    s0: Tensor<4>,
+    z0: Tensor<3>,
+    chunk: usize,
+    normalize: bool,
+) -> (Tensor<4>, Tensor<4>, Tensor<3>) {
+    let [b, h, n, f] = phi_q.dims();
+    let dv = v.dims()[3];
+    let nc = n.div_ceil(chunk);
+    let pad = nc * chunk - n;
+    // Zero rows after φ contribute nothing to any state; padded queries are cut off below.
+    let pad_seq = |t: Tensor<4>| pad_axis(t, 2, 0, pad);
+    let q = pad_seq(phi_q).reshape([b, h, nc, chunk, f]);
+    let k = pad_seq(phi_k).reshape([b, h, nc, chunk, f]);
+    let v = pad_seq(v).reshape([b, h, nc, chunk, dv]);
+
+    let kv = k.clone().swap_dims(3, 4).matmul(v.clone()); // [b, h, nc, f, dv] per-chunk Σ φkᵀv
+    let kv_incl = kv.clone().cumsum(2);
+    let s_prev = kv_incl.clone() - kv + s0.clone().unsqueeze_dim::<5>(2); // state before each chunk
+    let k_sum = k.clone().sum_dim(3); // [b, h, nc, 1, f]
+    let k_incl = k_sum.clone().cumsum(2);
+    let z_prev = k_incl.clone() - k_sum + z0.clone().unsqueeze_dim::<4>(2).unsqueeze_dim::<5>(3); // [b, h, nc, 1, f]
+
+    let causal = Tensor::<2>::ones([chunk, chunk], &q.device()).tril(0).unsqueeze::<5>(); // [1,1,1,C,C]
+    let att = q.clone().matmul(k.swap_dims(3, 4)) * causal; // [b, h, nc, C, C]
+    let num = att.clone().matmul(v) + q.clone().matmul(s_prev); // [b, h, nc, C, dv]
+    let out = if normalize {
+        let den = att.sum_dim(4) + (q * z_prev).sum_dim(4); // [b, h, nc, C, 1]
+        num / den.clamp_min(NORM_EPS)
+    } else {
+        num
+    };
+    let out = out.reshape([b, h, nc * chunk, dv]).narrow(2, 0, n);
+    let s = kv_incl.narrow(2, nc - 1, 1).squeeze_dim::<4>(2) + s0; // [b, h, f, dv]
+    let z = k_incl.narrow(2, nc - 1, 1).reshape([b, h, f]) + z0; // [b, h, f]
+    (out, s, z)
+}
+
+/// Recurrent form, one token at a time (decoding; and the third form of the equivalence tests).
+pub fn recurrent(
+    phi_q: Tensor<4>,
+    phi_k: Tensor<4>,
+    v: Tensor<4>,
+    mut s: Tensor<4>,
+    mut z: Tensor<3>,
+    normalize: bool,
+) -> (Tensor<4>, Tensor<4>, Tensor<3>) {
+    let n = phi_q.dims()[2];
+    let mut outs = Vec::with_capacity(n);
+    for t in 0..n {
+        let q_t = phi_q.clone().narrow(2, t, 1); // [b, h, 1, f]
+        let k_t = phi_k.clone().narrow(2, t, 1);
+        let v_t = v.clone().narrow(2, t, 1); // [b, h, 1, dv]
+        s = s + k_t.clone().swap_dims(2, 3).matmul(v_t); // [b, h, f, dv]
+        z = z + k_t.squeeze_dim::<3>(2);
+        let num = q_t.clone().matmul(s.clone()); // [b, h, 1, dv]
+        outs.push(if normalize {
+            let den = (q_t * z.clone().unsqueeze_dim::<4>(2)).sum_dim(3); // [b, h, 1, 1]
+            num / den.clamp_min(NORM_EPS)
+        } else {
+            num
+        });
+    }
+    (Tensor::cat(outs, 2), s, z)
+}
+
+impl LinearAttention {
+    pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
+        let MixerConfig::Linear { feature_map, normalize, chunk_size, feature_dim } = mixer else {
+            unreachable!("LinearAttention::new called with {mixer:?}")
+        };
+        let heads = HeadLayout::new(model);
+        let default_dim = match feature_map {
+            FeatureMap::Taylor2 => heads.head_dim.min(16),
+            _ => heads.head_dim,
+        };
+        let feature_dim = feature_dim.unwrap_or(default_dim);
+        let d = model.d_model;
+        LinearAttention {
+            query: init.linear(d, heads.heads * feature_dim, model.bias),
+            key: init.linear(d, heads.kv_heads * feature_dim, model.bias),
+            value: init.linear(d, heads.kv_heads * heads.head_dim, model.bias),
+            out: init.linear_out(d, d, model.bias, model.n_layers),
+            heads,
+            feature_map: *feature_map,
+            feature_dim,
+            normalize: *normalize,
+            chunk_size: *chunk_size,
+            rope: Rope::from_config(&model.position, feature_dim),
+        }
+    }
+
+    fn phi_dim(&self) -> usize {
+        feature_map::output_dim(self.feature_map, self.feature_dim)
+    }
+
+    /// φq [b,h,n,F], φk [b,h,n,F], v [b,h,n,dv] for positions start..start+n.
+    fn features(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let g = self.heads.groups();
+        let mut q = split_heads(self.query.forward(x.clone()), self.heads.heads); // [b, h, n, f]
+        let mut k = split_heads(self.key.forward(x.clone()), self.heads.kv_heads); // [b, hk, n, f]
+        let v = split_heads(self.value.forward(x), self.heads.kv_heads); // [b, hk, n, dv]
+        if let Some(rope) = &self.rope {
+            q = rope.apply(q, start);
+            k = rope.apply(k, start);
+        }
+        let phi_q = feature_map::apply(self.feature_map, q);
+        let phi_k = feature_map::apply(self.feature_map, k);
+        (phi_q, repeat_kv(phi_k, g), repeat_kv(v, g))
+    }
+
+    fn zero_state(&self, batch: usize, device: &Device) -> (Tensor<4>, Tensor<3>) {
+        let (h, f, dv) = (self.heads.heads, self.phi_dim(), self.heads.head_dim);
+        (Tensor::zeros([batch, h, f, dv], device), Tensor::zeros([batch, h, f], device))
+    }
+}
+
+impl TokenMixer for LinearAttention {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let device = x.device();
+        let b = x.dims()[0];
+        let (phi_q, phi_k, v) = self.features(x, 0);
+        let (s0, z0) = self.zero_state(b, &device);
+        let (o, _, _) = chunked(phi_q, phi_k, v, s0, z0, self.chunk_size, self.normalize);
+        self.out.forward(merge_heads(o))
+    }
+
+    fn init_state(&self, batch: usize, device: &Device) -> MixerState {
+        let (s, z) = self.zero_state(batch, device);
+        MixerState::Linear { s, z, pos: 0 }
+    }
+
+    fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
+        let MixerState::Linear { s, z, pos } = state else {
+            panic!("linear attention was given a {state:?} state")
+        };
+        let n = x.dims()[1];
+        let (phi_q, phi_k, v) = self.features(x, pos);
+        // Short inputs (decoding steps) take the exact masked form; long ones the chunked form.
+        let (o, s, z) = if n <= self.chunk_size {
+            parallel(phi_q, phi_k, v, s, z, self.normalize)
+        } else {
+            chunked(phi_q, phi_k, v, s, z, self.chunk_size, self.normalize)
+        };
+        (self.out.forward(merge_heads(o)), MixerState::Linear { s, z, pos: pos + n })
+    }
+
+    fn state_size_bytes(&self, _seq_len: usize) -> usize {
+        let (h, f, dv) = (self.heads.heads, self.phi_dim(), self.heads.head_dim);
+        4 * h * (f * dv + if self.normalize { f } else { 0 })
+    }
+
+    fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>> {
+        let n = x.dims()[1];
+        let (phi_q, phi_k, _) = self.features(x, 0);
+        let causal = Tensor::<2>::ones([n, n], &phi_q.device()).tril(0).unsqueeze::<4>();
+        let att = phi_q.matmul(phi_k.swap_dims(2, 3)) * causal; // [b, h, n, n]
+        // Unnormalised maps can give negative scores; the implied weights use their magnitudes.
+        let att = if self.normalize { att } else { att.abs() };
+        let den = att.clone().sum_dim(3).clamp_min(NORM_EPS);
+        Some(att / den)
+    }
+}

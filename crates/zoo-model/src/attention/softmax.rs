@@ -1,0 +1,186 @@
+//! Causal multi-head softmax attention (Vaswani et al. 2017) with grouped-query heads
+//! (Ainslie et al. 2023, GQA):
+//!
+//!   o_i = Σ_{j≤i} softmax_j(s·q_i·k_j + b(i, j)) v_j,   s = logit_scale (default 1/√d_head)
+//!
+//! with RoPE rotating q/k, ALiBi supplying b(i, j) = −m_h(i − j), and optional log-n scaling
+//! (Chiang & Cholak 2022; Su 2021, "entropy-invariant" attention) multiplying the logits of query
+//! i by max(1, ln(i+1)/ln(L_train)) so the softmax does not flatten past the training length.
+//! The sequence path calls Burn's fused `attention` op, which the flex backend tiles with an
+//! online softmax (no n×n matrix) for long inputs on plain devices.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use super::{MixerState, TokenMixer, dense_weights, host_mask, log_n_factors, merge_heads, repeat_kv, split_heads};
+use crate::config::{MixerConfig, ModelConfig, PositionConfig};
+use crate::init::Init;
+use crate::position::{Alibi, Rope};
+
+#[derive(Module, Debug)]
+pub struct SoftmaxAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub out: Linear,
+    #[module(skip)]
+    heads: HeadLayout,
+    #[module(skip)]
+    scale: f64,
+    /// L_train of log-n scaling when enabled.
+    #[module(skip)]
+    log_n_train_len: Option<usize>,
+    #[module(skip)]
+    rope: Option<Rope>,
+    #[module(skip)]
+    alibi: Option<Alibi>,
+}
+
+/// Head counts shared by the attention mixers.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadLayout {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl HeadLayout {
+    pub fn new(model: &ModelConfig) -> Self {
+        HeadLayout { heads: model.n_heads, kv_heads: model.kv_heads(), head_dim: model.head_dim() }
+    }
+    pub fn groups(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+    /// f32 bytes of one position's keys and values.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        2 * self.kv_heads * self.head_dim * 4
+    }
+}
+
+/// q, k, v projections shared by the softmax and sparse mixers.
+pub fn init_qkvo(model: &ModelConfig, init: &mut Init) -> (Linear, Linear, Linear, Linear) {
+    let d = model.d_model;
+    let kv = model.kv_heads() * model.head_dim();
+    (
+        init.linear(d, d, model.bias),
+        init.linear(d, kv, model.bias),
+        init.linear(d, kv, model.bias),
+        init.linear_out(d, d, model.bias, model.n_layers),
+    )
+}
+
+/// Project x at positions start.. into rotated heads: q [b,h,n,dh], k and v [b,kv_heads,n,dh].
+pub fn project_heads(
+    (query, key, value): (&Linear, &Linear, &Linear),
+    heads: HeadLayout,
+    rope: Option<&Rope>,
+    x: Tensor<3>,
+    start: usize,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    let q = split_heads(query.forward(x.clone()), heads.heads); // [b, h, n, dh]
+    let k = split_heads(key.forward(x.clone()), heads.kv_heads); // [b, hk, n, dh]
+    let v = split_heads(value.forward(x), heads.kv_heads); // [b, hk, n, dh]
+    match rope {
+        Some(rope) => (rope.apply(q, start), rope.apply(k, start), v),
+        None => (q, k, v),
+    }
+}
+
+/// Append new keys/values to an optional cache along the sequence axis.
+pub fn append(cache: Option<Tensor<4>>, new: Tensor<4>) -> Tensor<4> {
+    match cache {
+        Some(c) => Tensor::cat(vec![c, new], 2),
+        None => new,
+    }
+}
+
+impl SoftmaxAttention {
+    pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
+        let MixerConfig::Softmax { logit_scale, log_n_scaling } = mixer else {
+            unreachable!("SoftmaxAttention::new called with {mixer:?}")
+        };
+        let heads = HeadLayout::new(model);
+        let (query, key, value, out) = init_qkvo(model, init);
+        SoftmaxAttention {
+            query,
+            key,
+            value,
+            out,
+            heads,
+            scale: logit_scale.unwrap_or(1.0 / (heads.head_dim as f64).sqrt()),
+            log_n_train_len: log_n_scaling.then(|| model.train_len.unwrap_or(model.max_seq_len)),
+            rope: Rope::from_config(&model.position, heads.head_dim),
+            alibi: matches!(model.position, PositionConfig::Alibi).then(|| Alibi::new(model.n_heads)),
+        }
+    }
+
+    /// q (log-n scaled), k, v (repeated to all heads) for positions start..start+n.
+    fn qkv(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let n = x.dims()[1];
+        let (mut q, k, v) =
+            project_heads((&self.query, &self.key, &self.value), self.heads, self.rope.as_ref(), x, start);
+        if let Some(train_len) = self.log_n_train_len {
+            let device = q.device();
+            q = q * log_n_factors(start, n, train_len, &device);
+        }
+        (q, k, v)
+    }
+
+    fn options(&self, is_causal: bool) -> AttentionModuleOptions {
+        AttentionModuleOptions { scale: Some(self.scale), softcap: None, is_causal }
+    }
+}
+
+impl TokenMixer for SoftmaxAttention {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, _] = x.dims();
+        let (q, k, v) = self.qkv(x, 0);
+        let g = self.heads.groups();
+        let bias = self
+            .alibi
+            .as_ref()
+            .map(|a| a.bias(0, n, 0, n, &q.device()).expand([b, self.heads.heads, n, n]));
+        let o = attention(q, repeat_kv(k, g), repeat_kv(v, g), None, bias, self.options(true)); // [b, h, n, dh]
+        self.out.forward(merge_heads(o))
+    }
+
+    fn init_state(&self, _batch: usize, _device: &Device) -> MixerState {
+        MixerState::Kv { k: None, v: None, pos: 0 }
+    }
+
+    fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
+        let MixerState::Kv { k: k_cache, v: v_cache, pos } = state else {
+            panic!("softmax attention was given a {state:?} state")
+        };
+        let [b, n, _] = x.dims();
+        let (q, k, v) = self.qkv(x, pos);
+        let k_all = append(k_cache, k); // [b, hk, pos+n, dh]
+        let v_all = append(v_cache, v);
+        let total = pos + n;
+        let device = q.device();
+        let h = self.heads.heads;
+        let bias = self.alibi.as_ref().map(|a| a.bias(pos, n, 0, total, &device).expand([b, h, n, total]));
+        // Query i (absolute pos + i) sees keys j ≤ pos + i; a lone query sees the whole cache.
+        let mask = (n > 1).then(|| host_mask([1, 1, n, total], |ix| ix[3] > pos + ix[2], &device).expand([b, h, n, total]));
+        let g = self.heads.groups();
+        let o = attention(q, repeat_kv(k_all.clone(), g), repeat_kv(v_all.clone(), g), mask, bias, self.options(false));
+        let y = self.out.forward(merge_heads(o));
+        (y, MixerState::Kv { k: Some(k_all), v: Some(v_all), pos: total })
+    }
+
+    fn state_size_bytes(&self, seq_len: usize) -> usize {
+        seq_len * self.heads.kv_bytes_per_token()
+    }
+
+    fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>> {
+        let n = x.dims()[1];
+        let (q, k, _) = self.qkv(x, 0);
+        let device = q.device();
+        let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);
+        let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
+        Some(dense_weights(q, repeat_kv(k, self.heads.groups()), blocked, bias, self.scale))
+    }
+}

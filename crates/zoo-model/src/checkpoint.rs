@@ -1,0 +1,145 @@
+//! Model checkpoints: weights in safetensors (`model.safetensors`) with the resolved model
+//! config beside them (`config.json`). Tensor names are the module paths, documented in
+//! docs/checkpoint-format.md. Loading checks every name and shape against the model built from
+//! the config first, so a mismatch is one error naming the first differing tensor.
+//!
+//! Writes are atomic: a temporary file in the same folder, then a rename.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+
+use crate::config::ModelConfig;
+use crate::error::ModelError;
+use crate::lm::Lm;
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+
+/// (name, shape) of every tensor the model saves, in a stable order.
+pub fn tensor_shapes(model: &Lm) -> BTreeMap<String, Vec<usize>> {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.iter().copied().collect()))
+        .collect()
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Write `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// Save weights and config into `dir` (created if needed).
+pub fn save(model: &Lm, dir: &Path) -> Result<(), ModelError> {
+    fs::create_dir_all(dir).map_err(|e| ModelError::checkpoint(dir, format!("cannot create the folder: {e}")))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let tmp = tmp_path(&weights);
+    let mut store = SafetensorsStore::from_file(&tmp);
+    model
+        .save_into(&mut store)
+        .map_err(|e| ModelError::checkpoint(&weights, format!("cannot write: {e}")))?;
+    fs::rename(&tmp, &weights).map_err(|e| ModelError::checkpoint(&weights, format!("cannot write: {e}")))?;
+    let config = serde_json::to_vec_pretty(model.config()).expect("model config serialises");
+    let config_path = dir.join(CONFIG_FILE);
+    write_atomic(&config_path, &config).map_err(|e| ModelError::checkpoint(&config_path, format!("cannot write: {e}")))
+}
+
+/// Read the config saved beside a checkpoint.
+pub fn read_config(dir: &Path) -> Result<ModelConfig, ModelError> {
+    let path = dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| {
+        ModelError::checkpoint(&path, format!("cannot read ({e}); is {} a model folder?", dir.display()))
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::checkpoint(&path, format!("is not a valid model config: {e}")))
+}
+
+/// Names and shapes in a safetensors file, from its JSON header.
+pub fn file_shapes(path: &Path) -> Result<BTreeMap<String, Vec<usize>>, ModelError> {
+    let bytes = fs::read(path).map_err(|e| ModelError::checkpoint(path, format!("cannot read: {e}")))?;
+    let bad = |why: &str| ModelError::checkpoint(path, format!("is not a safetensors file ({why})"));
+    if bytes.len() < 8 {
+        return Err(bad("shorter than its header"));
+    }
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = bytes.get(8..8usize.saturating_add(header_len)).ok_or_else(|| bad("truncated header"))?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|_| bad("unreadable header"))?;
+    let mut out = BTreeMap::new();
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = info
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| bad("tensor without shape"))?
+            .iter()
+            .map(|d| d.as_u64().map(|d| d as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("non-integer shape"))?;
+        out.insert(name, shape);
+    }
+    Ok(out)
+}
+
+/// Load `weights` into `model`, refusing any difference in names or shapes.
+pub fn load_weights(mut model: Lm, weights: &Path) -> Result<Lm, ModelError> {
+    let expected = tensor_shapes(&model);
+    let found = file_shapes(weights)?;
+    for (name, shape) in &expected {
+        match found.get(name) {
+            None => {
+                return Err(ModelError::checkpoint(
+                    weights,
+                    format!("has no tensor `{name}` that the configured model needs (was it saved with another mixer, position encoding or layer count?)"),
+                ));
+            }
+            Some(s) if s != shape => {
+                return Err(ModelError::checkpoint(
+                    weights,
+                    format!("tensor `{name}` has shape {s:?}, the configured model expects {shape:?} (check d_model, n_heads, n_kv_heads, vocab_size, mlp_ratio)"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(extra) = found.keys().find(|k| !expected.contains_key(*k)) {
+        return Err(ModelError::checkpoint(
+            weights,
+            format!("holds tensor `{extra}` that the configured model does not have (another mixer or layer count?)"),
+        ));
+    }
+    let mut store = SafetensorsStore::from_file(weights);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| ModelError::checkpoint(weights, format!("cannot load: {e}")))?;
+    if let Some(err) = result.errors.first() {
+        return Err(ModelError::checkpoint(weights, format!("cannot load: {err:?}")));
+    }
+    Ok(model)
+}
+
+/// Build the model from `dir/config.json` on `device` and load `dir/model.safetensors`.
+pub fn load(dir: &Path, device: &Device) -> Result<Lm, ModelError> {
+    let config = read_config(dir)?;
+    load_with_config(dir, &config, device)
+}
+
+/// Load the weights of `dir` into a model built from `config` (e.g. with evaluation-time RoPE
+/// scaling changed); names and shapes must match.
+pub fn load_with_config(dir: &Path, config: &ModelConfig, device: &Device) -> Result<Lm, ModelError> {
+    let model = Lm::new(config, device)?;
+    load_weights(model, &dir.join(WEIGHTS_FILE))
+}

@@ -1,0 +1,448 @@
+//! Model configuration: the serde schema users write in TOML (`[model]`), its defaults, and the
+//! cross-field checks that turn nonsense combinations into one-line errors naming the fields.
+//!
+//! The structs are strict (`deny_unknown_fields`) so a misspelt key is an error, never silently
+//! ignored. Tagged enums (`kind = "softmax"`) select mixers and position encodings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// Which normalisation the pre-norm blocks use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    Rms,
+    Layer,
+}
+
+/// Which feed-forward network the blocks use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpKind {
+    Gelu,
+    Swiglu,
+}
+
+/// Feature maps φ of kernelised linear attention (Katharopoulos et al. 2020; Based, Arora et al. 2024).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureMap {
+    /// φ(x) = elu(x) + 1 (Katharopoulos et al.).
+    Elu,
+    /// φ(x) = max(x, 0).
+    Relu,
+    /// φ(x) = x: plain (unnormalised) linear attention.
+    Identity,
+    /// φ(x) = [1, x/d^¼, vec(x xᵀ)/(√2·√d)]: second-order Taylor expansion of exp(q·k/√d) (Based).
+    Taylor2,
+}
+
+/// Token mixer of one layer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MixerConfig {
+    Softmax {
+        /// Multiplier of q·k; default 1/√head_dim.
+        #[serde(default)]
+        logit_scale: Option<f64>,
+        /// Multiply the logits of the query at position i by max(1, ln(i+1)/ln(train_len)).
+        #[serde(default)]
+        log_n_scaling: bool,
+    },
+    Linear {
+        #[serde(default = "default_feature_map")]
+        feature_map: FeatureMap,
+        /// Divide by φ(q)·Σφ(k) (true) or not.
+        #[serde(default = "yes")]
+        normalize: bool,
+        /// Chunk length of the training form.
+        #[serde(default = "default_linear_chunk")]
+        chunk_size: usize,
+        /// Project q and k to this many dimensions per head before φ (Based uses 16 with Taylor-2).
+        #[serde(default)]
+        feature_dim: Option<usize>,
+    },
+    Rwkv {
+        #[serde(default = "default_rwkv_chunk")]
+        chunk_size: usize,
+        /// RWKV-6 data-dependent decay w_t; false gives a learned constant decay (RetNet / RWKV-5).
+        #[serde(default = "yes")]
+        data_dependent_decay: bool,
+        /// Rank of the low-rank decay projection (RWKV-6 "LoRA").
+        #[serde(default = "default_decay_rank")]
+        decay_rank: usize,
+    },
+    SlidingWindow {
+        /// Number of window keys each query sees (itself included).
+        window: usize,
+        /// Distance between window keys (Longformer's dilation); 1 = contiguous.
+        #[serde(default = "one")]
+        dilation: usize,
+        /// The first `global_tokens` positions are global: all tokens see them.
+        #[serde(default)]
+        global_tokens: usize,
+    },
+    Bigbird {
+        #[serde(default = "default_block")]
+        block_size: usize,
+        /// Window in blocks: the query's own block and the previous `window_blocks - 1`.
+        #[serde(default = "default_window_blocks")]
+        window_blocks: usize,
+        /// The first `global_blocks` blocks are global.
+        #[serde(default = "one")]
+        global_blocks: usize,
+        /// Random earlier blocks per query block, drawn from `seed`.
+        #[serde(default = "one")]
+        random_blocks: usize,
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+impl MixerConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MixerConfig::Softmax { .. } => "softmax",
+            MixerConfig::Linear { .. } => "linear",
+            MixerConfig::Rwkv { .. } => "rwkv",
+            MixerConfig::SlidingWindow { .. } => "sliding_window",
+            MixerConfig::Bigbird { .. } => "bigbird",
+        }
+    }
+}
+
+/// Position encoding of the model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PositionConfig {
+    None,
+    Sinusoidal,
+    Learned,
+    Rope {
+        #[serde(default = "default_theta")]
+        theta: f64,
+        /// Position interpolation (Chen et al. 2023): positions are divided by this factor.
+        #[serde(default = "one_f")]
+        interpolation: f64,
+        /// NTK-aware scaling: base θ' = θ·s^(d/(d−2)).
+        #[serde(default = "one_f")]
+        ntk_factor: f64,
+    },
+    Alibi,
+}
+
+impl PositionConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PositionConfig::None => "none",
+            PositionConfig::Sinusoidal => "sinusoidal",
+            PositionConfig::Learned => "learned",
+            PositionConfig::Rope { .. } => "rope",
+            PositionConfig::Alibi => "alibi",
+        }
+    }
+}
+
+/// The decoder-only language model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Vocabulary size; when absent it is taken from the task.
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+    #[serde(default = "default_d_model")]
+    pub d_model: usize,
+    #[serde(default = "default_layers")]
+    pub n_layers: usize,
+    #[serde(default = "default_heads")]
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention); default = n_heads.
+    #[serde(default)]
+    pub n_kv_heads: Option<usize>,
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+    #[serde(default = "default_mlp")]
+    pub mlp: MlpKind,
+    #[serde(default = "default_norm")]
+    pub norm: NormKind,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "yes")]
+    pub tie_embeddings: bool,
+    /// Biases in the linear layers.
+    #[serde(default)]
+    pub bias: bool,
+    /// The mixer of every layer, unless `mixers` is given.
+    #[serde(default = "default_mixer")]
+    pub mixer: MixerConfig,
+    /// Per-layer mixers: n_layers entries, or a shorter pattern tiled over the layers.
+    #[serde(default)]
+    pub mixers: Vec<MixerConfig>,
+    #[serde(default = "default_position")]
+    pub position: PositionConfig,
+    /// Size of the learned position table; also the longest length `zoo info` reports by default.
+    #[serde(default = "default_max_seq_len")]
+    pub max_seq_len: usize,
+    /// Length of the final training stage (L_train of log-n scaling); filled in by the trainer.
+    #[serde(default)]
+    pub train_len: Option<usize>,
+    /// Seed of the parameter initialisation (the trainer sets it from run.seed).
+    #[serde(default)]
+    pub init_seed: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn default_feature_map() -> FeatureMap {
+    FeatureMap::Elu
+}
+fn default_linear_chunk() -> usize {
+    64
+}
+fn default_rwkv_chunk() -> usize {
+    32
+}
+fn default_decay_rank() -> usize {
+    32
+}
+fn default_block() -> usize {
+    16
+}
+fn default_window_blocks() -> usize {
+    3
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_d_model() -> usize {
+    128
+}
+fn default_layers() -> usize {
+    2
+}
+fn default_heads() -> usize {
+    4
+}
+fn default_mlp_ratio() -> f64 {
+    4.0
+}
+fn default_mlp() -> MlpKind {
+    MlpKind::Gelu
+}
+fn default_norm() -> NormKind {
+    NormKind::Rms
+}
+fn default_mixer() -> MixerConfig {
+    MixerConfig::Softmax { logit_scale: None, log_n_scaling: false }
+}
+fn default_position() -> PositionConfig {
+    PositionConfig::Rope { theta: default_theta(), interpolation: 1.0, ntk_factor: 1.0 }
+}
+fn default_max_seq_len() -> usize {
+    2048
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            vocab_size: None,
+            d_model: default_d_model(),
+            n_layers: default_layers(),
+            n_heads: default_heads(),
+            n_kv_heads: None,
+            mlp_ratio: default_mlp_ratio(),
+            mlp: default_mlp(),
+            norm: default_norm(),
+            dropout: 0.0,
+            tie_embeddings: true,
+            bias: false,
+            mixer: default_mixer(),
+            mixers: Vec::new(),
+            position: default_position(),
+            max_seq_len: default_max_seq_len(),
+            train_len: None,
+            init_seed: 0,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads.max(1)
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
+    }
+
+    pub fn vocab(&self) -> Result<usize, ModelError> {
+        self.vocab_size.ok_or_else(|| {
+            ModelError::config("model.vocab_size", "is not set (set it, or let the task fill it)")
+        })
+    }
+
+    /// The mixer of every layer after tiling `mixers` (or repeating `mixer`).
+    pub fn layer_mixers(&self) -> Vec<MixerConfig> {
+        if self.mixers.is_empty() {
+            vec![self.mixer.clone(); self.n_layers]
+        } else {
+            (0..self.n_layers).map(|i| self.mixers[i % self.mixers.len()].clone()).collect()
+        }
+    }
+
+    /// Cross-field checks; every error names the offending field path.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let err = ModelError::config;
+        if let Some(v) = self.vocab_size {
+            if v < 2 {
+                return Err(err("model.vocab_size", "must be at least 2"));
+            }
+        }
+        if self.d_model == 0 || self.n_layers == 0 || self.n_heads == 0 {
+            return Err(err("model.d_model / model.n_layers / model.n_heads", "must be positive"));
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(err(
+                "model.d_model",
+                &format!("{} is not divisible by model.n_heads = {}", self.d_model, self.n_heads),
+            ));
+        }
+        let kv = self.kv_heads();
+        if kv == 0 || self.n_heads % kv != 0 {
+            return Err(err(
+                "model.n_kv_heads",
+                &format!("{kv} must divide model.n_heads = {} (grouped-query attention)", self.n_heads),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(err("model.dropout", "must be in [0, 1)"));
+        }
+        if self.mlp_ratio <= 0.0 {
+            return Err(err("model.mlp_ratio", "must be positive"));
+        }
+        if self.max_seq_len == 0 {
+            return Err(err("model.max_seq_len", "must be positive"));
+        }
+        if !self.mixers.is_empty() && self.n_layers % self.mixers.len() != 0 {
+            return Err(err(
+                "model.mixers",
+                &format!(
+                    "has {} entries, which does not tile model.n_layers = {} (give n_layers entries or a divisor)",
+                    self.mixers.len(),
+                    self.n_layers
+                ),
+            ));
+        }
+        let head_dim = self.head_dim();
+        if let PositionConfig::Rope { theta, interpolation, ntk_factor } = &self.position {
+            if head_dim % 2 != 0 {
+                return Err(err("model.position", "rope needs an even head_dim (d_model / n_heads)"));
+            }
+            if *theta <= 1.0 || *interpolation < 1.0 || *ntk_factor < 1.0 {
+                return Err(err(
+                    "model.position",
+                    "rope needs theta > 1, interpolation >= 1 and ntk_factor >= 1",
+                ));
+            }
+        }
+        for (layer, mixer) in self.layer_mixers().iter().enumerate() {
+            let path = if self.mixers.is_empty() {
+                "model.mixer".to_string()
+            } else {
+                format!("model.mixers.{}", layer % self.mixers.len())
+            };
+            self.validate_mixer(mixer, &path)?;
+        }
+        Ok(())
+    }
+
+    fn validate_mixer(&self, mixer: &MixerConfig, path: &str) -> Result<(), ModelError> {
+        let pos = self.position.kind();
+        let refuse = |why: &str| {
+            Err(ModelError::config(
+                &format!("{path}.kind + model.position.kind"),
+                &format!("{} with {pos} position encoding: {why}", mixer.kind()),
+            ))
+        };
+        match mixer {
+            MixerConfig::Softmax { logit_scale, .. } => {
+                if logit_scale.is_some_and(|s| s <= 0.0) {
+                    return Err(ModelError::config(&format!("{path}.logit_scale"), "must be positive"));
+                }
+            }
+            MixerConfig::Linear { feature_map, normalize, chunk_size, feature_dim } => {
+                if matches!(self.position, PositionConfig::Alibi) {
+                    return refuse("ALiBi biases softmax logits, and kernelised attention has none (use none, sinusoidal, learned or rope)");
+                }
+                if *feature_map == FeatureMap::Identity && *normalize {
+                    return Err(ModelError::config(
+                        &format!("{path}.normalize"),
+                        "the identity feature map is not positive, so φ(q)·Σφ(k) can be 0: set normalize = false or use elu/relu/taylor2",
+                    ));
+                }
+                if *chunk_size == 0 {
+                    return Err(ModelError::config(&format!("{path}.chunk_size"), "must be positive"));
+                }
+                if feature_dim.is_some_and(|f| f == 0) {
+                    return Err(ModelError::config(&format!("{path}.feature_dim"), "must be positive"));
+                }
+            }
+            MixerConfig::Rwkv { chunk_size, decay_rank, .. } => {
+                if matches!(self.position, PositionConfig::Alibi | PositionConfig::Rope { .. }) {
+                    return refuse("RWKV encodes position through its decay; use none, sinusoidal or learned");
+                }
+                if self.kv_heads() != self.n_heads {
+                    return Err(ModelError::config(
+                        "model.n_kv_heads",
+                        "rwkv has one key/value per head: leave n_kv_heads unset",
+                    ));
+                }
+                if *chunk_size == 0 || *decay_rank == 0 {
+                    return Err(ModelError::config(
+                        &format!("{path}.chunk_size / {path}.decay_rank"),
+                        "must be positive",
+                    ));
+                }
+            }
+            MixerConfig::SlidingWindow { window, dilation, .. } => {
+                if *window == 0 || *dilation == 0 {
+                    return Err(ModelError::config(
+                        &format!("{path}.window / {path}.dilation"),
+                        "must be positive",
+                    ));
+                }
+            }
+            MixerConfig::Bigbird { block_size, window_blocks, .. } => {
+                if *block_size == 0 || *window_blocks == 0 {
+                    return Err(ModelError::config(
+                        &format!("{path}.block_size / {path}.window_blocks"),
+                        "must be positive",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses lengths the model cannot encode (learned positions past their table).
+    pub fn check_length(&self, seq_len: usize) -> Result<(), ModelError> {
+        if matches!(self.position, PositionConfig::Learned) && seq_len > self.max_seq_len {
+            return Err(ModelError::config(
+                "model.max_seq_len",
+                &format!(
+                    "learned positions have a table of {} entries, so length {seq_len} cannot be encoded (evaluate at most {} tokens, or train with a larger max_seq_len)",
+                    self.max_seq_len, self.max_seq_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

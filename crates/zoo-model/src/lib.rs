@@ -1,0 +1,22 @@
+//! attention-zoo's model library: decoder-only LMs whose token mixer (softmax, linear, RWKV,
+//! sliding window, BigBird) and position encoding (none, sinusoidal, learned, RoPE, ALiBi) are
+//! chosen by configuration, with training forms linear in length where the mechanism allows,
+//! exact incremental decoding, state-size accounting and attention weights for diagnostics.
+//!
+//! No CLI, plotting or TOML here: configs are serde structs the CLI fills.
+
+pub mod attention;
+pub mod block;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod init;
+pub mod lm;
+pub mod mlp;
+pub mod position;
+pub mod sync;
+
+pub use attention::{Mixer, MixerState, TokenMixer};
+pub use config::{FeatureMap, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig};
+pub use error::ModelError;
+pub use lm::{LayerState, Lm, LmState, masked_cross_entropy};

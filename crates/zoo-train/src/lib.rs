@@ -1,0 +1,9 @@
+//! Training for attention-zoo: the strict run config (`[run]`, `[model]`, `[task]`, `[train]`,
+//! `[eval]`), the learning-rate and sequence-length schedules, and the training loop.
+
+pub mod config;
+pub mod schedule;
+pub mod optim;
+pub mod trainer;
+
+pub use trainer::{EvalLog, Observer, Silent, StepLog, TrainOptions, TrainSummary, train};

@@ -1,0 +1,336 @@
+//! The explicit training loop (nanoGPT's train.py, Burn's custom-training-loop example):
+//!
+//!   for step in start..total:
+//!       (stage, seq_len, batch) = length plan at step;  lr = schedule(step)
+//!       grads = Σ_micro ∇ loss(batch(seed, step, micro)) / grad_accum
+//!       clip to global norm;  AdamW step;  log;  eval / checkpoint every N
+//!
+//! Everything random is a pure function of (run seed, step): the task batches come from
+//! ChaCha8(derive(seed, step, micro)) and dropout seeds Burn's RNG under the project lock. So a
+//! checkpoint only needs model + optimiser + step, and a resumed run reproduces the uninterrupted
+//! loss curve (bitwise on the flex backend).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use zoo_data::{Batch, Task};
+use zoo_model::sync::{derive_seed, seeded};
+use zoo_model::{Lm, checkpoint, masked_cross_entropy};
+
+use crate::config::RunConfig;
+use crate::optim::{adamw, clip_global_norm, scale_grads};
+use crate::schedule::{LengthPlan, lr_at};
+
+/// One training line of metrics.jsonl.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StepLog {
+    pub step: usize,
+    pub stage: usize,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+}
+
+/// One evaluation line of metrics.jsonl.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EvalLog {
+    pub kind: String,
+    pub step: usize,
+    pub seq_len: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// Receives progress (the CLI draws a progress bar or prints JSON).
+pub trait Observer {
+    fn start(&mut self, _total_steps: usize, _first_step: usize) {}
+    fn step(&mut self, _log: &StepLog) {}
+    fn eval(&mut self, _log: &EvalLog) {}
+    fn message(&mut self, _text: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+pub struct TrainOptions {
+    pub run_dir: PathBuf,
+    /// The plain device; training wraps it in autodiff.
+    pub device: Device,
+    pub resume: bool,
+    /// Folder that relative task paths are resolved against.
+    pub base_dir: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub final_loss: f64,
+    pub evals: Vec<EvalLog>,
+    pub num_params: usize,
+}
+
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CONFIG_FILE: &str = "config.toml";
+pub const MODEL_DIR: &str = "model";
+pub const CHECKPOINT_DIR: &str = "checkpoints";
+
+/// Turn task samples into tensors on `device`: inputs, targets [b, n] and the loss mask [b, n].
+pub fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
+    let shape = [batch.batch_size, batch.seq_len];
+    let ids = |v: &[u32]| Tensor::<2, Int>::from_data(TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), shape), device);
+    let mask: Vec<f32> = batch.loss_mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+    (ids(&batch.inputs), ids(&batch.targets), Tensor::from_data(TensorData::new(mask, shape), device))
+}
+
+/// Accuracy counts of argmax predictions [b·n] against a batch: (correct answer tokens, answer
+/// tokens, fully-correct answer spans, spans).
+pub fn score(pred: &[u32], batch: &Batch) -> (usize, usize, usize, usize) {
+    let (mut tok_ok, mut tok, mut span_ok, mut spans) = (0, 0, 0, 0);
+    for (s, sample) in batch.samples.iter().enumerate() {
+        let offset = s * batch.seq_len;
+        for i in 0..batch.seq_len {
+            if sample.loss_mask[i] {
+                tok += 1;
+                tok_ok += usize::from(pred[offset + i] == sample.targets[i]);
+            }
+        }
+        for span in &sample.answers {
+            spans += 1;
+            span_ok += usize::from(span.clone().all(|i| pred[offset + i] == sample.targets[i]));
+        }
+    }
+    (tok_ok, tok, span_ok, spans)
+}
+
+/// Loss and accuracy of `model` (plain device) on `batches` eval batches at `seq_len`.
+/// Accuracy is exact match of whole answers for needle tasks, per answer token otherwise.
+pub fn evaluate(model: &Lm, task: &Task, seq_len: usize, batch_size: usize, batches: usize, seed: u64, device: &Device) -> Result<(f64, f64)> {
+    let (mut loss_sum, mut ok, mut total) = (0.0, 0usize, 0usize);
+    for i in 0..batches {
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed ^ 0xE7A1, (seq_len * 1_000 + i) as u64));
+        let batch = task.batch(batch_size, seq_len, &mut rng)?;
+        let (inputs, targets, mask) = batch_tensors(&batch, device);
+        let logits = model.forward(inputs);
+        loss_sum += masked_cross_entropy(logits.clone(), targets, mask).into_scalar::<f32>() as f64;
+        let pred: Vec<u32> = logits.argmax(2).into_data().try_into_vec_as::<i64>()?.into_iter().map(|t| t as u32).collect();
+        let (tok_ok, tok, span_ok, spans) = score(&pred, &batch);
+        if task.kind() == "needle" {
+            ok += span_ok;
+            total += spans;
+        } else {
+            ok += tok_ok;
+            total += tok;
+        }
+    }
+    Ok((loss_sum / batches as f64, ok as f64 / total.max(1) as f64))
+}
+
+fn append_line(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(value)?)?;
+    Ok(())
+}
+
+fn checkpoint_dir(run_dir: &Path, step: usize) -> PathBuf {
+    run_dir.join(CHECKPOINT_DIR).join(format!("step-{step}"))
+}
+
+/// The highest complete checkpoint step in a run directory.
+pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
+    fs::read_dir(run_dir.join(CHECKPOINT_DIR))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse::<usize>().ok())
+        .filter(|s| checkpoint_dir(run_dir, *s).join("state.json").exists())
+        .max()
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    step: usize,
+    seed: u64,
+}
+
+/// Write model record + optimiser + step into checkpoints/step-N atomically (temp dir, rename).
+fn save_checkpoint(run_dir: &Path, step: usize, seed: u64, model: &Lm, optim: &ModuleOptimizer) -> Result<()> {
+    let final_dir = checkpoint_dir(run_dir, step);
+    let tmp = run_dir.join(CHECKPOINT_DIR).join(format!(".tmp-step-{step}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    model.clone().save_file(tmp.join("model")).map_err(|e| anyhow::anyhow!("cannot save the model checkpoint: {e:?}"))?;
+    optim.save(tmp.join("optim")).map_err(|e| anyhow::anyhow!("cannot save the optimiser checkpoint: {e:?}"))?;
+    fs::write(tmp.join("state.json"), serde_json::to_vec(&CheckpointState { step, seed })?)?;
+    if final_dir.exists() {
+        fs::remove_dir_all(&final_dir)?;
+    }
+    fs::rename(&tmp, &final_dir)?;
+    Ok(())
+}
+
+/// Keep only the metrics lines of steps ≤ `step` (a resumed run rewrites the rest).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    checkpoint::write_atomic(path, kept.as_bytes())?;
+    Ok(())
+}
+
+/// Train `config` into `opts.run_dir`.
+pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Observer) -> Result<TrainSummary> {
+    let task = config.task.build(&opts.base_dir)?;
+    config.resolve(task.vocab_size());
+    config.validate()?;
+    let run_dir = &opts.run_dir;
+    let seed = config.run.seed;
+    let train_cfg = config.train.clone();
+    let plan = LengthPlan::new(&train_cfg);
+    let total = plan.total_steps();
+    for len in plan.lengths() {
+        if len < task.min_seq_len() {
+            bail!("train.stages: seq_len {len} is shorter than the task needs ({}); raise it or shrink the task", task.min_seq_len());
+        }
+    }
+    let ad = opts.device.clone().autodiff();
+    let metrics = run_dir.join(METRICS_FILE);
+
+    let (mut model, mut optim, first_step) = if opts.resume {
+        let step = latest_checkpoint(run_dir).with_context(|| {
+            format!("{} has no checkpoint to resume from (train without --resume, or with --overwrite)", run_dir.display())
+        })?;
+        let dir = checkpoint_dir(run_dir, step);
+        let model = Lm::new(&config.model, &ad)?
+            .try_load_file(dir.join("model"))
+            .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit the run's config: {e:?}", dir.display()))?;
+        let optim = adamw(&train_cfg)
+            .load(dir.join("optim"))
+            .map_err(|e| anyhow::anyhow!("cannot read the optimiser state in {}: {e:?}", dir.display()))?;
+        truncate_metrics(&metrics, step)?;
+        observer.message(&format!("resuming {} from step {step}", run_dir.display()));
+        (model, optim, step)
+    } else {
+        fs::create_dir_all(run_dir).with_context(|| format!("cannot create the run directory {}", run_dir.display()))?;
+        checkpoint::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())
+            .with_context(|| format!("cannot write into {}", run_dir.display()))?;
+        if let Some(tok) = task.tokenizer() {
+            tok.save(&run_dir.join("tokenizer.json"))?;
+        }
+        checkpoint::write_atomic(&metrics, b"")?;
+        (Lm::new(&config.model, &ad)?, adamw(&train_cfg), 0)
+    };
+    let num_params = model.num_params();
+    observer.start(total, first_step);
+
+    let eval_lengths = if config.eval.lengths.is_empty() { vec![plan.final_seq_len()] } else { config.eval.lengths.clone() };
+    let run_eval = |model: &Lm, step: usize, observer: &mut dyn Observer| -> Result<Vec<EvalLog>> {
+        let valid = model.valid();
+        let mut logs = Vec::new();
+        for &len in &eval_lengths {
+            config.model.check_length(len)?;
+            let (loss, accuracy) = evaluate(&valid, &task, len, config.eval.batch_size, train_cfg.eval_batches.max(1), seed, &opts.device)?;
+            let log = EvalLog { kind: "eval".into(), step, seq_len: len, loss, accuracy };
+            append_line(&metrics, &log)?;
+            observer.eval(&log);
+            logs.push(log);
+        }
+        Ok(logs)
+    };
+
+    let dropout = config.model.dropout > 0.0;
+    let accum = train_cfg.grad_accum.max(1);
+    let mut last_loss = f64::NAN;
+    let mut evals = Vec::new();
+    let mut last_saved = latest_checkpoint(run_dir);
+    for step in first_step..total {
+        let started = Instant::now();
+        let at = plan.at(step, seed);
+        let lr = lr_at(step, total, &train_cfg);
+        let mut accumulator = GradientsAccumulator::<Lm>::new();
+        let mut loss_sum = 0.0;
+        for micro in 0..accum {
+            let data_seed = derive_seed(seed, (step * accum + micro) as u64);
+            let mut rng = ChaCha8Rng::seed_from_u64(data_seed);
+            let batch = task.batch(at.batch_size, at.seq_len, &mut rng)?;
+            let (inputs, targets, mask) = batch_tensors(&batch, &ad);
+            let (loss, grads) = {
+                let _guard = dropout.then(|| seeded(&ad, data_seed));
+                let loss = masked_cross_entropy(model.forward(inputs), targets, mask);
+                let grads = loss.backward();
+                (loss, grads)
+            };
+            loss_sum += loss.into_scalar::<f32>() as f64;
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        }
+        let loss = loss_sum / accum as f64;
+        if !loss.is_finite() {
+            let kept = last_saved.map_or("no checkpoint was written yet".to_string(), |s| {
+                format!("the last good checkpoint is {}", checkpoint_dir(run_dir, s).display())
+            });
+            bail!("loss became {loss} at step {} (seq_len {}); stopping — {kept}; lower train.lr or raise train.warmup_steps", step + 1, at.seq_len);
+        }
+        let mut grads = accumulator.grads();
+        if accum > 1 {
+            scale_grads(&model, &mut grads, 1.0 / accum as f32);
+        }
+        let grad_norm = clip_global_norm(&model, &mut grads, train_cfg.grad_clip);
+        model = optim.step(lr, model, grads);
+        last_loss = loss;
+        let done = step + 1;
+        let log = StepLog {
+            step: done,
+            stage: at.stage,
+            seq_len: at.seq_len,
+            batch_size: at.batch_size,
+            loss,
+            lr,
+            grad_norm,
+            tokens_per_s: (at.batch_size * at.seq_len * accum) as f64 / started.elapsed().as_secs_f64(),
+        };
+        if done % train_cfg.log_every.max(1) == 0 || done == total || done == first_step + 1 {
+            append_line(&metrics, &log)?;
+        }
+        observer.step(&log);
+        if train_cfg.eval_every > 0 && done % train_cfg.eval_every == 0 && done != total {
+            evals = run_eval(&model, done, observer)?;
+        }
+        if (train_cfg.checkpoint_every > 0 && done % train_cfg.checkpoint_every == 0) || done == total {
+            save_checkpoint(run_dir, done, seed, &model, &optim)?;
+            last_saved = Some(done);
+        }
+    }
+    evals = if first_step < total || evals.is_empty() { run_eval(&model, total, observer)? } else { evals };
+    let valid = model.valid();
+    checkpoint::save(&valid, &run_dir.join(MODEL_DIR))?;
+    let summary = serde_json::json!({
+        "num_params": num_params,
+        "steps": total,
+        "final_loss": last_loss,
+        "mixers": config.model.layer_mixers().iter().map(|m| m.kind()).collect::<Vec<_>>(),
+        "position": config.model.position.kind(),
+    });
+    checkpoint::write_atomic(&run_dir.join(MODEL_DIR).join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(TrainSummary { steps: total, final_loss: last_loss, evals, num_params })
+}
