@@ -153,8 +153,8 @@ fn data_tokens(rng: &mut ChaCha8Rng, vocab: usize, n: usize) -> Vec<u32> {
 }
 
 fn copy_sample(stream: Vec<u32>, n: usize) -> Sample {
-    let len = stream.len();
-    from_stream(stream, &[len - n..len], Vec::new(), None)
+    let copy = stream.len() - n..stream.len();
+    from_stream(stream, std::slice::from_ref(&copy), Vec::new(), None)
 }
 
 /// A built copy task.

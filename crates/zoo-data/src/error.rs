@@ -71,7 +71,9 @@ pub enum TaskError {
     Tokenizer { origin: String, message: String },
 
     /// A task-specific operation was called on another kind of task.
-    #[error("{operation} needs a {expected} task, but this task is {actual} (call it on a task built from kind = \"{expected}\")")]
+    #[error(
+        "{operation} needs a {expected} task, but this task is {actual} (call it on a task built from kind = \"{expected}\")"
+    )]
     WrongTask {
         operation: String,
         expected: String,

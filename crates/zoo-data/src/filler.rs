@@ -229,7 +229,11 @@ mod tests {
         for s in &all {
             assert!(s.ends_with('.'), "{s}");
             assert!(s.chars().next().unwrap().is_uppercase(), "{s}");
-            assert!(!s.chars().any(|c| c.is_ascii_digit() || c == '-' || c == ':'), "{s}");
+            assert!(
+                !s.chars()
+                    .any(|c| c.is_ascii_digit() || c == '-' || c == ':'),
+                "{s}"
+            );
             for banned in ["special", "magic", "number", "pass key"] {
                 assert!(!s.contains(banned), "{s}");
             }
@@ -260,8 +264,10 @@ mod tests {
                 let lower = w.to_lowercase();
                 assert!(
                     vocab.contains(&lower.as_str())
-                        || ["the", "a", "an", "was", "over", "nobody", "that", "left", "and"]
-                            .contains(&lower.as_str()),
+                        || [
+                            "the", "a", "an", "was", "over", "nobody", "that", "left", "and"
+                        ]
+                        .contains(&lower.as_str()),
                     "{w} in {s}"
                 );
             }

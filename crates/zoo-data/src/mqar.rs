@@ -337,7 +337,10 @@ mod tests {
         let w: f64 = (1..=4).map(|x| (x as f64).powf(-0.5)).sum();
         let expected = 1.0 / w;
         let observed = hits as f64 / trials as f64;
-        assert!((observed - expected).abs() < 0.01, "{observed} vs {expected}");
+        assert!(
+            (observed - expected).abs() < 0.01,
+            "{observed} vs {expected}"
+        );
     }
 
     #[test]

@@ -525,6 +525,16 @@ struct Plan {
     answer_needles: Vec<usize>,
 }
 
+/// The token ids of everything in a sample except the haystack.
+struct FixedTokens {
+    /// Each needle sentence, in generation order.
+    needles: Vec<Vec<u32>>,
+    /// The question, ending on the last answer.
+    question: Vec<u32>,
+    /// Token span of each answer inside `question`.
+    answers: Vec<Range<usize>>,
+}
+
 /// A built needle task.
 #[derive(Clone, Debug)]
 pub struct NeedleTask {
@@ -641,11 +651,10 @@ impl NeedleTask {
             vec![0.0; n_values],
             &identity,
         );
-        self.fixed_tokens(&plan)
-            .map_or(usize::MAX, |(needles, question, _)| {
-                let total: usize = needles.iter().map(Vec::len).sum::<usize>() + question.len();
-                total.saturating_sub(1)
-            })
+        self.fixed_tokens(&plan).map_or(usize::MAX, |f| {
+            let total = f.needles.iter().map(Vec::len).sum::<usize>() + f.question.len();
+            total.saturating_sub(1)
+        })
     }
 
     /// A sample with the configured variant; the depth is the configured one
@@ -724,7 +733,12 @@ impl NeedleTask {
             })
             .collect();
         let mut order: Vec<usize> = (0..needles.len()).collect();
-        order.sort_by(|&a, &b| needles[a].depth.total_cmp(&needles[b].depth).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            needles[a]
+                .depth
+                .total_cmp(&needles[b].depth)
+                .then(a.cmp(&b))
+        });
         let kind = self.config.value_kind;
         let noun = kind.noun();
         match variant {
@@ -767,12 +781,8 @@ impl NeedleTask {
         }
     }
 
-    /// Token ids of each needle (generation order), of the question, and the
-    /// token span of each answer inside the question.
-    fn fixed_tokens(
-        &self,
-        plan: &Plan,
-    ) -> Result<(Vec<Vec<u32>>, Vec<u32>, Vec<Range<usize>>), TaskError> {
+    /// Tokenises the needles and the question of a plan.
+    fn fixed_tokens(&self, plan: &Plan) -> Result<FixedTokens, TaskError> {
         let noun = self.config.value_kind.noun();
         let needles = plan
             .needles
@@ -784,10 +794,11 @@ impl NeedleTask {
                 ))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (question, offsets) = self.tokenizer.try_encode_with_offsets(&plan.question)?;
+        let question = self.tokenizer.try_encode_with_offsets(&plan.question)?;
         let mut spans = Vec::with_capacity(plan.answer_spans.len());
         for chars in &plan.answer_spans {
-            let hits: Vec<usize> = offsets
+            let hits: Vec<usize> = question
+                .offsets
                 .iter()
                 .enumerate()
                 .filter(|(_, (s, e))| *s < chars.end && *e > chars.start)
@@ -807,7 +818,11 @@ impl NeedleTask {
                 }
             }
         }
-        Ok((needles, question, spans))
+        Ok(FixedTokens {
+            needles,
+            question: question.ids,
+            answers: spans,
+        })
     }
 
     fn assemble(
@@ -817,12 +832,18 @@ impl NeedleTask {
         plan: &Plan,
         rng: &mut ChaCha8Rng,
     ) -> Result<Sample, TaskError> {
-        let (needle_ids, question, q_spans) = self.fixed_tokens(plan)?;
+        let FixedTokens {
+            needles: needle_ids,
+            question,
+            answers: q_spans,
+        } = self.fixed_tokens(plan)?;
         let fixed = needle_ids.iter().map(Vec::len).sum::<usize>() + question.len();
         if fixed > seq_len + 1 {
             return Err(TaskError::too_short(
                 seq_len,
-                format!("needle variant {variant} (needles and question alone take {fixed} tokens)"),
+                format!(
+                    "needle variant {variant} (needles and question alone take {fixed} tokens)"
+                ),
                 fixed - 1,
                 "raise seq_len, or lower task.value_len / num_distractors / num_values / num_queries",
             ));
@@ -1051,9 +1072,7 @@ fn template_corpus(config: &NeedleConfig) -> Vec<String> {
         let key = key_name(rng.gen_range(0..NUM_KEYS));
         let other = key_name(rng.gen_range(0..NUM_KEYS));
         let value = random_value(config, &mut rng);
-        texts.push(format!(
-            "The special magic {noun} for {key} is: {value}."
-        ));
+        texts.push(format!("The special magic {noun} for {key} is: {value}."));
         texts.push(match i % 3 {
             0 => format!(
                 "What is the special magic {noun} for {key}? The special magic {noun} for {key} is: {value}"
@@ -1098,7 +1117,10 @@ mod tests {
     #[test]
     fn sentence_split_respects_punctuation_and_word_cap() {
         let s = split_sentences("One two.  Three?\n\"Four!\" five six seven", 2);
-        assert_eq!(s, vec!["One two.", "Three?", "\"Four!\"", "five six", "seven"]);
+        assert_eq!(
+            s,
+            vec!["One two.", "Three?", "\"Four!\"", "five six", "seven"]
+        );
     }
 
     #[test]

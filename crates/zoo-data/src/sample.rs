@@ -168,7 +168,14 @@ mod tests {
 
     fn sample(seq_len: usize) -> Sample {
         let stream: Vec<u32> = (0..=seq_len as u32).collect();
-        from_stream(stream, &[seq_len - 1..seq_len + 1], vec![0..1], None)
+        let answer = seq_len - 1..seq_len + 1;
+        let needle = 0..1;
+        from_stream(
+            stream,
+            std::slice::from_ref(&answer),
+            std::slice::from_ref(&needle).to_vec(),
+            None,
+        )
     }
 
     #[test]

@@ -172,8 +172,7 @@ impl TextTask {
             return Err(TaskError::TooSmall {
                 what: "text file".to_string(),
                 path,
-                message: "it is empty (task.path must point at a non-empty UTF-8 text)"
-                    .to_string(),
+                message: "it is empty (task.path must point at a non-empty UTF-8 text)".to_string(),
             });
         }
         let tokenizer = match &config.tokenizer {
@@ -183,7 +182,12 @@ impl TextTask {
                 while !text.is_char_boundary(limit) {
                     limit -= 1;
                 }
-                let lines: Vec<String> = text[..limit].lines().map(str::to_string).collect();
+                // Lines keep their endings: newlines must be in the alphabet
+                // or every line break of the file would encode as <unk>.
+                let lines: Vec<String> = text[..limit]
+                    .split_inclusive('\n')
+                    .map(str::to_string)
+                    .collect();
                 ZooTokenizer::train_bpe(&lines, config.vocab_size)?
             }
         };
@@ -247,12 +251,7 @@ impl TextTask {
     /// A random training window.
     pub fn sample(&self, seq_len: usize, rng: &mut ChaCha8Rng) -> Result<Sample, TaskError> {
         if seq_len == 0 {
-            return Err(TaskError::too_short(
-                0,
-                "text",
-                1,
-                "use seq_len >= 1",
-            ));
+            return Err(TaskError::too_short(0, "text", 1, "use seq_len >= 1"));
         }
         if seq_len > self.max_seq_len() {
             return Err(TaskError::SeqLenTooLong {

@@ -12,7 +12,8 @@
 //!   is therefore exactly five tokens, which is what lets a tiny model learn to
 //!   copy numbers digit by digit;
 //! * a BPE model trained with `BpeTrainer` on the given texts; its alphabet is
-//!   the characters seen in training, and anything else encodes as `<unk>`;
+//!   the characters seen in training plus the ten digits, and anything else
+//!   encodes as `<unk>`;
 //! * a `Metaspace` decoder (prepend = never), so `decode(encode(s)) == s` for
 //!   text over the training alphabet.
 //!
@@ -57,6 +58,13 @@ pub const UNK_TOKEN: &str = "<unk>";
 pub const MIN_TRAIN_VOCAB: usize = 16;
 
 const TRAINED_ORIGIN: &str = "(trained in memory)";
+
+/// Token ids of a text together with the byte span of the text each covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedText {
+    pub ids: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+}
 
 /// A HuggingFace tokenizer plus the few facts the generators need.
 #[derive(Clone, Debug)]
@@ -124,6 +132,9 @@ impl ZooTokenizer {
             .vocab_size(vocab_size)
             .min_frequency(0)
             .show_progress(false)
+            // Digits are always in the alphabet: a corpus without numbers
+            // must still give a tokenizer that spells needle values.
+            .initial_alphabet(('0'..='9').collect())
             .special_tokens(vec![
                 AddedToken::from(PAD_TOKEN, true),
                 AddedToken::from(EOS_TOKEN, true),
@@ -205,19 +216,19 @@ impl ZooTokenizer {
 
     /// Token ids of `text`, with the tokenizer's error if it fails.
     pub fn try_encode(&self, text: &str) -> Result<Vec<u32>, TaskError> {
-        Ok(self.try_encode_with_offsets(text)?.0)
+        Ok(self.try_encode_with_offsets(text)?.ids)
     }
 
     /// Token ids of `text` with the byte span of `text` each token covers.
-    pub fn try_encode_with_offsets(
-        &self,
-        text: &str,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), TaskError> {
+    pub fn try_encode_with_offsets(&self, text: &str) -> Result<EncodedText, TaskError> {
         let enc = self
             .inner
             .encode(text, false)
             .map_err(|e| tok_err(&self.origin, format!("cannot encode text: {e}")))?;
-        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+        Ok(EncodedText {
+            ids: enc.get_ids().to_vec(),
+            offsets: enc.get_offsets().to_vec(),
+        })
     }
 
     /// Text of `ids`, special tokens included. Returns an empty string only

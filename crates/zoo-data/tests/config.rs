@@ -80,10 +80,9 @@ fn explicit_fields_parse() {
     assert_eq!(n.haystack, Some(PathBuf::from("essays.txt")));
     assert_eq!(n.depth, Some(0.25));
 
-    let c: TaskConfig = serde_json::from_str(
-        r#"{"kind": "mqar", "num_kv_pairs_choices": [4, 8], "power_a": 0.1}"#,
-    )
-    .unwrap();
+    let c: TaskConfig =
+        serde_json::from_str(r#"{"kind": "mqar", "num_kv_pairs_choices": [4, 8], "power_a": 0.1}"#)
+            .unwrap();
     assert_eq!(
         c,
         TaskConfig::Mqar(MqarConfig {
@@ -217,7 +216,10 @@ fn validation_names_the_offending_field() {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with(&format!("invalid {field}:")), "{err}");
         // build validates before touching the file system.
-        let err = c.build(Path::new("/definitely/missing")).unwrap_err().to_string();
+        let err = c
+            .build(Path::new("/definitely/missing"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(field), "{err}");
     }
     // A uuid needle ignores value_len, so 0 is fine there.

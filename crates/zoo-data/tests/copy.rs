@@ -19,9 +19,7 @@ fn copy_targets_after_separator_equal_the_data() {
             let data = &s.inputs[..l];
             assert!(data.iter().all(|&x| x >= 2));
             let sep = seq_len - l;
-            if sep < seq_len {
-                assert_eq!(s.inputs[sep], SEPARATOR);
-            }
+            assert_eq!(s.inputs[sep], SEPARATOR);
             assert!(s.inputs[l..sep].iter().all(|&x| x == BLANK));
             assert_eq!(&s.targets[seq_len - l..], data);
             assert_eq!(s.answers, vec![seq_len - l..seq_len]);
@@ -51,12 +49,7 @@ fn selective_copy_reproduces_scattered_tokens_in_order() {
             assert_eq!(s.inputs[seq_len - m], SEPARATOR);
             assert_eq!(&s.targets[seq_len - m..], &data[..]);
             assert_eq!(s.answers, vec![seq_len - m..seq_len]);
-            layouts.insert(
-                region
-                    .iter()
-                    .map(|&x| x != BLANK)
-                    .collect::<Vec<bool>>(),
-            );
+            layouts.insert(region.iter().map(|&x| x != BLANK).collect::<Vec<bool>>());
         }
         if seq_len > 2 * m {
             assert!(layouts.len() > 1, "positions must be random");
@@ -72,10 +65,16 @@ fn too_short_and_bad_configs_are_errors() {
     })
     .unwrap();
     let err = t.sample(19, &mut rng(0)).unwrap_err().to_string();
-    assert!(err.contains("seq_len 19") && err.contains("20") && err.contains("copy_len"), "{err}");
+    assert!(
+        err.contains("seq_len 19") && err.contains("20") && err.contains("copy_len"),
+        "{err}"
+    );
     let t = SelectiveCopyTask::new(SelectiveCopyConfig::default()).unwrap();
     let err = t.sample(31, &mut rng(0)).unwrap_err().to_string();
-    assert!(err.contains("32") && err.contains("num_tokens_to_copy"), "{err}");
+    assert!(
+        err.contains("32") && err.contains("num_tokens_to_copy"),
+        "{err}"
+    );
     let err = CopyTask::new(CopyConfig {
         vocab: 2,
         copy_len: 4,

@@ -24,7 +24,10 @@ fn tasks(dir: &TempDir) -> Vec<(Task, usize)> {
         ),
         (TaskConfig::Needle(NeedleConfig::default()), 256),
         (TaskConfig::Copy(CopyConfig::default()), 64),
-        (TaskConfig::SelectiveCopy(SelectiveCopyConfig::default()), 64),
+        (
+            TaskConfig::SelectiveCopy(SelectiveCopyConfig::default()),
+            64,
+        ),
         (TaskConfig::Text(TextConfig::new("lm.txt")), 64),
     ];
     configs
@@ -70,7 +73,10 @@ fn batches_are_deterministic_and_match_their_samples() {
             assert_eq!(s, &task.sample(seq_len, &mut r).unwrap());
             assert_eq!(&a.inputs[i * seq_len..(i + 1) * seq_len], &s.inputs[..]);
             assert_eq!(&a.targets[i * seq_len..(i + 1) * seq_len], &s.targets[..]);
-            assert_eq!(&a.loss_mask[i * seq_len..(i + 1) * seq_len], &s.loss_mask[..]);
+            assert_eq!(
+                &a.loss_mask[i * seq_len..(i + 1) * seq_len],
+                &s.loss_mask[..]
+            );
         }
         let err = task.batch(0, seq_len, &mut rng(7)).unwrap_err();
         assert!(err.to_string().contains("batch_size"), "{err}");

@@ -37,7 +37,11 @@ fn every_answer_is_the_value_bound_to_its_query_key() {
             let keys: Vec<u32> = block.iter().step_by(2).copied().collect();
             let values: Vec<u32> = block.iter().skip(1).step_by(2).copied().collect();
             assert!(keys.iter().all(|&k| k >= 1 && (k as usize) < vocab / 2));
-            assert!(values.iter().all(|&v| (v as usize) >= vocab / 2 && (v as usize) < vocab));
+            assert!(
+                values
+                    .iter()
+                    .all(|&v| (v as usize) >= vocab / 2 && (v as usize) < vocab)
+            );
             assert_eq!(keys.iter().collect::<HashSet<_>>().len(), n);
             assert_eq!(values.iter().collect::<HashSet<_>>().len(), n);
 
@@ -92,7 +96,8 @@ fn gaps(t: &MqarTask, n: usize, seq_len: usize, samples: usize, seed: u64) -> Ve
 fn query_gaps_follow_the_power_law() {
     let (n, seq_len) = (8, 512);
     let space = (seq_len - 2 * n) / 2;
-    let count = |g: &[usize], lo: usize, hi: usize| g.iter().filter(|&&x| x >= lo && x < hi).count();
+    let count =
+        |g: &[usize], lo: usize, hi: usize| g.iter().filter(|&&x| x >= lo && x < hi).count();
 
     let skewed = gaps(&task(8192, n, 0.01), n, seq_len, 300, 1);
     let near = count(&skewed, 0, space / 4);
@@ -106,7 +111,10 @@ fn query_gaps_follow_the_power_law() {
     let uniform = gaps(&task(8192, n, 1.0), n, seq_len, 300, 2);
     let near = count(&uniform, 0, space / 4) as f64;
     let far = count(&uniform, 3 * space / 4, space) as f64;
-    assert!((near / far - 1.0).abs() < 0.25, "power_a 1: near {near} far {far}");
+    assert!(
+        (near / far - 1.0).abs() < 0.25,
+        "power_a 1: near {near} far {far}"
+    );
 }
 
 #[test]

@@ -83,7 +83,9 @@ fn find_needles(task: &Task, s: &Sample, q_start: usize) -> Vec<(Range<usize>, S
             .starts_with(" The special magic")
         {
             let end = (i + 1..=q_start)
-                .find(|&e| t.decode(&st[i..e]).ends_with('.') && t.decode(&st[i..e]).contains(" is: "))
+                .find(|&e| {
+                    t.decode(&st[i..e]).ends_with('.') && t.decode(&st[i..e]).contains(" is: ")
+                })
                 .unwrap();
             let (k, v) = parse_needle(&t.decode(&st[i..end]));
             out.push((i..end, k, v));
@@ -177,10 +179,13 @@ fn multi_key_asks_one_key_among_distractors() {
         assert_eq!(keys.len(), 4);
         assert_eq!(values.len(), 4);
 
-        let (asked_key, asked_value) = parse_needle(&t.decode(&s.inputs[s.needle_positions[0].clone()]));
+        let (asked_key, asked_value) =
+            parse_needle(&t.decode(&s.inputs[s.needle_positions[0].clone()]));
         let question = t.decode(&stream(&s)[q_start..]);
         assert!(
-            question.starts_with(&format!(" What is the special magic number for {asked_key}?")),
+            question.starts_with(&format!(
+                " What is the special magic number for {asked_key}?"
+            )),
             "{question}"
         );
         assert_eq!(s.answers.len(), 1);
@@ -212,7 +217,10 @@ fn multi_value_lists_every_value_in_haystack_order() {
         assert!(found.iter().all(|f| f.1 == found[0].1), "one key");
         let found_values: Vec<&String> = found.iter().map(|f| &f.2).collect();
         assert_eq!(
-            found_values.iter().collect::<std::collections::HashSet<_>>().len(),
+            found_values
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
             3
         );
 
@@ -232,9 +240,11 @@ fn multi_value_lists_every_value_in_haystack_order() {
         let ranges: Vec<Range<usize>> = found.iter().map(|f| f.0.clone()).collect();
         let h = q_start - ranges.iter().map(|r| r.len()).sum::<usize>();
         let reported = s.depth.unwrap();
-        assert!(ranges.iter().any(|n| {
-            (haystack_before(&ranges, n) as f64 / h as f64 - reported).abs() < 1e-12
-        }));
+        assert!(
+            ranges.iter().any(|n| {
+                (haystack_before(&ranges, n) as f64 / h as f64 - reported).abs() < 1e-12
+            })
+        );
     }
 }
 
@@ -264,7 +274,10 @@ fn multi_query_answers_every_key() {
             asked_keys.push(k);
         }
         assert_eq!(
-            asked_keys.iter().collect::<std::collections::HashSet<_>>().len(),
+            asked_keys
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
             3
         );
         let haystack_keys: Vec<&String> = found.iter().map(|f| &f.1).collect();
@@ -276,7 +289,10 @@ fn multi_query_answers_every_key() {
         let before = haystack_before(&ranges, &s.needle_positions[0]);
         assert!((before as f64 - depth * h as f64).abs() <= tol);
     }
-    assert!(asked_in_haystack_order < 15, "question order must not leak haystack order");
+    assert!(
+        asked_in_haystack_order < 15,
+        "question order must not leak haystack order"
+    );
 }
 
 #[test]
@@ -340,9 +356,15 @@ fn min_seq_len_fits_every_sample_and_shorter_is_an_error() {
             assert_eq!(s.inputs.len(), min);
         }
     }
-    assert_eq!(task.min_seq_len(), needle.min_seq_len_for(NeedleVariant::Single));
+    assert_eq!(
+        task.min_seq_len(),
+        needle.min_seq_len_for(NeedleVariant::Single)
+    );
     let err = task.sample(10, &mut r).unwrap_err().to_string();
-    assert!(err.starts_with("seq_len 10 is too short for needle"), "{err}");
+    assert!(
+        err.starts_with("seq_len 10 is too short for needle"),
+        "{err}"
+    );
     assert!(err.contains("needs at least"), "{err}");
 }
 
@@ -368,7 +390,10 @@ fn haystack_file_provides_the_text() {
             .unwrap();
         check_sample(&s, 400, task.vocab_size());
         let decoded = t.decode(&s.inputs);
-        assert!(decoded.contains("savanna") || decoded.contains("herds"), "{decoded}");
+        assert!(
+            decoded.contains("savanna") || decoded.contains("herds"),
+            "{decoded}"
+        );
         let needle = s.needle_positions[0].clone();
         let (_, value) = parse_needle(&t.decode(&s.inputs[needle.clone()]));
         assert_eq!(t.decode(&s.targets[s.answers[0].clone()]), value);
@@ -436,7 +461,10 @@ fn errors_name_the_file_or_field() {
     .unwrap_err();
     assert!(matches!(err, TaskError::Io { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("haystack file") && msg.contains("missing.txt"), "{msg}");
+    assert!(
+        msg.contains("haystack file") && msg.contains("missing.txt"),
+        "{msg}"
+    );
 
     dir.write("bad.json", "{ this is not json");
     let msg = TaskConfig::Needle(NeedleConfig {
@@ -446,7 +474,10 @@ fn errors_name_the_file_or_field() {
     .build(dir.path())
     .unwrap_err()
     .to_string();
-    assert!(msg.contains("bad.json") && msg.contains("tokenizer"), "{msg}");
+    assert!(
+        msg.contains("bad.json") && msg.contains("tokenizer"),
+        "{msg}"
+    );
 
     dir.write("empty.txt", "  \n\n ");
     let msg = TaskConfig::Needle(NeedleConfig {
@@ -456,7 +487,10 @@ fn errors_name_the_file_or_field() {
     .build(dir.path())
     .unwrap_err()
     .to_string();
-    assert!(msg.contains("empty.txt") && msg.contains("no text"), "{msg}");
+    assert!(
+        msg.contains("empty.txt") && msg.contains("no text"),
+        "{msg}"
+    );
 
     dir.write("latin1.txt", [0x48u8, 0x69, 0xe9, 0x2e]);
     let msg = TaskConfig::Needle(NeedleConfig {

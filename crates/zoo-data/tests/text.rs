@@ -70,7 +70,10 @@ fn eval_windows_tile_the_held_out_split_in_order() {
     assert_eq!(all.len(), (valid.len() - 1) / seq_len);
     for (k, s) in all.iter().enumerate() {
         assert_eq!(&s.inputs[..], &valid[k * seq_len..(k + 1) * seq_len]);
-        assert_eq!(&s.targets[..], &valid[k * seq_len + 1..(k + 1) * seq_len + 1]);
+        assert_eq!(
+            &s.targets[..],
+            &valid[k * seq_len + 1..(k + 1) * seq_len + 1]
+        );
         assert!(s.loss_mask.iter().all(|&m| m));
     }
     let few = text.eval_windows(seq_len, 3);
@@ -104,7 +107,10 @@ fn bad_text_files_are_errors_naming_the_file() {
         .build(dir.path())
         .unwrap();
     let msg = task.sample(64, &mut rng(0)).unwrap_err().to_string();
-    assert!(msg.starts_with("seq_len 64 is too long for text file"), "{msg}");
+    assert!(
+        msg.starts_with("seq_len 64 is too long for text file"),
+        "{msg}"
+    );
     assert!(msg.contains("tiny.txt"), "{msg}");
 
     let mqar = TaskConfig::Mqar(Default::default())

@@ -52,9 +52,16 @@ fn training_is_deterministic_and_fast_enough() {
 #[test]
 fn digits_are_always_single_tokens() {
     let tok = trained();
-    for text in ["12345", " 9876543210", "is: 00700.", "x1y22z333", " 4 44 444"] {
-        let (ids, offsets) = tok.try_encode_with_offsets(text).unwrap();
-        for (id, (s, e)) in ids.iter().zip(offsets) {
+    for text in [
+        "12345",
+        " 9876543210",
+        "is: 00700.",
+        "x1y22z333",
+        " 4 44 444",
+    ] {
+        let enc = tok.try_encode_with_offsets(text).unwrap();
+        let ids = &enc.ids;
+        for (id, &(s, e)) in ids.iter().zip(&enc.offsets) {
             let piece = &text[s..e];
             if piece.chars().any(|c| c.is_ascii_digit()) {
                 assert_eq!(piece.len(), 1, "token {id} covers {piece:?} in {text:?}");
@@ -93,11 +100,17 @@ fn bad_files_are_errors_naming_the_path() {
     let dir = TempDir::new("tok-err");
     let missing = dir.path().join("nope.json");
     let msg = ZooTokenizer::from_file(&missing).unwrap_err().to_string();
-    assert!(msg.contains("nope.json") && msg.contains("tokenizer file"), "{msg}");
+    assert!(
+        msg.contains("nope.json") && msg.contains("tokenizer file"),
+        "{msg}"
+    );
 
     let bad = dir.write("broken.json", r#"{"model": 3}"#);
     let msg = ZooTokenizer::from_file(&bad).unwrap_err().to_string();
-    assert!(msg.contains("broken.json") && msg.contains("not a valid tokenizer.json"), "{msg}");
+    assert!(
+        msg.contains("broken.json") && msg.contains("not a valid tokenizer.json"),
+        "{msg}"
+    );
 
     let msg = trained()
         .save(dir.path().join("no/such/dir/t.json"))

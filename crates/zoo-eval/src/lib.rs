@@ -23,3 +23,10 @@ pub use results::{
 };
 
 // model-running evals are added below by the lead
+pub mod attention;
+pub mod mqar;
+pub mod niah;
+pub mod ppl;
+pub mod runner;
+
+pub use runner::{EvalOptions, LoadedRun, load_run};

@@ -61,7 +61,7 @@ impl ModuleVisitor for Scale<'_> {
 pub fn grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
     let mut v = SquaredNorm { grads, total: None };
     model.visit(&mut v);
-    v.total.map_or(0.0, |t| t.into_scalar::<f32>() as f64.sqrt())
+    v.total.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt())
 }
 
 /// Scale all gradients by `factor`.

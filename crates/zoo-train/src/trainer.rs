@@ -285,17 +285,25 @@ pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Obse
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
         let loss = loss_sum / accum as f64;
-        if !loss.is_finite() {
+        let diverged = |what: &str, value: f64| {
             let kept = last_saved.map_or("no checkpoint was written yet".to_string(), |s| {
                 format!("the last good checkpoint is {}", checkpoint_dir(run_dir, s).display())
             });
-            bail!("loss became {loss} at step {} (seq_len {}); stopping — {kept}; lower train.lr or raise train.warmup_steps", step + 1, at.seq_len);
+            anyhow::anyhow!("{what} became {value} at step {} (seq_len {}); stopping — {kept}; lower train.lr or raise train.warmup_steps", step + 1, at.seq_len)
+        };
+        if !loss.is_finite() {
+            return Err(diverged("loss", loss));
         }
         let mut grads = accumulator.grads();
         if accum > 1 {
             scale_grads(&model, &mut grads, 1.0 / accum as f32);
         }
         let grad_norm = clip_global_norm(&model, &mut grads, train_cfg.grad_clip);
+        // A non-finite gradient would turn every weight into NaN (and the checkpoint with them),
+        // even when the loss of this step is still finite.
+        if !grad_norm.is_finite() {
+            return Err(diverged("gradient norm", grad_norm));
+        }
         model = optim.step(lr, model, grads);
         last_loss = loss;
         let done = step + 1;

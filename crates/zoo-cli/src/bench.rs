@@ -1,0 +1,251 @@
+//! `zoo bench`: speed measurements (never timed tests).
+//! - `reference`: the reference training workload of shared/bench/reference-workload.md
+//!   (vocab 512, d 128, 2 layers, 4 heads, pre-LayerNorm, GELU MLP ×4, tied embeddings, biases,
+//!   batch 16 × 512 random tokens, AdamW lr 1e-3): median step time of 10 steps after 3 warm-up
+//!   steps → tokens/s and model FLOPs utilisation; ends with `tokens_per_s=N`.
+//! - `scaling`: per mixer, forward+backward time of one layer (batch 1, d 128, 4 heads) against
+//!   length, with the fitted exponent of time ∝ n^k (least squares in log-log).
+//! - `decode`: per mixer, time per decoded token at several context lengths.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use clap::Subcommand;
+use serde_json::json;
+use zoo_model::attention::Mixer;
+use zoo_model::init::Init;
+use zoo_model::{FeatureMap, Lm, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig, TokenMixer, masked_cross_entropy};
+
+use crate::device;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// The reference training workload (compare with shared/bench/torch_ref.py).
+    Reference {
+        #[arg(long, default_value = "softmax")]
+        attention: String,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value = "flex")]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forward+backward time of each mixer against sequence length.
+    Scaling {
+        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 2048, 4096, 8192, 16384])]
+        lengths: Vec<usize>,
+        /// Mixers to measure (default: all).
+        #[arg(long, value_delimiter = ',')]
+        mixers: Vec<String>,
+        /// Softmax stops above this length: its autodiff path materialises n² scores.
+        #[arg(long, default_value_t = 8192)]
+        max_softmax_len: usize,
+        #[arg(long, default_value = "flex")]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time per decoded token at several context lengths.
+    Decode {
+        #[arg(long, value_delimiter = ',', default_values_t = [512usize, 2048, 8192])]
+        contexts: Vec<usize>,
+        #[arg(long, value_delimiter = ',')]
+        mixers: Vec<String>,
+        #[arg(long, default_value_t = 16)]
+        tokens: usize,
+        #[arg(long, default_value = "flex")]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Mixers with the bench's default parameters.
+fn bench_mixers(filter: &[String]) -> Vec<MixerConfig> {
+    let all = vec![
+        MixerConfig::Softmax { logit_scale: None, log_n_scaling: false },
+        MixerConfig::Linear { feature_map: FeatureMap::Elu, normalize: true, chunk_size: 64, feature_dim: None },
+        MixerConfig::Rwkv { chunk_size: 32, data_dependent_decay: true, decay_rank: 32 },
+        MixerConfig::SlidingWindow { window: 128, dilation: 1, global_tokens: 4 },
+        MixerConfig::Bigbird { block_size: 32, window_blocks: 3, global_blocks: 1, random_blocks: 2, seed: 0 },
+    ];
+    all.into_iter().filter(|m| filter.is_empty() || filter.iter().any(|f| f == m.kind())).collect()
+}
+
+fn bench_model(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
+    ModelConfig { vocab_size: Some(512), d_model: 128, n_layers: 1, n_heads: 4, mixer, position, max_seq_len: 1 << 16, ..ModelConfig::default() }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Least-squares slope of log(y) against log(x).
+pub fn fitted_exponent(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return f64::NAN;
+    }
+    let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x.ln(), b + y.ln()));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + (x.ln() - mx) * (y.ln() - my), b + (x.ln() - mx).powi(2)));
+    num / den
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Reference { attention, steps, warmup, device, json } => reference(&attention, steps, warmup, &device, json),
+        BenchCommand::Scaling { lengths, mixers, max_softmax_len, device, json } => scaling(&lengths, &mixers, max_softmax_len, &device, json),
+        BenchCommand::Decode { contexts, mixers, tokens, device, json } => decode(&contexts, &mixers, tokens, &device, json),
+    }
+}
+
+fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: bool) -> Result<()> {
+    let (mixer, position) = match attention {
+        "softmax" => (MixerConfig::Softmax { logit_scale: None, log_n_scaling: false }, PositionConfig::Rope { theta: 10_000.0, interpolation: 1.0, ntk_factor: 1.0 }),
+        "linear" => (MixerConfig::Linear { feature_map: FeatureMap::Elu, normalize: true, chunk_size: 64, feature_dim: None }, PositionConfig::None),
+        other => anyhow::bail!("--attention {other}: use softmax or linear"),
+    };
+    let cfg = ModelConfig {
+        vocab_size: Some(512),
+        d_model: 128,
+        n_layers: 2,
+        n_heads: 4,
+        mlp_ratio: 4.0,
+        mlp: MlpKind::Gelu,
+        norm: NormKind::Layer,
+        bias: true,
+        tie_embeddings: true,
+        mixer,
+        position,
+        ..ModelConfig::default()
+    };
+    let dev = device::select(device)?.autodiff();
+    let mut model = Lm::new(&cfg, &dev)?;
+    let params = model.num_params();
+    let mut optim = burn::optim::AdamWConfig::new().with_weight_decay(0.0).init();
+    let (b, n) = (16usize, 512usize);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let mut times = Vec::new();
+    for i in 0..warmup + steps {
+        let ids: Vec<i64> = (0..b * (n + 1)).map(|_| rand::Rng::gen_range(&mut rng, 0..512)).collect();
+        let all = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, n + 1]), &dev);
+        let start = Instant::now();
+        let loss = masked_cross_entropy(model.forward(all.clone().narrow(1, 0, n)), all.narrow(1, 1, n), Tensor::ones([b, n], &dev));
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+        // Force the step to finish (a readback) before stopping the clock.
+        let _ = model.embed.weight.val().slice([0..1, 0..1]).into_scalar::<f32>();
+        if i >= warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let step = median(times);
+    let tokens_per_s = (b * n) as f64 / step;
+    // 6·N per token for the dense parts plus causal attention: 6 · layers · n · d (scores and
+    // weighted sum, forward ×3 for training, half masked).
+    let attn = if attention == "softmax" { 6.0 * 2.0 * n as f64 * 128.0 } else { 0.0 };
+    let flops = (6.0 * params as f64 + attn) * tokens_per_s;
+    let mfu = flops / 333e9;
+    if json {
+        println!("{}", json!({"bench": "reference", "attention": attention, "device": device, "params": params, "median_step_s": step, "tokens_per_s": tokens_per_s, "mfu": mfu}));
+    } else {
+        println!("reference workload, {attention} attention, {device}: {params} params, median step {:.3} s", step);
+        println!("tokens/s {:.0}, model FLOPs utilisation {:.1}% of 333 GFLOP/s", tokens_per_s, 100.0 * mfu);
+    }
+    println!("tokens_per_s={:.0}", tokens_per_s);
+    Ok(())
+}
+
+fn scaling(lengths: &[usize], filter: &[String], max_softmax: usize, device: &str, json: bool) -> Result<()> {
+    let dev = device::select(device)?.autodiff();
+    let mut report = Vec::new();
+    if !json {
+        println!("{:>15} {:>7} {:>10} {:>13}", "mixer", "seq_len", "fwd+bwd s", "peak RSS MiB");
+    }
+    for mixer_cfg in bench_mixers(filter) {
+        let cfg = bench_model(mixer_cfg.clone(), PositionConfig::None);
+        let mixer = Mixer::new(&mixer_cfg, &cfg, &mut Init::new(0, &dev));
+        let mut points = Vec::new();
+        let mut stopped = None;
+        for &n in lengths {
+            if mixer_cfg.kind() == "softmax" && n > max_softmax {
+                stopped = Some(n);
+                break;
+            }
+            let x = Tensor::<3>::random([1, n, 128], burn::tensor::Distribution::Normal(0.0, 1.0), &dev).require_grad();
+            let mut times = Vec::new();
+            for _ in 0..3 {
+                let start = Instant::now();
+                let y = mixer.forward(x.clone());
+                let grads = y.sum().backward();
+                let _ = x.grad(&grads).map(|g| g.slice([0..1, 0..1, 0..1]).into_scalar::<f32>());
+                times.push(start.elapsed().as_secs_f64());
+            }
+            let t = median(times);
+            let rss = peak_rss_mib();
+            points.push((n as f64, t));
+            if !json {
+                println!("{:>15} {:>7} {:>10.4} {:>13.0}", mixer_cfg.kind(), n, t, rss);
+            }
+            report.push(json!({"mixer": mixer_cfg.kind(), "seq_len": n, "seconds": t, "peak_rss_mib": rss}));
+        }
+        let k = fitted_exponent(&points);
+        if !json {
+            println!("{:>15} time exponent {:.2}{}", mixer_cfg.kind(), k, stopped.map_or(String::new(), |n| format!(" (stopped before {n}: n² training memory)")));
+        }
+        report.push(json!({"mixer": mixer_cfg.kind(), "time_exponent": k, "stopped_before": stopped}));
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(report));
+    }
+    Ok(())
+}
+
+fn decode(contexts: &[usize], filter: &[String], tokens: usize, device: &str, json: bool) -> Result<()> {
+    let dev = device::select(device)?;
+    let mut report = Vec::new();
+    if !json {
+        println!("{:>15} {:>8} {:>12}", "mixer", "context", "ms/token");
+    }
+    for mixer_cfg in bench_mixers(filter) {
+        let cfg = bench_model(mixer_cfg.clone(), PositionConfig::None);
+        let mixer = Mixer::new(&mixer_cfg, &cfg, &mut Init::new(0, &dev));
+        for &n in contexts {
+            let ctx = Tensor::<3>::random([1, n, 128], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+            // Prefill the state in one call (token by token for the sparse mixers).
+            let (_, mut state) = mixer.forward_with_state(ctx, mixer.init_state(1, &dev));
+            let mut times = Vec::new();
+            for _ in 0..tokens {
+                let x = Tensor::<2>::random([1, 128], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+                let start = Instant::now();
+                let (y, s) = mixer.step(x, state);
+                let _ = y.slice([0..1, 0..1]).into_scalar::<f32>();
+                times.push(start.elapsed().as_secs_f64());
+                state = s;
+            }
+            let ms = 1e3 * median(times);
+            if !json {
+                println!("{:>15} {:>8} {:>12.3}", mixer_cfg.kind(), n, ms);
+            }
+            report.push(json!({"mixer": mixer_cfg.kind(), "context": n, "ms_per_token": ms}));
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(report));
+    }
+    Ok(())
+}

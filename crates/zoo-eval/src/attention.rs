@@ -1,0 +1,82 @@
+//! Attention diagnostics against context length, per layer and head:
+//! - entropy H(a) = −Σ a_j ln a_j of the rows (ln n for uniform weights: dilution);
+//! - sparsity S(a) = E|a| / √E[a²] (1 uniform, 1/√n one-hot; lower = more concentrated);
+//! - attention mass on the needle tokens, Σ_{j ∈ needle} a_j, in NIAH inputs.
+//! Rows are those of the positions that predict answers (where recall happens). For linear
+//! mixers the weights are the implied normalised φ(q)·φ(k) weights, whose S(a) has a floor.
+//! Also the decoding-state size per layer and its ratio to the n·log₂n bits exact recall needs.
+
+use anyhow::Result;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::diagnostics::AttentionAccumulator;
+use crate::plot::attention_figures;
+use crate::results::{AttentionResult, StateResult, StateRow};
+use crate::runner::{EvalOptions, LoadedRun, cell_seed, progress};
+use zoo_train::trainer::batch_tensors;
+
+pub fn run_attention(run: &LoadedRun, lengths: &[usize], samples: usize, opts: &EvalOptions) -> Result<AttentionResult> {
+    for &len in lengths {
+        run.config.model.check_length(len)?;
+    }
+    let bar = progress(lengths.len(), "attention", opts.progress);
+    let mut acc = AttentionAccumulator::new();
+    for &len in lengths {
+        let mut rng = ChaCha8Rng::seed_from_u64(cell_seed(opts.seed, 4, len, 0));
+        let batch: Vec<_> = (0..samples)
+            .map(|_| match run.task.as_needle() {
+                Some(_) => run.task.needle_sample(len, 0.5, zoo_data::needle::NeedleVariant::Single, &mut rng),
+                None => run.task.sample(len, &mut rng),
+            })
+            .collect::<Result<_, _>>()?;
+        let batch = zoo_data::Batch::from_samples(batch)?;
+        let (inputs, _, _) = batch_tensors(&batch, &opts.device);
+        for (layer, weights) in run.model.attention_weights(inputs).into_iter().enumerate() {
+            let Some(weights) = weights else { continue };
+            let [b, h, n, _] = weights.dims();
+            let w = weights.into_data().try_into_vec_as::<f32>()?;
+            for s in 0..b {
+                let sample = &batch.samples[s];
+                let mut rows: Vec<usize> = (0..n).filter(|&i| sample.loss_mask[i]).collect();
+                if rows.is_empty() {
+                    rows.push(n - 1);
+                }
+                let needle = (!sample.needle_positions.is_empty()).then_some(sample.needle_positions.as_slice());
+                for head in 0..h {
+                    for &i in &rows {
+                        let start = ((s * h + head) * n + i) * n;
+                        acc.push(layer, head, len, &w[start..start + i + 1], needle);
+                    }
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let mixers: Vec<&str> = run.config.model.layer_mixers().iter().map(|m| m.kind()).collect();
+    let result = AttentionResult { run: run.name.clone(), mixer: mixers.join("+"), rows: acc.rows() };
+    let dir = run.eval_dir()?;
+    result.write_csv(&dir.join("attention.csv"))?;
+    result.write_json(&dir.join("attention.json"))?;
+    attention_figures(&result, &dir.join("attention"))?;
+    Ok(result)
+}
+
+/// Decoding state per layer at each length, and bits of state per n·log₂n bits of context.
+pub fn state_table(run_name: &str, model: &zoo_model::Lm, lengths: &[usize]) -> StateResult {
+    let mut rows = Vec::new();
+    for &n in lengths {
+        for layer in model.state_size_bytes(n) {
+            let needed = (n as f64) * (n.max(2) as f64).log2();
+            rows.push(StateRow {
+                layer: layer.layer,
+                mixer: layer.mixer.to_string(),
+                seq_len: n,
+                state_bytes: layer.bytes as u64,
+                capacity_ratio: layer.bytes as f64 * 8.0 / needed,
+            });
+        }
+    }
+    StateResult { run: run_name.to_string(), rows }
+}

@@ -1,0 +1,90 @@
+//! Running trained models for evaluation: load a run directory (resolved config, task, final
+//! weights — optionally with evaluation-time changes to the model config such as RoPE scaling or
+//! log-n scaling), batch samples through the model on any device, and score predictions.
+//! Every evaluation draws its samples from ChaCha8 seeded by (seed, what, length, …), so the same
+//! seed gives the same numbers.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use zoo_data::{Batch, Sample, Task};
+use zoo_model::{Lm, ModelConfig, checkpoint, masked_cross_entropy};
+use zoo_train::config::RunConfig;
+use zoo_train::trainer::{CONFIG_FILE, MODEL_DIR, batch_tensors};
+
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub name: String,
+    pub config: RunConfig,
+    pub task: Task,
+    pub model: Lm,
+}
+
+/// Common evaluation settings.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub device: Device,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub progress: bool,
+    /// Folder that relative task paths are resolved against (where `zoo train` ran).
+    pub base_dir: PathBuf,
+}
+
+/// Load `dir` with the model config passed through `adjust` (evaluation-time changes).
+pub fn load_run(dir: &Path, opts: &EvalOptions, adjust: impl FnOnce(&mut ModelConfig)) -> Result<LoadedRun> {
+    anyhow::ensure!(dir.is_dir(), "run directory {} does not exist (train one with `zoo train CONFIG`)", dir.display());
+    let config = zoo_train::config::load(&dir.join(CONFIG_FILE), &[])
+        .with_context(|| format!("{} is not a run directory", dir.display()))?;
+    let task = config.task.build(&opts.base_dir)?;
+    let model_dir = dir.join(MODEL_DIR);
+    let mut model_config = checkpoint::read_config(&model_dir)
+        .map_err(|e| anyhow::anyhow!("{e} (has the run finished training?)"))?;
+    adjust(&mut model_config);
+    let model = checkpoint::load_with_config(&model_dir, &model_config, &opts.device)?;
+    let name = config.run.name.clone();
+    Ok(LoadedRun { dir: dir.to_path_buf(), name, config, task, model })
+}
+
+impl LoadedRun {
+    pub fn eval_dir(&self) -> Result<PathBuf> {
+        let dir = self.dir.join("eval");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    pub fn train_len(&self) -> Option<usize> {
+        self.config.model.train_len
+    }
+}
+
+/// Argmax predictions [b·n] and the masked mean loss of `samples` (all of one length).
+pub fn predict(model: &Lm, samples: Vec<Sample>, device: &Device) -> Result<(Vec<u32>, f64, Batch)> {
+    let batch = Batch::from_samples(samples)?;
+    let (inputs, targets, mask) = batch_tensors(&batch, device);
+    let logits = model.forward(inputs);
+    let loss = masked_cross_entropy(logits.clone(), targets, mask).into_scalar::<f32>() as f64;
+    let pred = logits.argmax(2).into_data().try_into_vec_as::<i64>()?.into_iter().map(|t| t as u32).collect();
+    Ok((pred, loss, batch))
+}
+
+pub fn progress(total: usize, what: &str, enabled: bool) -> ProgressBar {
+    if !enabled {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// A seed for one evaluation cell.
+pub fn cell_seed(seed: u64, what: u64, a: usize, b: usize) -> u64 {
+    zoo_model::sync::derive_seed(seed ^ what.wrapping_mul(0xA24B_AED4_963E_E407), (a as u64) << 20 | b as u64)
+}
