@@ -31,8 +31,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use zoo_data::TaskConfig;
 use zoo_data::needle::NeedleVariant;
-use zoo_model::config::{MixerConfig, PositionConfig};
 use zoo_model::ModelConfig;
+use zoo_model::config::{MixerConfig, PositionConfig};
 
 // ---------------------------------------------------------------------------------------------
 // Schema
@@ -345,13 +345,20 @@ impl Default for NiahEval {
 
 impl Default for MqarEval {
     fn default() -> Self {
-        MqarEval { lengths: Vec::new(), num_kv_pairs: Vec::new(), samples: default_mqar_samples() }
+        MqarEval {
+            lengths: Vec::new(),
+            num_kv_pairs: Vec::new(),
+            samples: default_mqar_samples(),
+        }
     }
 }
 
 impl Default for PplEval {
     fn default() -> Self {
-        PplEval { lengths: Vec::new(), max_windows: default_max_windows() }
+        PplEval {
+            lengths: Vec::new(),
+            max_windows: default_max_windows(),
+        }
     }
 }
 
@@ -453,7 +460,10 @@ pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<RunConfig
         };
         ConfigError::prefixed(
             origin,
-            format!("malformed TOML at {location}: {} (fix the TOML syntax)", e.message().trim()),
+            format!(
+                "malformed TOML at {location}: {} (fix the TOML syntax)",
+                e.message().trim()
+            ),
         )
     })?;
     for raw in overrides {
@@ -470,7 +480,9 @@ pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<RunConfig
         .map_err(|e| ConfigError::prefixed(origin, format!("cannot serialise the config: {e}")))?;
     check_no_ignored_keys(&input, &written, &mut Vec::new())
         .map_err(|e| ConfigError::prefixed(origin, e))?;
-    config.validate().map_err(|e| ConfigError::prefixed(origin, e))?;
+    config
+        .validate()
+        .map_err(|e| ConfigError::prefixed(origin, e))?;
     Ok(config)
 }
 
@@ -488,8 +500,14 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, column)
 }
 
@@ -507,7 +525,10 @@ fn apply_override(table: &mut toml::Table, raw: &str) -> Result<(), String> {
     let path = path.trim();
     let value = parse_override_value(value.trim())?;
     let segments: Vec<&str> = path.split('.').map(str::trim).collect();
-    if path.is_empty() || segments.iter().any(|s| s.is_empty()) {
+    if path.is_empty() {
+        return Err(format!("the key path before `=` is empty ({form})"));
+    }
+    if segments.iter().any(|s| s.is_empty()) {
         return Err(format!("`{path}` is not a dotted key path ({form})"));
     }
 
@@ -616,7 +637,11 @@ fn lookup<'a>(root: &'a toml::Value, path: &[String]) -> Option<&'a toml::Value>
 
 /// The substrings of `text` between pairs of backticks.
 fn backticked(text: &str) -> Vec<String> {
-    text.split('`').skip(1).step_by(2).map(str::to_string).collect()
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
 }
 
 fn describe_serde_error(e: &PathError, input: &toml::Value) -> String {
@@ -646,12 +671,24 @@ fn describe_serde_error(e: &PathError, input: &toml::Value) -> String {
     if let Some(rest) = message.strip_prefix("unknown variant ") {
         let names = backticked(rest);
         if let Some((given, valid)) = names.split_first() {
-            if path.last().map(String::as_str) != Some("kind")
-                && lookup(input, &path)
-                    .and_then(toml::Value::as_table)
-                    .is_some_and(|t| t.contains_key("kind"))
-            {
-                path.push("kind".to_string());
+            // Inside tagged enums the path stops at the enum's table; find the key holding the
+            // unknown name (the `kind` tag itself, or a field such as `feature_map`).
+            if let Some(table) = lookup(input, &path).and_then(toml::Value::as_table) {
+                let holding: Vec<&String> = table
+                    .iter()
+                    .filter(|(_, v)| v.as_str() == Some(given.as_str()))
+                    .map(|(k, _)| k)
+                    .collect();
+                let key = if holding.iter().any(|k| *k == "kind") {
+                    Some("kind")
+                } else if let [key] = holding.as_slice() {
+                    Some(key.as_str())
+                } else {
+                    None
+                };
+                if let Some(key) = key {
+                    path.push(key.to_string());
+                }
             }
             let mut text = format!(
                 "{} = \"{given}\" is not one of {}",
@@ -672,12 +709,20 @@ fn describe_serde_error(e: &PathError, input: &toml::Value) -> String {
             let hint = if path.len() == 1 {
                 format!("add a [{field}] table")
             } else if field == "kind" {
-                match kinds_for(&path) {
+                match names_for(&path) {
                     Some(kinds) => format!("add kind = one of {}", kinds.join(", ")),
                     None => "add it".to_string(),
                 }
+            } else if path.iter().any(|p| p.parse::<usize>().is_ok()) {
+                format!(
+                    "add {field} = ... to `{}`",
+                    path[..path.len() - 1].join(".")
+                )
             } else {
-                format!("add {field} = ... to [{}]", path[..path.len() - 1].join("."))
+                format!(
+                    "add {field} = ... to [{}]",
+                    path[..path.len() - 1].join(".")
+                )
             };
             return format!("missing required key `{full}` ({hint})");
         }
@@ -700,12 +745,26 @@ fn describe_serde_error(e: &PathError, input: &toml::Value) -> String {
                         }
                     }
                 }
-                let shown = if path.is_empty() { "the config".to_string() } else { path.join(".") };
-                return format!(
-                    "`{shown}` should be {}, found {}",
-                    friendly_expected(expected),
-                    friendly_found(found)
-                );
+                let shown = if path.is_empty() {
+                    "the config".to_string()
+                } else {
+                    path.join(".")
+                };
+                // Describe what the file holds rather than what serde saw (serde describes
+                // enums given a number as "unit variant").
+                let found = match lookup(input, &path) {
+                    Some(v) if !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) => {
+                        describe_value(v).trim_start_matches("the ").to_string()
+                    }
+                    _ => friendly_found(found),
+                };
+                let expected = match names_for(&path) {
+                    Some(names) if expects_name(expected) => {
+                        format!("one of {} (a string)", names.join(", "))
+                    }
+                    _ => friendly_expected(expected),
+                };
+                return format!("`{shown}` should be {expected}, found {found}");
             }
         }
     }
@@ -779,9 +838,7 @@ fn friendly_expected(expected: &str) -> String {
         "a map" => "a table".to_string(),
         _ if e.starts_with("struct ") => "a table".to_string(),
         _ if e.starts_with("internally tagged enum") => "a table with a `kind` key".to_string(),
-        _ if e.starts_with("enum ") || e == "variant identifier" => {
-            "one of the listed names (a string)".to_string()
-        }
+        _ if expects_name(e) => "a string naming one of the options".to_string(),
         _ => e.replace('`', ""),
     }
 }
@@ -796,18 +853,34 @@ fn friendly_found(found: &str) -> String {
     f.replace("floating point", "float").replace('`', "")
 }
 
-/// The `kind` names of the tagged enum at `path`, read from serde's own error message.
-fn kinds_for(path: &[String]) -> Option<Vec<String>> {
-    let probe = toml::Value::Table(toml::Table::from_iter([(
-        "kind".to_string(),
-        toml::Value::String("\u{1}".to_string()),
-    )]));
-    let message = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["task", "kind"] => probe.try_into::<TaskConfig>().err()?.to_string(),
-        ["model", "mixer", "kind"] | ["model", "mixers", _, "kind"] => {
-            probe.try_into::<MixerConfig>().err()?.to_string()
-        }
-        ["model", "position", "kind"] => probe.try_into::<PositionConfig>().err()?.to_string(),
+/// Whether serde's `expected` text asks for the name of an enum variant.
+fn expects_name(expected: &str) -> bool {
+    expected.starts_with("enum ") || expected == "variant identifier" || expected == "string only"
+}
+
+/// The allowed names at `path` for the enums whose names are worth listing (the `kind` tags
+/// and the schedule enums), read from serde's own error message.
+fn names_for(path: &[String]) -> Option<Vec<String>> {
+    fn probe<T: serde::de::DeserializeOwned>(tagged: bool) -> Option<String> {
+        let name = toml::Value::String("\u{1}".to_string());
+        let value = if tagged {
+            toml::Value::Table(toml::Table::from_iter([("kind".to_string(), name)]))
+        } else {
+            name
+        };
+        Some(value.try_into::<T>().err()?.to_string())
+    }
+    let message = match path
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["task", "kind"] => probe::<TaskConfig>(true)?,
+        ["model", "mixer", "kind"] | ["model", "mixers", _, "kind"] => probe::<MixerConfig>(true)?,
+        ["model", "position", "kind"] => probe::<PositionConfig>(true)?,
+        ["train", "schedule"] => probe::<LrSchedule>(false)?,
+        ["train", "length_warmup", "growth"] => probe::<Growth>(false)?,
         _ => return None,
     };
     let names = backticked(message.lines().next().unwrap_or(""));
@@ -822,7 +895,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
         let mut diagonal = row[0];
         row[0] = i + 1;
         for (j, &cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
             diagonal = row[j + 1];
             row[j + 1] = next;
         }
@@ -831,10 +906,10 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// The candidate closest to `given` by edit distance, if it is close enough to be a typo
-/// (at most 3 edits, and at most half the length of `given`).
+/// (at most 3 edits, and at most a third of the length of `given`, but 1 is always allowed).
 fn closest<'a>(given: &str, candidates: &'a [String]) -> Option<&'a str> {
     let lowered = given.to_lowercase();
-    let limit = 3.min(given.chars().count().div_ceil(2)).max(1);
+    let limit = (given.chars().count() / 3).clamp(1, 3);
     candidates
         .iter()
         .map(|c| (levenshtein(&lowered, &c.to_lowercase()), c))
@@ -890,8 +965,12 @@ impl RunConfig {
         if self.run.name.trim().is_empty() {
             return fail("run.name is empty (give the run a name, e.g. name = \"my-run\")".into());
         }
-        self.model.validate().map_err(|e| ConfigError::new(e.to_string()))?;
-        self.task.validate().map_err(|e| ConfigError::new(e.to_string()))?;
+        self.model
+            .validate()
+            .map_err(|e| ConfigError::new(e.to_string()))?;
+        self.task
+            .validate()
+            .map_err(|e| ConfigError::new(e.to_string()))?;
 
         // The length schedule.
         match (t.stages.is_empty(), &t.length_warmup) {
@@ -905,7 +984,9 @@ impl RunConfig {
         }
         for (i, s) in t.stages.iter().enumerate() {
             if s.seq_len == 0 {
-                return fail(format!("train.stages.{i}.seq_len is 0 (use a positive length)"));
+                return fail(format!(
+                    "train.stages.{i}.seq_len is 0 (use a positive length)"
+                ));
             }
             if s.steps == 0 {
                 return fail(format!(
@@ -916,7 +997,9 @@ impl RunConfig {
                 return fail(format!("train.stages.{i}.batch_size is 0 (use at least 1)"));
             }
             if s.batch_size.is_some() && t.tokens_per_step.is_some() {
-                return fail(format!("train.stages.{i}.batch_size conflicts with train.tokens_per_step, which sets the batch size from the length (remove one of them)"));
+                return fail(format!(
+                    "train.stages.{i}.batch_size conflicts with train.tokens_per_step, which sets the batch size from the length (remove one of them)"
+                ));
             }
         }
         if let Some(w) = &t.length_warmup {
@@ -940,7 +1023,9 @@ impl RunConfig {
                 ));
             }
             if w.steps == 0 {
-                return fail(format!("{p}.steps is 0 (use at least 1, or [[train.stages]] for a fixed length)"));
+                return fail(format!(
+                    "{p}.steps is 0 (use at least 1, or [[train.stages]] for a fixed length)"
+                ));
             }
             if w.total_steps == 0 {
                 return fail(format!("{p}.total_steps is 0 (use at least 1)"));
@@ -964,7 +1049,10 @@ impl RunConfig {
             return fail("train.grad_accum is 0 (use 1 for no accumulation)".into());
         }
         if !(t.lr.is_finite() && t.lr > 0.0) {
-            return fail(format!("train.lr = {} must be positive (e.g. lr = 1e-3)", t.lr));
+            return fail(format!(
+                "train.lr = {} must be positive (e.g. lr = 1e-3)",
+                t.lr
+            ));
         }
         if !(0.0..=1.0).contains(&t.min_lr_ratio) {
             return fail(format!(
@@ -979,7 +1067,10 @@ impl RunConfig {
             ));
         }
         if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-            return fail(format!("train.weight_decay = {} must be >= 0", t.weight_decay));
+            return fail(format!(
+                "train.weight_decay = {} must be >= 0",
+                t.weight_decay
+            ));
         }
         for (name, beta) in [("beta1", t.beta1), ("beta2", t.beta2)] {
             if !(0.0..1.0).contains(&beta) {
@@ -987,10 +1078,16 @@ impl RunConfig {
             }
         }
         if !(t.eps.is_finite() && t.eps > 0.0) {
-            return fail(format!("train.eps = {} must be positive (e.g. 1e-8)", t.eps));
+            return fail(format!(
+                "train.eps = {} must be positive (e.g. 1e-8)",
+                t.eps
+            ));
         }
         if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
-            return fail(format!("train.grad_clip = {} must be >= 0 (0 turns clipping off)", t.grad_clip));
+            return fail(format!(
+                "train.grad_clip = {} must be >= 0 (0 turns clipping off)",
+                t.grad_clip
+            ));
         }
         if let Some(tokens) = t.tokens_per_step {
             if tokens < min_len {
@@ -1007,11 +1104,20 @@ impl RunConfig {
         }
 
         // Model against the training lengths.
-        let stages_name = if t.stages.is_empty() { "train.length_warmup.max_len" } else { "train.stages" };
+        let stages_name = if t.stages.is_empty() {
+            "train.length_warmup.max_len"
+        } else {
+            "train.stages"
+        };
         let mixers: Vec<(String, &MixerConfig)> = if self.model.mixers.is_empty() {
             vec![("model.mixer".to_string(), &self.model.mixer)]
         } else {
-            self.model.mixers.iter().enumerate().map(|(i, m)| (format!("model.mixers.{i}"), m)).collect()
+            self.model
+                .mixers
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("model.mixers.{i}"), m))
+                .collect()
         };
         for (path, mixer) in mixers {
             match mixer {
@@ -1028,7 +1134,9 @@ impl RunConfig {
                 _ => {}
             }
         }
-        if matches!(self.model.position, PositionConfig::Learned) && self.model.max_seq_len < max_len {
+        if matches!(self.model.position, PositionConfig::Learned)
+            && self.model.max_seq_len < max_len
+        {
             return fail(format!(
                 "model.max_seq_len = {} is smaller than the longest training length {max_len} ({stages_name}), and learned positions cannot encode longer sequences (raise model.max_seq_len)",
                 self.model.max_seq_len
@@ -1037,7 +1145,9 @@ impl RunConfig {
 
         // Task against the training lengths, where that needs no built task.
         let task_min = match &self.task {
-            TaskConfig::Mqar(c) => Some((c.min_seq_len(), "4 × the largest number of key-value pairs")),
+            TaskConfig::Mqar(c) => {
+                Some((c.min_seq_len(), "4 × the largest number of key-value pairs"))
+            }
             TaskConfig::Copy(c) => Some((c.min_seq_len(), "2 × task.copy_len")),
             TaskConfig::SelectiveCopy(c) => Some((c.min_seq_len(), "2 × task.num_tokens_to_copy")),
             _ => None,
@@ -1076,7 +1186,9 @@ impl RunConfig {
         ] {
             for (i, &len) in lengths.iter().enumerate() {
                 if len == 0 {
-                    return fail(format!("{name}.{i} is 0 (evaluation lengths must be positive)"));
+                    return fail(format!(
+                        "{name}.{i} is 0 (evaluation lengths must be positive)"
+                    ));
                 }
                 self.model
                     .check_length(len)
@@ -1085,7 +1197,9 @@ impl RunConfig {
         }
         for (i, &d) in e.niah.depths.iter().enumerate() {
             if !(0.0..=1.0).contains(&d) {
-                return fail(format!("eval.niah.depths.{i} = {d} is outside [0, 1] (depth is the fraction of the haystack before the needle)"));
+                return fail(format!(
+                    "eval.niah.depths.{i} = {d} is outside [0, 1] (depth is the fraction of the haystack before the needle)"
+                ));
             }
         }
         if e.niah.samples == 0 {

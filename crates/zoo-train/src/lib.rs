@@ -2,8 +2,8 @@
 //! `[eval]`), the learning-rate and sequence-length schedules, and the training loop.
 
 pub mod config;
-pub mod schedule;
 pub mod optim;
+pub mod schedule;
 pub mod trainer;
 
 pub use trainer::{EvalLog, Observer, Silent, StepLog, TrainOptions, TrainSummary, train};

@@ -11,7 +11,15 @@ use burn::prelude::*;
 use crate::config::TrainConfig;
 
 /// Substrings of parameter paths that get no weight decay.
-pub const NO_DECAY: [&str; 7] = ["norm", "bias", "embed", "positions", "mix_", "decay_base", "bonus"];
+pub const NO_DECAY: [&str; 7] = [
+    "norm",
+    "bias",
+    "embed",
+    "positions",
+    "mix_",
+    "decay_base",
+    "bonus",
+];
 
 pub fn adamw(cfg: &TrainConfig) -> ModuleOptimizer {
     let base = AdamWConfig::new()
@@ -24,7 +32,11 @@ pub fn adamw(cfg: &TrainConfig) -> ModuleOptimizer {
         return optim;
     }
     let no_decay = base.clone().with_weight_decay(0.0).build();
-    optim.with_group(ParamGroup::from_any_predicates(NO_DECAY.to_vec()), no_decay, None::<GradientClipping>)
+    optim.with_group(
+        ParamGroup::from_any_predicates(NO_DECAY.to_vec()),
+        no_decay,
+        None::<GradientClipping>,
+    )
 }
 
 struct SquaredNorm<'a> {
@@ -52,7 +64,8 @@ struct Scale<'a> {
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(param.id) {
-            self.grads.register::<D>(param.id, g.mul_scalar(self.factor));
+            self.grads
+                .register::<D>(param.id, g.mul_scalar(self.factor));
         }
     }
 }
@@ -61,7 +74,8 @@ impl ModuleVisitor for Scale<'_> {
 pub fn grad_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
     let mut v = SquaredNorm { grads, total: None };
     model.visit(&mut v);
-    v.total.map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt())
+    v.total
+        .map_or(0.0, |t| (t.into_scalar::<f32>() as f64).sqrt())
 }
 
 /// Scale all gradients by `factor`.

@@ -144,7 +144,11 @@ impl LengthPlan {
                 }
             }
         }
-        LengthPlan { segments, mixed: cfg.mixed_lengths, total }
+        LengthPlan {
+            segments,
+            mixed: cfg.mixed_lengths,
+            total,
+        }
     }
 
     /// Number of training steps.
@@ -159,13 +163,19 @@ impl LengthPlan {
 
     /// Stage index of `step` (the last stage for steps past the end).
     pub fn stage_of(&self, step: usize) -> usize {
-        self.segments.partition_point(|s| s.start <= step).saturating_sub(1)
+        self.segments
+            .partition_point(|s| s.start <= step)
+            .saturating_sub(1)
     }
 
     /// The plan of 0-based `step`; deterministic in `(seed, step)`.
     pub fn at(&self, step: usize, seed: u64) -> StepPlan {
         if self.segments.is_empty() {
-            return StepPlan { stage: 0, seq_len: 0, batch_size: 0 };
+            return StepPlan {
+                stage: 0,
+                seq_len: 0,
+                batch_size: 0,
+            };
         }
         let stage = self.stage_of(step);
         let drawn = if self.mixed && stage > 0 {
@@ -179,7 +189,11 @@ impl LengthPlan {
             stage
         };
         let s = &self.segments[drawn];
-        StepPlan { stage, seq_len: s.seq_len, batch_size: s.batch_size }
+        StepPlan {
+            stage,
+            seq_len: s.seq_len,
+            batch_size: s.batch_size,
+        }
     }
 
     /// The first step of every stage after the first.

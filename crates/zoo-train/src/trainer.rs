@@ -88,11 +88,27 @@ pub const MODEL_DIR: &str = "model";
 pub const CHECKPOINT_DIR: &str = "checkpoints";
 
 /// Turn task samples into tensors on `device`: inputs, targets [b, n] and the loss mask [b, n].
-pub fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
+pub fn batch_tensors(
+    batch: &Batch,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
     let shape = [batch.batch_size, batch.seq_len];
-    let ids = |v: &[u32]| Tensor::<2, Int>::from_data(TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), shape), device);
-    let mask: Vec<f32> = batch.loss_mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-    (ids(&batch.inputs), ids(&batch.targets), Tensor::from_data(TensorData::new(mask, shape), device))
+    let ids = |v: &[u32]| {
+        Tensor::<2, Int>::from_data(
+            TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), shape),
+            device,
+        )
+    };
+    let mask: Vec<f32> = batch
+        .loss_mask
+        .iter()
+        .map(|&m| if m { 1.0 } else { 0.0 })
+        .collect();
+    (
+        ids(&batch.inputs),
+        ids(&batch.targets),
+        Tensor::from_data(TensorData::new(mask, shape), device),
+    )
 }
 
 /// Accuracy counts of argmax predictions [b·n] against a batch: (correct answer tokens, answer
@@ -117,15 +133,30 @@ pub fn score(pred: &[u32], batch: &Batch) -> (usize, usize, usize, usize) {
 
 /// Loss and accuracy of `model` (plain device) on `batches` eval batches at `seq_len`.
 /// Accuracy is exact match of whole answers for needle tasks, per answer token otherwise.
-pub fn evaluate(model: &Lm, task: &Task, seq_len: usize, batch_size: usize, batches: usize, seed: u64, device: &Device) -> Result<(f64, f64)> {
+pub fn evaluate(
+    model: &Lm,
+    task: &Task,
+    seq_len: usize,
+    batch_size: usize,
+    batches: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(f64, f64)> {
     let (mut loss_sum, mut ok, mut total) = (0.0, 0usize, 0usize);
     for i in 0..batches {
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed ^ 0xE7A1, (seq_len * 1_000 + i) as u64));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(derive_seed(seed ^ 0xE7A1, (seq_len * 1_000 + i) as u64));
         let batch = task.batch(batch_size, seq_len, &mut rng)?;
         let (inputs, targets, mask) = batch_tensors(&batch, device);
         let logits = model.forward(inputs);
         loss_sum += masked_cross_entropy(logits.clone(), targets, mask).into_scalar::<f32>() as f64;
-        let pred: Vec<u32> = logits.argmax(2).into_data().try_into_vec_as::<i64>()?.into_iter().map(|t| t as u32).collect();
+        let pred: Vec<u32> = logits
+            .argmax(2)
+            .into_data()
+            .try_into_vec_as::<i64>()?
+            .into_iter()
+            .map(|t| t as u32)
+            .collect();
         let (tok_ok, tok, span_ok, spans) = score(&pred, &batch);
         if task.kind() == "needle" {
             ok += span_ok;
@@ -139,7 +170,11 @@ pub fn evaluate(model: &Lm, task: &Task, seq_len: usize, batch_size: usize, batc
 }
 
 fn append_line(path: &Path, value: &impl Serialize) -> Result<()> {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(f, "{}", serde_json::to_string(value)?)?;
     Ok(())
 }
@@ -153,7 +188,13 @@ pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
     fs::read_dir(run_dir.join(CHECKPOINT_DIR))
         .ok()?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse::<usize>().ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("step-")?
+                .parse::<usize>()
+                .ok()
+        })
         .filter(|s| checkpoint_dir(run_dir, *s).join("state.json").exists())
         .max()
 }
@@ -165,16 +206,32 @@ struct CheckpointState {
 }
 
 /// Write model record + optimiser + step into checkpoints/step-N atomically (temp dir, rename).
-fn save_checkpoint(run_dir: &Path, step: usize, seed: u64, model: &Lm, optim: &ModuleOptimizer) -> Result<()> {
+fn save_checkpoint(
+    run_dir: &Path,
+    step: usize,
+    seed: u64,
+    model: &Lm,
+    optim: &ModuleOptimizer,
+) -> Result<()> {
     let final_dir = checkpoint_dir(run_dir, step);
-    let tmp = run_dir.join(CHECKPOINT_DIR).join(format!(".tmp-step-{step}"));
+    let tmp = run_dir
+        .join(CHECKPOINT_DIR)
+        .join(format!(".tmp-step-{step}"));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
     }
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    model.clone().save_file(tmp.join("model")).map_err(|e| anyhow::anyhow!("cannot save the model checkpoint: {e:?}"))?;
-    optim.save(tmp.join("optim")).map_err(|e| anyhow::anyhow!("cannot save the optimiser checkpoint: {e:?}"))?;
-    fs::write(tmp.join("state.json"), serde_json::to_vec(&CheckpointState { step, seed })?)?;
+    model
+        .clone()
+        .save_file(tmp.join("model"))
+        .map_err(|e| anyhow::anyhow!("cannot save the model checkpoint: {e:?}"))?;
+    optim
+        .save(tmp.join("optim"))
+        .map_err(|e| anyhow::anyhow!("cannot save the optimiser checkpoint: {e:?}"))?;
+    fs::write(
+        tmp.join("state.json"),
+        serde_json::to_vec(&CheckpointState { step, seed })?,
+    )?;
     if final_dir.exists() {
         fs::remove_dir_all(&final_dir)?;
     }
@@ -184,7 +241,9 @@ fn save_checkpoint(run_dir: &Path, step: usize, seed: u64, model: &Lm, optim: &M
 
 /// Keep only the metrics lines of steps ≤ `step` (a resumed run rewrites the rest).
 fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: String = text
         .lines()
         .filter(|line| {
@@ -200,7 +259,11 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
 }
 
 /// Train `config` into `opts.run_dir`.
-pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Observer) -> Result<TrainSummary> {
+pub fn train(
+    mut config: RunConfig,
+    opts: &TrainOptions,
+    observer: &mut dyn Observer,
+) -> Result<TrainSummary> {
     let task = config.task.build(&opts.base_dir)?;
     config.resolve(task.vocab_size());
     config.validate()?;
@@ -211,7 +274,10 @@ pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Obse
     let total = plan.total_steps();
     for len in plan.lengths() {
         if len < task.min_seq_len() {
-            bail!("train.stages: seq_len {len} is shorter than the task needs ({}); raise it or shrink the task", task.min_seq_len());
+            bail!(
+                "train.stages: seq_len {len} is shorter than the task needs ({}); raise it or shrink the task",
+                task.min_seq_len()
+            );
         }
     }
     let ad = opts.device.clone().autodiff();
@@ -219,20 +285,32 @@ pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Obse
 
     let (mut model, mut optim, first_step) = if opts.resume {
         let step = latest_checkpoint(run_dir).with_context(|| {
-            format!("{} has no checkpoint to resume from (train without --resume, or with --overwrite)", run_dir.display())
+            format!(
+                "{} has no checkpoint to resume from (train without --resume, or with --overwrite)",
+                run_dir.display()
+            )
         })?;
         let dir = checkpoint_dir(run_dir, step);
         let model = Lm::new(&config.model, &ad)?
             .try_load_file(dir.join("model"))
-            .map_err(|e| anyhow::anyhow!("checkpoint {} does not fit the run's config: {e:?}", dir.display()))?;
-        let optim = adamw(&train_cfg)
-            .load(dir.join("optim"))
-            .map_err(|e| anyhow::anyhow!("cannot read the optimiser state in {}: {e:?}", dir.display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "checkpoint {} does not fit the run's config: {e:?}",
+                    dir.display()
+                )
+            })?;
+        let optim = adamw(&train_cfg).load(dir.join("optim")).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the optimiser state in {}: {e:?}",
+                dir.display()
+            )
+        })?;
         truncate_metrics(&metrics, step)?;
         observer.message(&format!("resuming {} from step {step}", run_dir.display()));
         (model, optim, step)
     } else {
-        fs::create_dir_all(run_dir).with_context(|| format!("cannot create the run directory {}", run_dir.display()))?;
+        fs::create_dir_all(run_dir)
+            .with_context(|| format!("cannot create the run directory {}", run_dir.display()))?;
         checkpoint::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())
             .with_context(|| format!("cannot write into {}", run_dir.display()))?;
         if let Some(tok) = task.tokenizer() {
@@ -244,14 +322,32 @@ pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Obse
     let num_params = model.num_params();
     observer.start(total, first_step);
 
-    let eval_lengths = if config.eval.lengths.is_empty() { vec![plan.final_seq_len()] } else { config.eval.lengths.clone() };
+    let eval_lengths = if config.eval.lengths.is_empty() {
+        vec![plan.final_seq_len()]
+    } else {
+        config.eval.lengths.clone()
+    };
     let run_eval = |model: &Lm, step: usize, observer: &mut dyn Observer| -> Result<Vec<EvalLog>> {
         let valid = model.valid();
         let mut logs = Vec::new();
         for &len in &eval_lengths {
             config.model.check_length(len)?;
-            let (loss, accuracy) = evaluate(&valid, &task, len, config.eval.batch_size, train_cfg.eval_batches.max(1), seed, &opts.device)?;
-            let log = EvalLog { kind: "eval".into(), step, seq_len: len, loss, accuracy };
+            let (loss, accuracy) = evaluate(
+                &valid,
+                &task,
+                len,
+                config.eval.batch_size,
+                train_cfg.eval_batches.max(1),
+                seed,
+                &opts.device,
+            )?;
+            let log = EvalLog {
+                kind: "eval".into(),
+                step,
+                seq_len: len,
+                loss,
+                accuracy,
+            };
             append_line(&metrics, &log)?;
             observer.eval(&log);
             logs.push(log);
@@ -287,9 +383,16 @@ pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Obse
         let loss = loss_sum / accum as f64;
         let diverged = |what: &str, value: f64| {
             let kept = last_saved.map_or("no checkpoint was written yet".to_string(), |s| {
-                format!("the last good checkpoint is {}", checkpoint_dir(run_dir, s).display())
+                format!(
+                    "the last good checkpoint is {}",
+                    checkpoint_dir(run_dir, s).display()
+                )
             });
-            anyhow::anyhow!("{what} became {value} at step {} (seq_len {}); stopping — {kept}; lower train.lr or raise train.warmup_steps", step + 1, at.seq_len)
+            anyhow::anyhow!(
+                "{what} became {value} at step {} (seq_len {}); stopping — {kept}; lower train.lr or raise train.warmup_steps",
+                step + 1,
+                at.seq_len
+            )
         };
         if !loss.is_finite() {
             return Err(diverged("loss", loss));
@@ -315,7 +418,8 @@ pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Obse
             loss,
             lr,
             grad_norm,
-            tokens_per_s: (at.batch_size * at.seq_len * accum) as f64 / started.elapsed().as_secs_f64(),
+            tokens_per_s: (at.batch_size * at.seq_len * accum) as f64
+                / started.elapsed().as_secs_f64(),
         };
         if done % train_cfg.log_every.max(1) == 0 || done == total || done == first_step + 1 {
             append_line(&metrics, &log)?;
@@ -324,12 +428,18 @@ pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Obse
         if train_cfg.eval_every > 0 && done % train_cfg.eval_every == 0 && done != total {
             evals = run_eval(&model, done, observer)?;
         }
-        if (train_cfg.checkpoint_every > 0 && done % train_cfg.checkpoint_every == 0) || done == total {
+        if (train_cfg.checkpoint_every > 0 && done % train_cfg.checkpoint_every == 0)
+            || done == total
+        {
             save_checkpoint(run_dir, done, seed, &model, &optim)?;
             last_saved = Some(done);
         }
     }
-    evals = if first_step < total || evals.is_empty() { run_eval(&model, total, observer)? } else { evals };
+    evals = if first_step < total || evals.is_empty() {
+        run_eval(&model, total, observer)?
+    } else {
+        evals
+    };
     let valid = model.valid();
     checkpoint::save(&valid, &run_dir.join(MODEL_DIR))?;
     let summary = serde_json::json!({
@@ -339,6 +449,14 @@ pub fn train(mut config: RunConfig, opts: &TrainOptions, observer: &mut dyn Obse
         "mixers": config.model.layer_mixers().iter().map(|m| m.kind()).collect::<Vec<_>>(),
         "position": config.model.position.kind(),
     });
-    checkpoint::write_atomic(&run_dir.join(MODEL_DIR).join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    Ok(TrainSummary { steps: total, final_loss: last_loss, evals, num_params })
+    checkpoint::write_atomic(
+        &run_dir.join(MODEL_DIR).join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    Ok(TrainSummary {
+        steps: total,
+        final_loss: last_loss,
+        evals,
+        num_params,
+    })
 }

@@ -4,14 +4,27 @@ use zoo_train::config::{Growth, LengthWarmup, LrSchedule, Stage, TrainConfig};
 use zoo_train::schedule::{LengthPlan, StepPlan, lr_at};
 
 fn stage(seq_len: usize, steps: usize) -> Stage {
-    Stage { seq_len, steps, batch_size: None }
+    Stage {
+        seq_len,
+        steps,
+        batch_size: None,
+    }
 }
 
 fn staged(stages: Vec<Stage>) -> TrainConfig {
-    TrainConfig { stages, ..TrainConfig::default() }
+    TrainConfig {
+        stages,
+        ..TrainConfig::default()
+    }
 }
 
-fn warmup(min_len: usize, max_len: usize, steps: usize, total: usize, growth: Growth) -> TrainConfig {
+fn warmup(
+    min_len: usize,
+    max_len: usize,
+    steps: usize,
+    total: usize,
+    growth: Growth,
+) -> TrainConfig {
     TrainConfig {
         length_warmup: Some(LengthWarmup {
             min_len,
@@ -26,7 +39,13 @@ fn warmup(min_len: usize, max_len: usize, steps: usize, total: usize, growth: Gr
 }
 
 fn lr_config(schedule: LrSchedule, warmup_steps: usize) -> TrainConfig {
-    TrainConfig { lr: 1e-3, min_lr_ratio: 0.1, warmup_steps, schedule, ..TrainConfig::default() }
+    TrainConfig {
+        lr: 1e-3,
+        min_lr_ratio: 0.1,
+        warmup_steps,
+        schedule,
+        ..TrainConfig::default()
+    }
 }
 
 #[test]
@@ -59,7 +78,10 @@ fn cosine_midpoint_and_end_are_exact() {
     assert_eq!(lr_at(5, 11, &cfg), (1e-3 + min) / 2.0);
     assert_eq!(lr_at(10, 11, &cfg), min);
     // min_lr_ratio 0: midpoint exactly half the peak.
-    let cfg = TrainConfig { min_lr_ratio: 0.0, ..lr_config(LrSchedule::Cosine, 0) };
+    let cfg = TrainConfig {
+        min_lr_ratio: 0.0,
+        ..lr_config(LrSchedule::Cosine, 0)
+    };
     assert_eq!(lr_at(5, 11, &cfg), 0.5e-3);
     assert_eq!(lr_at(10, 11, &cfg), 0.0);
 }
@@ -97,14 +119,25 @@ fn lr_is_continuous_across_stage_boundaries() {
         .fold(0.0, f64::max);
     for b in plan.stage_boundaries() {
         let jump = (lr_at(b, total, &cfg) - lr_at(b - 1, total, &cfg)).abs();
-        assert!(jump <= max_jump && jump < 0.05 * cfg.lr, "jump {jump} at boundary {b}");
+        assert!(
+            jump <= max_jump && jump < 0.05 * cfg.lr,
+            "jump {jump} at boundary {b}"
+        );
         assert!(lr_at(b, total, &cfg) < lr_at(b - 1, total, &cfg));
     }
 }
 
 #[test]
 fn staged_plan_boundaries_and_lengths() {
-    let mut cfg = staged(vec![stage(64, 3), Stage { seq_len: 128, steps: 2, batch_size: Some(7) }, stage(256, 4)]);
+    let mut cfg = staged(vec![
+        stage(64, 3),
+        Stage {
+            seq_len: 128,
+            steps: 2,
+            batch_size: Some(7),
+        },
+        stage(256, 4),
+    ]);
     cfg.batch_size = 16;
     let plan = LengthPlan::new(&cfg);
     assert_eq!(plan.total_steps(), 9);
@@ -114,7 +147,17 @@ fn staged_plan_boundaries_and_lengths() {
     assert_eq!(plan.max_seq_len(), 256);
     assert_eq!(plan.lengths(), vec![64, 128, 256]);
     let got: Vec<StepPlan> = (0..9).map(|s| plan.at(s, 0)).collect();
-    let want = [(0, 64, 16), (0, 64, 16), (0, 64, 16), (1, 128, 7), (1, 128, 7), (2, 256, 16), (2, 256, 16), (2, 256, 16), (2, 256, 16)];
+    let want = [
+        (0, 64, 16),
+        (0, 64, 16),
+        (0, 64, 16),
+        (1, 128, 7),
+        (1, 128, 7),
+        (2, 256, 16),
+        (2, 256, 16),
+        (2, 256, 16),
+        (2, 256, 16),
+    ];
     for (s, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!((g.stage, g.seq_len, g.batch_size), w, "step {s}");
     }
@@ -128,7 +171,9 @@ fn staged_plan_boundaries_and_lengths() {
 
 fn warmup_lengths(cfg: &TrainConfig) -> Vec<usize> {
     let plan = LengthPlan::new(cfg);
-    (0..plan.total_steps()).map(|s| plan.at(s, 0).seq_len).collect()
+    (0..plan.total_steps())
+        .map(|s| plan.at(s, 0).seq_len)
+        .collect()
 }
 
 #[test]
@@ -139,10 +184,21 @@ fn length_warmup_grows_monotonically_to_max_len() {
         assert_eq!(plan.total_steps(), 150);
         let lengths = warmup_lengths(&cfg);
         assert_eq!(lengths[0], 64, "{growth:?}");
-        assert!(lengths.windows(2).all(|w| w[0] <= w[1]), "{growth:?}: not monotone");
-        assert!(lengths.iter().all(|l| l % 8 == 0 && (64..=1024).contains(l)), "{growth:?}");
+        assert!(
+            lengths.windows(2).all(|w| w[0] <= w[1]),
+            "{growth:?}: not monotone"
+        );
+        assert!(
+            lengths
+                .iter()
+                .all(|l| l % 8 == 0 && (64..=1024).contains(l)),
+            "{growth:?}"
+        );
         assert!(lengths[99] < 1024, "{growth:?}: reached max_len early");
-        assert!(lengths[100..].iter().all(|&l| l == 1024), "{growth:?}: not at max_len from `steps`");
+        assert!(
+            lengths[100..].iter().all(|&l| l == 1024),
+            "{growth:?}: not at max_len from `steps`"
+        );
         // Each distinct length is one stage; stages are numbered by distinct length.
         assert_eq!(plan.lengths().len(), plan.num_stages());
         let mut distinct = lengths.clone();
@@ -178,24 +234,46 @@ fn linear_and_geometric_warmup_values() {
 fn tokens_per_step_sets_batch_from_length() {
     let cfg = TrainConfig {
         tokens_per_step: Some(4096),
-        ..staged(vec![stage(64, 1), stage(512, 1), stage(3000, 1), stage(8192, 1)])
+        ..staged(vec![
+            stage(64, 1),
+            stage(512, 1),
+            stage(3000, 1),
+            stage(8192, 1),
+        ])
     };
     let plan = LengthPlan::new(&cfg);
     let batches: Vec<usize> = (0..4).map(|s| plan.at(s, 0).batch_size).collect();
     assert_eq!(batches, vec![64, 8, 1, 1]); // 4096/3000 = 1, 4096/8192 -> at least 1
     // A length warmup too.
-    let cfg = TrainConfig { tokens_per_step: Some(8192), ..warmup(64, 256, 2, 3, Growth::Geometric) };
+    let cfg = TrainConfig {
+        tokens_per_step: Some(8192),
+        ..warmup(64, 256, 2, 3, Growth::Geometric)
+    };
     let plan = LengthPlan::new(&cfg);
-    let got: Vec<(usize, usize)> = (0..3).map(|s| (plan.at(s, 0).seq_len, plan.at(s, 0).batch_size)).collect();
+    let got: Vec<(usize, usize)> = (0..3)
+        .map(|s| (plan.at(s, 0).seq_len, plan.at(s, 0).batch_size))
+        .collect();
     assert_eq!(got, vec![(64, 128), (128, 64), (256, 32)]);
 }
 
 #[test]
 fn mixed_lengths_are_deterministic_and_only_use_earlier_stages() {
     let mut cfg = staged(vec![
-        Stage { seq_len: 64, steps: 100, batch_size: Some(8) },
-        Stage { seq_len: 128, steps: 100, batch_size: Some(4) },
-        Stage { seq_len: 256, steps: 300, batch_size: Some(2) },
+        Stage {
+            seq_len: 64,
+            steps: 100,
+            batch_size: Some(8),
+        },
+        Stage {
+            seq_len: 128,
+            steps: 100,
+            batch_size: Some(4),
+        },
+        Stage {
+            seq_len: 256,
+            steps: 300,
+            batch_size: Some(2),
+        },
     ]);
     cfg.mixed_lengths = true;
     let plan = LengthPlan::new(&cfg);
@@ -205,19 +283,32 @@ fn mixed_lengths_are_deterministic_and_only_use_earlier_stages() {
         let p = plan.at(s, 7);
         assert_eq!(p, again.at(s, 7), "not deterministic at step {s}");
         assert_eq!(p, plan.at(s, 7));
-        let expected_stage = if s < 100 { 0 } else if s < 200 { 1 } else { 2 };
+        let expected_stage = if s < 100 {
+            0
+        } else if s < 200 {
+            1
+        } else {
+            2
+        };
         assert_eq!(p.stage, expected_stage);
         let allowed = &[64, 128, 256][..=p.stage];
         assert!(allowed.contains(&p.seq_len), "step {s}: {p:?}");
         // The batch size goes with the drawn length.
-        let batch = match p.seq_len { 64 => 8, 128 => 4, _ => 2 };
+        let batch = match p.seq_len {
+            64 => 8,
+            128 => 4,
+            _ => 2,
+        };
         assert_eq!(p.batch_size, batch);
         seen[p.stage].insert(p.seq_len);
     }
     // Stage 0 only has its own length; later stages draw every allowed length.
     assert_eq!(seen[0].iter().copied().collect::<Vec<_>>(), vec![64]);
     assert_eq!(seen[1].iter().copied().collect::<Vec<_>>(), vec![64, 128]);
-    assert_eq!(seen[2].iter().copied().collect::<Vec<_>>(), vec![64, 128, 256]);
+    assert_eq!(
+        seen[2].iter().copied().collect::<Vec<_>>(),
+        vec![64, 128, 256]
+    );
     // Another seed gives another draw sequence.
     let a: Vec<usize> = (200..500).map(|s| plan.at(s, 7).seq_len).collect();
     let b: Vec<usize> = (200..500).map(|s| plan.at(s, 8).seq_len).collect();
@@ -225,7 +316,10 @@ fn mixed_lengths_are_deterministic_and_only_use_earlier_stages() {
     // Roughly uniform over the three stages in stage 2.
     for len in [64, 128, 256] {
         let n = a.iter().filter(|&&l| l == len).count();
-        assert!((60..=140).contains(&n), "length {len} drawn {n} times of 300");
+        assert!(
+            (60..=140).contains(&n),
+            "length {len} drawn {n} times of 300"
+        );
     }
     // Without mixing every step uses its stage's length.
     cfg.mixed_lengths = false;
