@@ -49,6 +49,19 @@ pub enum BenchCommand {
         device: String,
         #[arg(long)]
         json: bool,
+        /// Folder for the plots (scaling_time.*, scaling_memory.*).
+        #[arg(long, default_value = "bench")]
+        out: std::path::PathBuf,
+    },
+    /// One (mixer, length) point of `scaling`, run in a child process so its peak memory is its own.
+    #[command(hide = true)]
+    ScalingPoint {
+        #[arg(long)]
+        mixer: String,
+        #[arg(long)]
+        len: usize,
+        #[arg(long, default_value = "flex")]
+        device: String,
     },
     /// Time per decoded token at several context lengths.
     Decode {
@@ -86,10 +99,11 @@ fn bench_model(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
     ModelConfig { vocab_size: Some(512), d_model: 128, n_layers: 1, n_heads: 4, mixer, position, max_seq_len: 1 << 16, ..ModelConfig::default() }
 }
 
-fn peak_rss_mib() -> f64 {
+/// A field of /proc/self/status in MiB (VmRSS: now, VmHWM: peak); NaN where unavailable.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -108,7 +122,8 @@ pub fn fitted_exponent(points: &[(f64, f64)]) -> f64 {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Reference { attention, steps, warmup, device, json } => reference(&attention, steps, warmup, &device, json),
-        BenchCommand::Scaling { lengths, mixers, max_softmax_len, device, json } => scaling(&lengths, &mixers, max_softmax_len, &device, json),
+        BenchCommand::Scaling { lengths, mixers, max_softmax_len, device, json, out } => scaling(&lengths, &mixers, max_softmax_len, &device, json, &out),
+        BenchCommand::ScalingPoint { mixer, len, device } => scaling_point(&mixer, len, &device),
         BenchCommand::Decode { contexts, mixers, tokens, device, json } => decode(&contexts, &mixers, tokens, &device, json),
     }
 }
@@ -170,47 +185,78 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
     Ok(())
 }
 
-fn scaling(lengths: &[usize], filter: &[String], max_softmax: usize, device: &str, json: bool) -> Result<()> {
+/// Forward+backward of one mixer layer at length `len`; prints one JSON line with the median
+/// time of 3 runs and the peak memory above the process's resident size before the first run.
+fn scaling_point(kind: &str, len: usize, device: &str) -> Result<()> {
+    let mixer_cfg = bench_mixers(&[kind.to_string()]).pop().ok_or_else(|| anyhow::anyhow!("unknown mixer `{kind}`"))?;
     let dev = device::select(device)?.autodiff();
+    let cfg = bench_model(mixer_cfg.clone(), PositionConfig::None);
+    let mixer = Mixer::new(&mixer_cfg, &cfg, &mut Init::new(0, &dev));
+    let x = Tensor::<3>::random([1, len, 128], burn::tensor::Distribution::Normal(0.0, 1.0), &dev).require_grad();
+    let base = status_mib("VmRSS");
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let grads = mixer.forward(x.clone()).sum().backward();
+        let _ = x.grad(&grads).map(|g| g.slice([0..1, 0..1, 0..1]).into_scalar::<f32>());
+        times.push(start.elapsed().as_secs_f64());
+    }
+    println!("{}", json!({"seconds": median(times), "peak_mib": status_mib("VmHWM") - base}));
+    Ok(())
+}
+
+fn scaling(lengths: &[usize], filter: &[String], max_softmax: usize, device: &str, json: bool, out: &std::path::Path) -> Result<()> {
+    let exe = std::env::current_exe()?;
     let mut report = Vec::new();
+    let (mut time_series, mut memory_series) = (Vec::new(), Vec::new());
     if !json {
-        println!("{:>15} {:>7} {:>10} {:>13}", "mixer", "seq_len", "fwd+bwd s", "peak RSS MiB");
+        println!("{:>15} {:>7} {:>11} {:>12}", "mixer", "seq_len", "fwd+bwd s", "peak MiB");
     }
     for mixer_cfg in bench_mixers(filter) {
-        let cfg = bench_model(mixer_cfg.clone(), PositionConfig::None);
-        let mixer = Mixer::new(&mixer_cfg, &cfg, &mut Init::new(0, &dev));
-        let mut points = Vec::new();
+        let kind = mixer_cfg.kind();
+        let (mut times, mut memory) = (Vec::new(), Vec::new());
         let mut stopped = None;
         for &n in lengths {
-            if mixer_cfg.kind() == "softmax" && n > max_softmax {
+            if kind == "softmax" && n > max_softmax {
                 stopped = Some(n);
                 break;
             }
-            let x = Tensor::<3>::random([1, n, 128], burn::tensor::Distribution::Normal(0.0, 1.0), &dev).require_grad();
-            let mut times = Vec::new();
-            for _ in 0..3 {
-                let start = Instant::now();
-                let y = mixer.forward(x.clone());
-                let grads = y.sum().backward();
-                let _ = x.grad(&grads).map(|g| g.slice([0..1, 0..1, 0..1]).into_scalar::<f32>());
-                times.push(start.elapsed().as_secs_f64());
-            }
-            let t = median(times);
-            let rss = peak_rss_mib();
-            points.push((n as f64, t));
+            let child = std::process::Command::new(&exe)
+                .args(["bench", "scaling-point", "--mixer", kind, "--len", &n.to_string(), "--device", device])
+                .output()?;
+            let point: serde_json::Value = match serde_json::from_slice(&child.stdout) {
+                Ok(v) if child.status.success() => v,
+                _ => {
+                    // Out of memory or another failure: say where the mixer stopped.
+                    stopped = Some(n);
+                    break;
+                }
+            };
+            let (t, m) = (point["seconds"].as_f64().unwrap_or(f64::NAN), point["peak_mib"].as_f64().unwrap_or(f64::NAN));
+            times.push((n as f64, t));
+            memory.push((n as f64, m.max(1e-3)));
             if !json {
-                println!("{:>15} {:>7} {:>10.4} {:>13.0}", mixer_cfg.kind(), n, t, rss);
+                println!("{:>15} {:>7} {:>11.4} {:>12.1}", kind, n, t, m);
             }
-            report.push(json!({"mixer": mixer_cfg.kind(), "seq_len": n, "seconds": t, "peak_rss_mib": rss}));
+            report.push(json!({"mixer": kind, "seq_len": n, "seconds": t, "peak_mib": m}));
         }
-        let k = fitted_exponent(&points);
+        let (kt, km) = (fitted_exponent(&times), fitted_exponent(&memory));
         if !json {
-            println!("{:>15} time exponent {:.2}{}", mixer_cfg.kind(), k, stopped.map_or(String::new(), |n| format!(" (stopped before {n}: n² training memory)")));
+            let note = stopped.map_or(String::new(), |n| format!(" (stopped before {n})"));
+            println!("{:>15} exponents: time {:.2}, memory {:.2}{note}", kind, kt, km);
         }
-        report.push(json!({"mixer": mixer_cfg.kind(), "time_exponent": k, "stopped_before": stopped}));
+        report.push(json!({"mixer": kind, "time_exponent": kt, "memory_exponent": km, "stopped_before": stopped}));
+        time_series.push(zoo_eval::Series::new(format!("{kind} (k={kt:.2})"), times));
+        memory_series.push(zoo_eval::Series::new(format!("{kind} (k={km:.2})"), memory));
     }
+    std::fs::create_dir_all(out)?;
+    let log = || zoo_eval::LineOpts { log_x: true, log_y: true, vlines: Vec::new() };
+    zoo_eval::plot::line_chart(&out.join("scaling_time"), "forward+backward time vs length (batch 1, d 128, 4 heads)", "sequence length", "seconds", &time_series, log())?;
+    zoo_eval::plot::line_chart(&out.join("scaling_memory"), "peak memory of forward+backward vs length", "sequence length", "MiB above baseline", &memory_series, log())?;
     if json {
         println!("{}", serde_json::Value::Array(report));
+    } else {
+        println!("plots: {}/scaling_time.{{png,svg}}, {}/scaling_memory.{{png,svg}}", out.display(), out.display());
     }
     Ok(())
 }

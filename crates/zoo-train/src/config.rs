@@ -201,7 +201,7 @@ pub struct NiahEval {
     /// Samples per grid cell.
     #[serde(default = "default_niah_samples")]
     pub samples: usize,
-    /// `single`, `multi_key`, `multi_value`, `multi_query`, or `all`.
+    /// `single`, `multi_key`, `multi_value` or `multi_query` (parsed with `NeedleVariant::from_str`).
     #[serde(default = "default_niah_variant")]
     pub variant: String,
 }
@@ -590,12 +590,11 @@ fn set_at(
 }
 
 fn parse_override_value(text: &str) -> Result<toml::Value, String> {
-    if let Ok(mut doc) = format!("value = {text}").parse::<toml::Table>() {
-        if doc.len() == 1 {
-            if let Some(v) = doc.remove("value") {
-                return Ok(v);
-            }
-        }
+    if let Ok(mut doc) = format!("value = {text}").parse::<toml::Table>()
+        && doc.len() == 1
+        && let Some(v) = doc.remove("value")
+    {
+        return Ok(v);
     }
     if text.starts_with(['[', '{', '"', '\'']) {
         let message = match format!("value = {text}").parse::<toml::Table>() {
@@ -702,70 +701,70 @@ fn describe_serde_error(e: &PathError, input: &toml::Value) -> String {
         }
     }
 
-    if let Some(rest) = message.strip_prefix("missing field ") {
-        if let Some(field) = backticked(rest).first() {
-            path.push(field.clone());
-            let full = path.join(".");
-            let hint = if path.len() == 1 {
-                format!("add a [{field}] table")
-            } else if field == "kind" {
-                match names_for(&path) {
-                    Some(kinds) => format!("add kind = one of {}", kinds.join(", ")),
-                    None => "add it".to_string(),
-                }
-            } else if path.iter().any(|p| p.parse::<usize>().is_ok()) {
-                format!(
-                    "add {field} = ... to `{}`",
-                    path[..path.len() - 1].join(".")
-                )
-            } else {
-                format!(
-                    "add {field} = ... to [{}]",
-                    path[..path.len() - 1].join(".")
-                )
-            };
-            return format!("missing required key `{full}` ({hint})");
-        }
+    if let Some(rest) = message.strip_prefix("missing field ")
+        && let Some(field) = backticked(rest).first()
+    {
+        path.push(field.clone());
+        let full = path.join(".");
+        let hint = if path.len() == 1 {
+            format!("add a [{field}] table")
+        } else if field == "kind" {
+            match names_for(&path) {
+                Some(kinds) => format!("add kind = one of {}", kinds.join(", ")),
+                None => "add it".to_string(),
+            }
+        } else if path.iter().any(|p| p.parse::<usize>().is_ok()) {
+            format!(
+                "add {field} = ... to `{}`",
+                path[..path.len() - 1].join(".")
+            )
+        } else {
+            format!(
+                "add {field} = ... to [{}]",
+                path[..path.len() - 1].join(".")
+            )
+        };
+        return format!("missing required key `{full}` ({hint})");
     }
 
     for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some((found, expected)) = rest.rsplit_once(", expected ") {
-                // Inside tagged enums the path stops at the enum's table; find the key whose
-                // value matches what serde saw, if exactly one does.
-                if let Some(table) = lookup(input, &path).and_then(toml::Value::as_table) {
-                    if !expects_table(expected) {
-                        let matches: Vec<&String> = table
-                            .iter()
-                            .filter(|(k, v)| *k != "kind" && serde_unexpected(v) == found)
-                            .map(|(k, _)| k)
-                            .collect();
-                        if let [key] = matches.as_slice() {
-                            path.push((*key).clone());
-                        }
-                    }
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.rsplit_once(", expected ")
+        {
+            // Inside tagged enums the path stops at the enum's table; find the key whose
+            // value matches what serde saw, if exactly one does.
+            if let Some(table) = lookup(input, &path).and_then(toml::Value::as_table)
+                && !expects_table(expected)
+            {
+                let matches: Vec<&String> = table
+                    .iter()
+                    .filter(|(k, v)| *k != "kind" && serde_unexpected(v) == found)
+                    .map(|(k, _)| k)
+                    .collect();
+                if let [key] = matches.as_slice() {
+                    path.push((*key).clone());
                 }
-                let shown = if path.is_empty() {
-                    "the config".to_string()
-                } else {
-                    path.join(".")
-                };
-                // Describe what the file holds rather than what serde saw (serde describes
-                // enums given a number as "unit variant").
-                let found = match lookup(input, &path) {
-                    Some(v) if !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) => {
-                        describe_value(v).trim_start_matches("the ").to_string()
-                    }
-                    _ => friendly_found(found),
-                };
-                let expected = match names_for(&path) {
-                    Some(names) if expects_name(expected) => {
-                        format!("one of {} (a string)", names.join(", "))
-                    }
-                    _ => friendly_expected(expected),
-                };
-                return format!("`{shown}` should be {expected}, found {found}");
             }
+            let shown = if path.is_empty() {
+                "the config".to_string()
+            } else {
+                path.join(".")
+            };
+            // Describe what the file holds rather than what serde saw (serde describes
+            // enums given a number as "unit variant").
+            let found = match lookup(input, &path) {
+                Some(v) if !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) => {
+                    describe_value(v).trim_start_matches("the ").to_string()
+                }
+                _ => friendly_found(found),
+            };
+            let expected = match names_for(&path) {
+                Some(names) if expects_name(expected) => {
+                    format!("one of {} (a string)", names.join(", "))
+                }
+                _ => friendly_expected(expected),
+            };
+            return format!("`{shown}` should be {expected}, found {found}");
         }
     }
 
@@ -887,22 +886,32 @@ fn names_for(path: &[String]) -> Option<Vec<String>> {
     (names.len() > 1).then(|| names[1..].to_vec())
 }
 
-/// Levenshtein distance between two strings (by chars).
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Edit distance between two strings (by chars): insertions, deletions, substitutions and
+/// transpositions of adjacent characters each cost 1 (optimal string alignment).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let next = (row[j + 1] + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != cb));
-            diagonal = row[j + 1];
-            row[j + 1] = next;
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        d[i * width] = i;
+    }
+    for (j, cell) in d.iter_mut().enumerate().take(width) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[(i - 1) * width + j] + 1)
+                .min(d[i * width + j - 1] + 1)
+                .min(d[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[(i - 2) * width + j - 2] + 1);
+            }
+            d[i * width + j] = best;
         }
     }
-    row[b.len()]
+    d[a.len() * width + b.len()]
 }
 
 /// The candidate closest to `given` by edit distance, if it is close enough to be a typo
@@ -912,7 +921,7 @@ fn closest<'a>(given: &str, candidates: &'a [String]) -> Option<&'a str> {
     let limit = (given.chars().count() / 3).clamp(1, 3);
     candidates
         .iter()
-        .map(|c| (levenshtein(&lowered, &c.to_lowercase()), c))
+        .map(|c| (edit_distance(&lowered, &c.to_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
@@ -1089,12 +1098,12 @@ impl RunConfig {
                 t.grad_clip
             ));
         }
-        if let Some(tokens) = t.tokens_per_step {
-            if tokens < min_len {
-                return fail(format!(
-                    "train.tokens_per_step = {tokens} is smaller than the shortest training length {min_len} (use at least {min_len})"
-                ));
-            }
+        if let Some(tokens) = t.tokens_per_step
+            && tokens < min_len
+        {
+            return fail(format!(
+                "train.tokens_per_step = {tokens} is smaller than the shortest training length {min_len} (use at least {min_len})"
+            ));
         }
         if t.log_every == 0 {
             return fail("train.log_every is 0 (use at least 1)".into());
@@ -1205,9 +1214,9 @@ impl RunConfig {
         if e.niah.samples == 0 {
             return fail("eval.niah.samples is 0 (use at least 1)".into());
         }
-        if e.niah.variant != "all" && NeedleVariant::from_str(&e.niah.variant).is_err() {
+        if NeedleVariant::from_str(&e.niah.variant).is_err() {
             return fail(format!(
-                "eval.niah.variant = \"{}\" is not one of single, multi_key, multi_value, multi_query, all",
+                "eval.niah.variant = \"{}\" is not one of single, multi_key, multi_value, multi_query",
                 e.niah.variant
             ));
         }

@@ -265,6 +265,7 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<TrainSummary> {
     let task = config.task.build(&opts.base_dir)?;
+    config.check_task_vocab(task.vocab_size())?;
     config.resolve(task.vocab_size());
     config.validate()?;
     let run_dir = &opts.run_dir;

@@ -362,6 +362,30 @@ fn bad_configs_give_one_precise_line() {
             "train.length_warmup.steps = 50 is greater than train.length_warmup.total_steps = 20",
         ),
         (
+            format!(
+                "{}\n[train.length_warmup]\nmin_len = 32\nmax_len = 64\nsteps = 5\ntotal_steps = 20\ngrowht = \"linear\"\n",
+                BASE.split("[[train.stages]]").next().unwrap()
+            ),
+            vec![],
+            "unknown key `train.length_warmup.growht`; did you mean `growth`?",
+        ),
+        (
+            format!(
+                "{}\n[train.length_warmup]\nmin_len = 32\nmax_len = 64\nsteps = 5\ntotal_steps = 20\ngrowth = \"exponential\"\n",
+                BASE.split("[[train.stages]]").next().unwrap()
+            ),
+            vec![],
+            r#"train.length_warmup.growth = "exponential" is not one of linear, geometric"#,
+        ),
+        (
+            format!(
+                "{}\n[train.length_warmup]\nmin_len = 32\nmax_len = 60\nsteps = 5\ntotal_steps = 20\n",
+                BASE.split("[[train.stages]]").next().unwrap()
+            ),
+            vec![],
+            "must be multiples of train.length_warmup.multiple_of = 8",
+        ),
+        (
             format!("{BASE}\n[eval]\nlengths = [64, 0]\n"),
             vec![],
             "eval.lengths.1 is 0",
