@@ -139,11 +139,17 @@ impl TokenMixer for SoftmaxAttention {
         let [b, n, _] = x.dims();
         let (q, k, v) = self.qkv(x, 0);
         let g = self.heads.groups();
-        let bias = self
-            .alibi
-            .as_ref()
-            .map(|a| a.bias(0, n, 0, n, &q.device()).expand([b, self.heads.heads, n, n]));
-        let o = attention(q, repeat_kv(k, g), repeat_kv(v, g), None, bias, self.options(true)); // [b, h, n, dh]
+        let device = q.device();
+        let o = if q.is_autodiff() {
+            // Under autodiff Burn's fused op falls back to materialised scores anyway, and the
+            // explicit masked softmax is faster there (shared/bench/reference-workload.md).
+            let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);
+            let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
+            dense_weights(q, repeat_kv(k, g), blocked, bias, self.scale).matmul(repeat_kv(v, g))
+        } else {
+            let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device).expand([b, self.heads.heads, n, n]));
+            attention(q, repeat_kv(k, g), repeat_kv(v, g), None, bias, self.options(true))
+        }; // [b, h, n, dh]
         self.out.forward(merge_heads(o))
     }
 

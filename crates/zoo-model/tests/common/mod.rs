@@ -51,8 +51,17 @@ pub fn errors(actual: &[f32], expected: &[f64]) -> (f64, f64) {
 
 /// Passes when every element is within `abs` OR `rel` (relative to |expected| ≥ 1e-3).
 pub fn assert_close(actual: &[f32], expected: &[f64], abs: f64, rel: f64, what: &str) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length {} vs {}", actual.len(), expected.len());
-    assert!(actual.iter().all(|a| a.is_finite()), "{what}: non-finite values");
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{what}: length {} vs {}",
+        actual.len(),
+        expected.len()
+    );
+    assert!(
+        actual.iter().all(|a| a.is_finite()),
+        "{what}: non-finite values"
+    );
     let mut worst = (0usize, 0.0f64);
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         let d = (*a as f64 - e).abs();
