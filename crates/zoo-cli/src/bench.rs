@@ -16,7 +16,10 @@ use clap::Subcommand;
 use serde_json::json;
 use zoo_model::attention::Mixer;
 use zoo_model::init::Init;
-use zoo_model::{FeatureMap, Lm, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig, TokenMixer, masked_cross_entropy};
+use zoo_model::{
+    FeatureMap, Lm, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig, TokenMixer,
+    masked_cross_entropy,
+};
 
 use crate::device;
 
@@ -86,24 +89,61 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Mixers with the bench's default parameters.
 fn bench_mixers(filter: &[String]) -> Vec<MixerConfig> {
     let all = vec![
-        MixerConfig::Softmax { logit_scale: None, log_n_scaling: false },
-        MixerConfig::Linear { feature_map: FeatureMap::Elu, normalize: true, chunk_size: 64, feature_dim: None },
-        MixerConfig::Rwkv { chunk_size: 32, data_dependent_decay: true, decay_rank: 32 },
-        MixerConfig::SlidingWindow { window: 128, dilation: 1, global_tokens: 4 },
-        MixerConfig::Bigbird { block_size: 32, window_blocks: 3, global_blocks: 1, random_blocks: 2, seed: 0 },
+        MixerConfig::Softmax {
+            logit_scale: None,
+            log_n_scaling: false,
+        },
+        MixerConfig::Linear {
+            feature_map: FeatureMap::Elu,
+            normalize: true,
+            chunk_size: 64,
+            feature_dim: None,
+        },
+        MixerConfig::Rwkv {
+            chunk_size: 32,
+            data_dependent_decay: true,
+            decay_rank: 32,
+        },
+        MixerConfig::SlidingWindow {
+            window: 128,
+            dilation: 1,
+            global_tokens: 4,
+        },
+        MixerConfig::Bigbird {
+            block_size: 32,
+            window_blocks: 3,
+            global_blocks: 1,
+            random_blocks: 2,
+            seed: 0,
+        },
     ];
-    all.into_iter().filter(|m| filter.is_empty() || filter.iter().any(|f| f == m.kind())).collect()
+    all.into_iter()
+        .filter(|m| filter.is_empty() || filter.iter().any(|f| f == m.kind()))
+        .collect()
 }
 
 fn bench_model(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
-    ModelConfig { vocab_size: Some(512), d_model: 128, n_layers: 1, n_heads: 4, mixer, position, max_seq_len: 1 << 16, ..ModelConfig::default() }
+    ModelConfig {
+        vocab_size: Some(512),
+        d_model: 128,
+        n_layers: 1,
+        n_heads: 4,
+        mixer,
+        position,
+        max_seq_len: 1 << 16,
+        ..ModelConfig::default()
+    }
 }
 
 /// A field of /proc/self/status in MiB (VmRSS: now, VmHWM: peak); NaN where unavailable.
 fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -113,25 +153,66 @@ pub fn fitted_exponent(points: &[(f64, f64)]) -> f64 {
     if points.len() < 2 {
         return f64::NAN;
     }
-    let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x.ln(), b + y.ln()));
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x.ln(), b + y.ln()));
     let (mx, my) = (sx / n, sy / n);
-    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + (x.ln() - mx) * (y.ln() - my), b + (x.ln() - mx).powi(2)));
+    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x.ln() - mx) * (y.ln() - my), b + (x.ln() - mx).powi(2))
+    });
     num / den
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Reference { attention, steps, warmup, device, json } => reference(&attention, steps, warmup, &device, json),
-        BenchCommand::Scaling { lengths, mixers, max_softmax_len, device, json, out } => scaling(&lengths, &mixers, max_softmax_len, &device, json, &out),
+        BenchCommand::Reference {
+            attention,
+            steps,
+            warmup,
+            device,
+            json,
+        } => reference(&attention, steps, warmup, &device, json),
+        BenchCommand::Scaling {
+            lengths,
+            mixers,
+            max_softmax_len,
+            device,
+            json,
+            out,
+        } => scaling(&lengths, &mixers, max_softmax_len, &device, json, &out),
         BenchCommand::ScalingPoint { mixer, len, device } => scaling_point(&mixer, len, &device),
-        BenchCommand::Decode { contexts, mixers, tokens, device, json } => decode(&contexts, &mixers, tokens, &device, json),
+        BenchCommand::Decode {
+            contexts,
+            mixers,
+            tokens,
+            device,
+            json,
+        } => decode(&contexts, &mixers, tokens, &device, json),
     }
 }
 
 fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: bool) -> Result<()> {
     let (mixer, position) = match attention {
-        "softmax" => (MixerConfig::Softmax { logit_scale: None, log_n_scaling: false }, PositionConfig::Rope { theta: 10_000.0, interpolation: 1.0, ntk_factor: 1.0 }),
-        "linear" => (MixerConfig::Linear { feature_map: FeatureMap::Elu, normalize: true, chunk_size: 64, feature_dim: None }, PositionConfig::None),
+        "softmax" => (
+            MixerConfig::Softmax {
+                logit_scale: None,
+                log_n_scaling: false,
+            },
+            PositionConfig::Rope {
+                theta: 10_000.0,
+                interpolation: 1.0,
+                ntk_factor: 1.0,
+            },
+        ),
+        "linear" => (
+            MixerConfig::Linear {
+                feature_map: FeatureMap::Elu,
+                normalize: true,
+                chunk_size: 64,
+                feature_dim: None,
+            },
+            PositionConfig::None,
+        ),
         other => anyhow::bail!("--attention {other}: use softmax or linear"),
     };
     let cfg = ModelConfig {
@@ -151,19 +232,32 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
     let dev = device::select(device)?.autodiff();
     let mut model = Lm::new(&cfg, &dev)?;
     let params = model.num_params();
-    let mut optim = burn::optim::AdamWConfig::new().with_weight_decay(0.0).init();
+    let mut optim = burn::optim::AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .init();
     let (b, n) = (16usize, 512usize);
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
     let mut times = Vec::new();
     for i in 0..warmup + steps {
-        let ids: Vec<i64> = (0..b * (n + 1)).map(|_| rand::Rng::gen_range(&mut rng, 0..512)).collect();
+        let ids: Vec<i64> = (0..b * (n + 1))
+            .map(|_| rand::Rng::gen_range(&mut rng, 0..512))
+            .collect();
         let all = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, n + 1]), &dev);
         let start = Instant::now();
-        let loss = masked_cross_entropy(model.forward(all.clone().narrow(1, 0, n)), all.narrow(1, 1, n), Tensor::ones([b, n], &dev));
+        let loss = masked_cross_entropy(
+            model.forward(all.clone().narrow(1, 0, n)),
+            all.narrow(1, 1, n),
+            Tensor::ones([b, n], &dev),
+        );
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model, grads);
         // Force the step to finish (a readback) before stopping the clock.
-        let _ = model.embed.weight.val().slice([0..1, 0..1]).into_scalar::<f32>();
+        let _ = model
+            .embed
+            .weight
+            .val()
+            .slice([0..1, 0..1])
+            .into_scalar::<f32>();
         if i >= warmup {
             times.push(start.elapsed().as_secs_f64());
         }
@@ -172,14 +266,28 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
     let tokens_per_s = (b * n) as f64 / step;
     // 6·N per token for the dense parts plus causal attention: 6 · layers · n · d (scores and
     // weighted sum, forward ×3 for training, half masked).
-    let attn = if attention == "softmax" { 6.0 * 2.0 * n as f64 * 128.0 } else { 0.0 };
+    let attn = if attention == "softmax" {
+        6.0 * 2.0 * n as f64 * 128.0
+    } else {
+        0.0
+    };
     let flops = (6.0 * params as f64 + attn) * tokens_per_s;
     let mfu = flops / 333e9;
     if json {
-        println!("{}", json!({"bench": "reference", "attention": attention, "device": device, "params": params, "median_step_s": step, "tokens_per_s": tokens_per_s, "mfu": mfu}));
+        println!(
+            "{}",
+            json!({"bench": "reference", "attention": attention, "device": device, "params": params, "median_step_s": step, "tokens_per_s": tokens_per_s, "mfu": mfu})
+        );
     } else {
-        println!("reference workload, {attention} attention, {device}: {params} params, median step {:.3} s", step);
-        println!("tokens/s {:.0}, model FLOPs utilisation {:.1}% of 333 GFLOP/s", tokens_per_s, 100.0 * mfu);
+        println!(
+            "reference workload, {attention} attention, {device}: {params} params, median step {:.3} s",
+            step
+        );
+        println!(
+            "tokens/s {:.0}, model FLOPs utilisation {:.1}% of 333 GFLOP/s",
+            tokens_per_s,
+            100.0 * mfu
+        );
     }
     println!("tokens_per_s={:.0}", tokens_per_s);
     Ok(())
@@ -188,29 +296,51 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
 /// Forward+backward of one mixer layer at length `len`; prints one JSON line with the median
 /// time of 3 runs and the peak memory above the process's resident size before the first run.
 fn scaling_point(kind: &str, len: usize, device: &str) -> Result<()> {
-    let mixer_cfg = bench_mixers(&[kind.to_string()]).pop().ok_or_else(|| anyhow::anyhow!("unknown mixer `{kind}`"))?;
+    let mixer_cfg = bench_mixers(&[kind.to_string()])
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("unknown mixer `{kind}`"))?;
     let dev = device::select(device)?.autodiff();
     let cfg = bench_model(mixer_cfg.clone(), PositionConfig::None);
     let mixer = Mixer::new(&mixer_cfg, &cfg, &mut Init::new(0, &dev));
-    let x = Tensor::<3>::random([1, len, 128], burn::tensor::Distribution::Normal(0.0, 1.0), &dev).require_grad();
+    let x = Tensor::<3>::random(
+        [1, len, 128],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &dev,
+    )
+    .require_grad();
     let base = status_mib("VmRSS");
     let mut times = Vec::new();
     for _ in 0..3 {
         let start = Instant::now();
         let grads = mixer.forward(x.clone()).sum().backward();
-        let _ = x.grad(&grads).map(|g| g.slice([0..1, 0..1, 0..1]).into_scalar::<f32>());
+        let _ = x
+            .grad(&grads)
+            .map(|g| g.slice([0..1, 0..1, 0..1]).into_scalar::<f32>());
         times.push(start.elapsed().as_secs_f64());
     }
-    println!("{}", json!({"seconds": median(times), "peak_mib": status_mib("VmHWM") - base}));
+    println!(
+        "{}",
+        json!({"seconds": median(times), "peak_mib": status_mib("VmHWM") - base})
+    );
     Ok(())
 }
 
-fn scaling(lengths: &[usize], filter: &[String], max_softmax: usize, device: &str, json: bool, out: &std::path::Path) -> Result<()> {
+fn scaling(
+    lengths: &[usize],
+    filter: &[String],
+    max_softmax: usize,
+    device: &str,
+    json: bool,
+    out: &std::path::Path,
+) -> Result<()> {
     let exe = std::env::current_exe()?;
     let mut report = Vec::new();
     let (mut time_series, mut memory_series) = (Vec::new(), Vec::new());
     if !json {
-        println!("{:>15} {:>7} {:>11} {:>12}", "mixer", "seq_len", "fwd+bwd s", "peak MiB");
+        println!(
+            "{:>15} {:>7} {:>11} {:>12}",
+            "mixer", "seq_len", "fwd+bwd s", "peak MiB"
+        );
     }
     for mixer_cfg in bench_mixers(filter) {
         let kind = mixer_cfg.kind();
@@ -222,7 +352,16 @@ fn scaling(lengths: &[usize], filter: &[String], max_softmax: usize, device: &st
                 break;
             }
             let child = std::process::Command::new(&exe)
-                .args(["bench", "scaling-point", "--mixer", kind, "--len", &n.to_string(), "--device", device])
+                .args([
+                    "bench",
+                    "scaling-point",
+                    "--mixer",
+                    kind,
+                    "--len",
+                    &n.to_string(),
+                    "--device",
+                    device,
+                ])
                 .output()?;
             let point: serde_json::Value = match serde_json::from_slice(&child.stdout) {
                 Ok(v) if child.status.success() => v,
@@ -232,7 +371,10 @@ fn scaling(lengths: &[usize], filter: &[String], max_softmax: usize, device: &st
                     break;
                 }
             };
-            let (t, m) = (point["seconds"].as_f64().unwrap_or(f64::NAN), point["peak_mib"].as_f64().unwrap_or(f64::NAN));
+            let (t, m) = (
+                point["seconds"].as_f64().unwrap_or(f64::NAN),
+                point["peak_mib"].as_f64().unwrap_or(f64::NAN),
+            );
             times.push((n as f64, t));
             memory.push((n as f64, m.max(1e-3)));
             if !json {
@@ -243,25 +385,56 @@ fn scaling(lengths: &[usize], filter: &[String], max_softmax: usize, device: &st
         let (kt, km) = (fitted_exponent(&times), fitted_exponent(&memory));
         if !json {
             let note = stopped.map_or(String::new(), |n| format!(" (stopped before {n})"));
-            println!("{:>15} exponents: time {:.2}, memory {:.2}{note}", kind, kt, km);
+            println!(
+                "{:>15} exponents: time {:.2}, memory {:.2}{note}",
+                kind, kt, km
+            );
         }
         report.push(json!({"mixer": kind, "time_exponent": kt, "memory_exponent": km, "stopped_before": stopped}));
         time_series.push(zoo_eval::Series::new(format!("{kind} (k={kt:.2})"), times));
         memory_series.push(zoo_eval::Series::new(format!("{kind} (k={km:.2})"), memory));
     }
     std::fs::create_dir_all(out)?;
-    let log = || zoo_eval::LineOpts { log_x: true, log_y: true, vlines: Vec::new() };
-    zoo_eval::plot::line_chart(&out.join("scaling_time"), "forward+backward time vs length (batch 1, d 128, 4 heads)", "sequence length", "seconds", &time_series, log())?;
-    zoo_eval::plot::line_chart(&out.join("scaling_memory"), "peak memory of forward+backward vs length", "sequence length", "MiB above baseline", &memory_series, log())?;
+    let log = || zoo_eval::LineOpts {
+        log_x: true,
+        log_y: true,
+        vlines: Vec::new(),
+    };
+    zoo_eval::plot::line_chart(
+        &out.join("scaling_time"),
+        "forward+backward time vs length (batch 1, d 128, 4 heads)",
+        "sequence length",
+        "seconds",
+        &time_series,
+        log(),
+    )?;
+    zoo_eval::plot::line_chart(
+        &out.join("scaling_memory"),
+        "peak memory of forward+backward vs length",
+        "sequence length",
+        "MiB above baseline",
+        &memory_series,
+        log(),
+    )?;
     if json {
         println!("{}", serde_json::Value::Array(report));
     } else {
-        println!("plots: {}/scaling_time.{{png,svg}}, {}/scaling_memory.{{png,svg}}", out.display(), out.display());
+        println!(
+            "plots: {}/scaling_time.{{png,svg}}, {}/scaling_memory.{{png,svg}}",
+            out.display(),
+            out.display()
+        );
     }
     Ok(())
 }
 
-fn decode(contexts: &[usize], filter: &[String], tokens: usize, device: &str, json: bool) -> Result<()> {
+fn decode(
+    contexts: &[usize],
+    filter: &[String],
+    tokens: usize,
+    device: &str,
+    json: bool,
+) -> Result<()> {
     let dev = device::select(device)?;
     let mut report = Vec::new();
     if !json {
@@ -271,12 +444,20 @@ fn decode(contexts: &[usize], filter: &[String], tokens: usize, device: &str, js
         let cfg = bench_model(mixer_cfg.clone(), PositionConfig::None);
         let mixer = Mixer::new(&mixer_cfg, &cfg, &mut Init::new(0, &dev));
         for &n in contexts {
-            let ctx = Tensor::<3>::random([1, n, 128], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+            let ctx = Tensor::<3>::random(
+                [1, n, 128],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &dev,
+            );
             // Prefill the state in one call (token by token for the sparse mixers).
             let (_, mut state) = mixer.forward_with_state(ctx, mixer.init_state(1, &dev));
             let mut times = Vec::new();
             for _ in 0..tokens {
-                let x = Tensor::<2>::random([1, 128], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+                let x = Tensor::<2>::random(
+                    [1, 128],
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    &dev,
+                );
                 let start = Instant::now();
                 let (y, s) = mixer.step(x, state);
                 let _ = y.slice([0..1, 0..1]).into_scalar::<f32>();

@@ -6,7 +6,11 @@
 use anyhow::{Result, bail};
 use burn::prelude::*;
 
-pub const AVAILABLE: &str = if cfg!(feature = "cuda") { "flex, ndarray, wgpu, cuda" } else { "flex, ndarray, wgpu" };
+pub const AVAILABLE: &str = if cfg!(feature = "cuda") {
+    "flex, ndarray, wgpu, cuda"
+} else {
+    "flex, ndarray, wgpu"
+};
 
 pub fn select(name: &str) -> Result<Device> {
     match name {
@@ -15,7 +19,9 @@ pub fn select(name: &str) -> Result<Device> {
         "ndarray" => Ok(Device::ndarray()),
         "wgpu" | "gpu" => match Device::wgpu_options().init() {
             Ok(device) => Ok(device),
-            Err(e) => bail!("GPU unavailable for --device wgpu ({e}); use --device flex (available: {AVAILABLE})"),
+            Err(e) => bail!(
+                "GPU unavailable for --device wgpu ({e}); use --device flex (available: {AVAILABLE})"
+            ),
         },
         "cuda" => cuda(),
         other => bail!("unknown device `{other}`; available: {AVAILABLE}"),
@@ -29,5 +35,7 @@ fn cuda() -> Result<Device> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda() -> Result<Device> {
-    bail!("this zoo was built without CUDA; rebuild with `cargo run --release --features zoo-cli/cuda` or use --device flex (available: {AVAILABLE})")
+    bail!(
+        "this zoo was built without CUDA; rebuild with `cargo run --release --features zoo-cli/cuda` or use --device flex (available: {AVAILABLE})"
+    )
 }

@@ -16,15 +16,35 @@ fn mixer_flops(m: &MixerConfig, cfg: &ModelConfig, n: usize) -> f64 {
     let h = cfg.n_heads as f64;
     match m {
         MixerConfig::Softmax { .. } => 2.0 * 2.0 * d * (n as f64 + 1.0) / 2.0,
-        MixerConfig::Linear { feature_map, feature_dim, .. } => {
+        MixerConfig::Linear {
+            feature_map,
+            feature_dim,
+            ..
+        } => {
             let f = feature_dim.unwrap_or(cfg.head_dim()) as f64;
-            let f = if *feature_map == zoo_model::FeatureMap::Taylor2 { 1.0 + f + f * f } else { f };
+            let f = if *feature_map == zoo_model::FeatureMap::Taylor2 {
+                1.0 + f + f * f
+            } else {
+                f
+            };
             2.0 * 2.0 * h * f * dh
         }
         MixerConfig::Rwkv { .. } => 2.0 * 3.0 * h * dh * dh,
-        MixerConfig::SlidingWindow { window, global_tokens, .. } => 2.0 * 2.0 * d * (window + global_tokens).min(n) as f64,
-        MixerConfig::Bigbird { block_size, window_blocks, global_blocks, random_blocks, .. } => {
-            2.0 * 2.0 * d * (block_size * (window_blocks + global_blocks + random_blocks)).min(n) as f64
+        MixerConfig::SlidingWindow {
+            window,
+            global_tokens,
+            ..
+        } => 2.0 * 2.0 * d * (window + global_tokens).min(n) as f64,
+        MixerConfig::Bigbird {
+            block_size,
+            window_blocks,
+            global_blocks,
+            random_blocks,
+            ..
+        } => {
+            2.0 * 2.0
+                * d
+                * (block_size * (window_blocks + global_blocks + random_blocks)).min(n) as f64
         }
     }
 }
@@ -38,25 +58,56 @@ pub fn run(path: &Path, set: &[String], lengths: &[usize]) -> Result<()> {
     let model = Lm::new(&cfg.model, &Device::flex())?;
     let params = model.num_params();
     let embed = cfg.model.vocab()? * cfg.model.d_model;
-    println!("parameters: {params} ({} without the token embedding)", params - embed);
+    println!(
+        "parameters: {params} ({} without the token embedding)",
+        params - embed
+    );
     let mut lengths = lengths.to_vec();
     if lengths.is_empty() {
         let plan = zoo_train::schedule::LengthPlan::new(&cfg.train);
         lengths = plan.lengths();
-        lengths.extend(cfg.eval.niah.lengths.iter().chain(&cfg.eval.mqar.lengths).chain(&cfg.eval.lengths));
+        lengths.extend(
+            cfg.eval
+                .niah
+                .lengths
+                .iter()
+                .chain(&cfg.eval.mqar.lengths)
+                .chain(&cfg.eval.lengths),
+        );
         lengths.sort_unstable();
         lengths.dedup();
     }
     let n_train = cfg.final_seq_len();
-    let mixer_total: f64 = cfg.model.layer_mixers().iter().map(|m| mixer_flops(m, &cfg.model, n_train)).sum();
-    let forward = 2.0 * (params - embed) as f64 + 2.0 * embed as f64 * f64::from(u8::from(cfg.model.tie_embeddings)) + mixer_total;
-    println!("forward FLOPs per token at seq_len {n_train}: {:.3e} (training ≈ 3× that: {:.3e})", forward, 3.0 * forward);
+    let mixer_total: f64 = cfg
+        .model
+        .layer_mixers()
+        .iter()
+        .map(|m| mixer_flops(m, &cfg.model, n_train))
+        .sum();
+    let forward = 2.0 * (params - embed) as f64
+        + 2.0 * embed as f64 * f64::from(u8::from(cfg.model.tie_embeddings))
+        + mixer_total;
+    println!(
+        "forward FLOPs per token at seq_len {n_train}: {:.3e} (training ≈ 3× that: {:.3e})",
+        forward,
+        3.0 * forward
+    );
     println!("\ndecoding state per sequence (f32), and state bits / (n·log2 n):");
-    println!("{:>8} {:>5} {:>15} {:>12} {:>10}", "seq_len", "layer", "mixer", "bytes", "capacity");
+    println!(
+        "{:>8} {:>5} {:>15} {:>12} {:>10}",
+        "seq_len", "layer", "mixer", "bytes", "capacity"
+    );
     for &n in &lengths {
         for layer in model.state_size_bytes(n) {
             let needed = n as f64 * (n.max(2) as f64).log2();
-            println!("{:>8} {:>5} {:>15} {:>12} {:>10.3}", n, layer.layer, layer.mixer, layer.bytes, layer.bytes as f64 * 8.0 / needed);
+            println!(
+                "{:>8} {:>5} {:>15} {:>12} {:>10.3}",
+                n,
+                layer.layer,
+                layer.mixer,
+                layer.bytes,
+                layer.bytes as f64 * 8.0 / needed
+            );
         }
     }
     Ok(())

@@ -16,7 +16,11 @@ use zoo_train::config::{self, RunConfig};
 use zoo_train::{TrainOptions, train};
 
 #[derive(Parser)]
-#[command(name = "zoo", version, about = "Train small LMs with pluggable attention and measure long-context recall")]
+#[command(
+    name = "zoo",
+    version,
+    about = "Train small LMs with pluggable attention and measure long-context recall"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -172,8 +176,15 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     }
     std::panic::set_hook(Box::new(|info| {
-        let msg = info.payload().downcast_ref::<String>().cloned().or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()));
-        eprintln!("error: internal failure: {}", msg.unwrap_or_default().replace('\n', " "));
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()));
+        eprintln!(
+            "error: internal failure: {}",
+            msg.unwrap_or_default().replace('\n', " ")
+        );
     }));
     let cli = Cli::parse();
     match std::panic::catch_unwind(|| run(cli)) {
@@ -191,15 +202,36 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { config, set, device, out, overwrite, resume, no_eval, output } => {
-            cmd_train(config, set, device, out, overwrite, resume, no_eval, output)
-        }
-        Command::Info { config, set, lengths } => info::run(&config, &set, &lengths),
-        Command::Generate { run, prompt, max_tokens, device } => cmd_generate(&run, &prompt, max_tokens, &device),
+        Command::Train {
+            config,
+            set,
+            device,
+            out,
+            overwrite,
+            resume,
+            no_eval,
+            output,
+        } => cmd_train(config, set, device, out, overwrite, resume, no_eval, output),
+        Command::Info {
+            config,
+            set,
+            lengths,
+        } => info::run(&config, &set, &lengths),
+        Command::Generate {
+            run,
+            prompt,
+            max_tokens,
+            device,
+        } => cmd_generate(&run, &prompt, max_tokens, &device),
         Command::Eval(e) => cmd_eval(e),
         Command::Report { runs, out } => {
             let summary = zoo_eval::write_report(&runs, &out)?;
-            println!("wrote {} ({} runs, {} figures)", out.display(), summary.runs, summary.figures);
+            println!(
+                "wrote {} ({} runs, {} figures)",
+                out.display(),
+                summary.runs,
+                summary.figures
+            );
             Ok(())
         }
         Command::Bench(b) => bench::run(b),
@@ -220,23 +252,41 @@ fn cmd_train(
     let (mut cfg, run_dir, resuming) = match resume {
         Some(dir) => {
             if !set.is_empty() {
-                bail!("--set cannot change a run being resumed (the curve would no longer match); start a new run instead");
+                bail!(
+                    "--set cannot change a run being resumed (the curve would no longer match); start a new run instead"
+                );
             }
             let path = dir.join(zoo_train::trainer::CONFIG_FILE);
-            anyhow::ensure!(path.exists(), "{} is not a run directory (no config.toml); train it first with `zoo train CONFIG`", dir.display());
+            anyhow::ensure!(
+                path.exists(),
+                "{} is not a run directory (no config.toml); train it first with `zoo train CONFIG`",
+                dir.display()
+            );
             (config::load(&path, &[])?, dir, true)
         }
         None => {
             let Some(path) = config_path else {
-                bail!("give a config file (`zoo train configs/quickstart.toml`) or --resume RUN_DIR");
+                bail!(
+                    "give a config file (`zoo train configs/quickstart.toml`) or --resume RUN_DIR"
+                );
             };
             let cfg = config::load(&path, &set)?;
             let dir = out.unwrap_or_else(|| Path::new("runs").join(&cfg.run.name));
-            if dir.exists() && dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+            if dir.exists()
+                && dir
+                    .read_dir()
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
                 if !overwrite {
-                    bail!("{} already exists; add --overwrite to replace it, or --resume {} to continue it", dir.display(), dir.display());
+                    bail!(
+                        "{} already exists; add --overwrite to replace it, or --resume {} to continue it",
+                        dir.display(),
+                        dir.display()
+                    );
                 }
-                std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
             }
             (cfg, dir, false)
         }
@@ -246,22 +296,47 @@ fn cmd_train(
     }
     let dev = device::select(&cfg.run.device)?;
     if !resuming {
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("cannot create the run directory {} (choose another with --out)", run_dir.display()))?;
+        std::fs::create_dir_all(&run_dir).with_context(|| {
+            format!(
+                "cannot create the run directory {} (choose another with --out)",
+                run_dir.display()
+            )
+        })?;
     }
-    let opts = TrainOptions { run_dir: run_dir.clone(), device: dev.clone(), resume: resuming, base_dir: PathBuf::from(".") };
+    let opts = TrainOptions {
+        run_dir: run_dir.clone(),
+        device: dev.clone(),
+        resume: resuming,
+        base_dir: PathBuf::from("."),
+    };
     let mut observer = observe::Progress::new(output.quiet, output.json);
     let summary = train(cfg.clone(), &opts, &mut observer)?;
     observer.finish();
-    let final_eval = summary.evals.last().map(|e| format!(", eval accuracy {:.1}% at seq_len {}", 100.0 * e.accuracy, e.seq_len)).unwrap_or_default();
+    let final_eval = summary
+        .evals
+        .last()
+        .map(|e| {
+            format!(
+                ", eval accuracy {:.1}% at seq_len {}",
+                100.0 * e.accuracy,
+                e.seq_len
+            )
+        })
+        .unwrap_or_default();
     if !output.quiet && !output.json {
-        println!("trained {} params for {} steps, final loss {:.4}{final_eval}", summary.num_params, summary.steps, summary.final_loss);
+        println!(
+            "trained {} params for {} steps, final loss {:.4}{final_eval}",
+            summary.num_params, summary.steps, summary.final_loss
+        );
     }
     if !no_eval {
         post_train_eval(&run_dir, &cfg, &dev, &output)?;
     }
     if output.json {
-        println!("{}", serde_json::json!({"kind": "done", "run_dir": run_dir, "steps": summary.steps, "final_loss": summary.final_loss}));
+        println!(
+            "{}",
+            serde_json::json!({"kind": "done", "run_dir": run_dir, "steps": summary.steps, "final_loss": summary.final_loss})
+        );
     } else {
         println!("run saved to {}", run_dir.display());
     }
@@ -269,7 +344,12 @@ fn cmd_train(
 }
 
 /// The evaluation that fits the task, with the lengths of the config's [eval] section.
-fn post_train_eval(run_dir: &Path, cfg: &RunConfig, device: &burn::prelude::Device, output: &Output) -> Result<()> {
+fn post_train_eval(
+    run_dir: &Path,
+    cfg: &RunConfig,
+    device: &burn::prelude::Device,
+    output: &Output,
+) -> Result<()> {
     let opts = EvalOptions {
         device: device.clone(),
         batch_size: cfg.eval.batch_size,
@@ -279,26 +359,66 @@ fn post_train_eval(run_dir: &Path, cfg: &RunConfig, device: &burn::prelude::Devi
     };
     let run = load_run(run_dir, &opts, |_| {})?;
     let final_len = run.config.final_seq_len();
-    let or_default = |v: &Vec<usize>| if v.is_empty() { vec![final_len, 2 * final_len] } else { v.clone() };
+    let or_default = |v: &Vec<usize>| {
+        if v.is_empty() {
+            vec![final_len, 2 * final_len]
+        } else {
+            v.clone()
+        }
+    };
     let dir = run.eval_dir()?;
-    let state = zoo_eval::attention::state_table(&run.name, &run.model, &or_default(&cfg.eval.niah.lengths));
+    let state = zoo_eval::attention::state_table(
+        &run.name,
+        &run.model,
+        &or_default(&cfg.eval.niah.lengths),
+    );
     state.write_json(&dir.join("state.json"))?;
     state.write_csv(&dir.join("state.csv"))?;
     match run.task.kind() {
         "needle" => {
-            let variant = cfg.eval.niah.variant.parse().map_err(|e| anyhow::anyhow!("eval.niah.variant: {e}"))?;
-            let r = zoo_eval::niah::run_niah(&run, &or_default(&cfg.eval.niah.lengths), &cfg.eval.niah.depths, cfg.eval.niah.samples, variant, &opts)?;
+            let variant = cfg
+                .eval
+                .niah
+                .variant
+                .parse()
+                .map_err(|e| anyhow::anyhow!("eval.niah.variant: {e}"))?;
+            let r = zoo_eval::niah::run_niah(
+                &run,
+                &or_default(&cfg.eval.niah.lengths),
+                &cfg.eval.niah.depths,
+                cfg.eval.niah.samples,
+                variant,
+                &opts,
+            )?;
             if !output.quiet && !output.json {
                 print_niah(&r);
             }
         }
         "mqar" => {
-            let pairs = if cfg.eval.mqar.num_kv_pairs.is_empty() { run.task.as_mqar().map(|t| t.config().pair_counts()).unwrap_or_default() } else { cfg.eval.mqar.num_kv_pairs.clone() };
-            let r = zoo_eval::mqar::run_mqar(&run, &or_default(&cfg.eval.mqar.lengths), &pairs, cfg.eval.mqar.samples, &opts)?;
+            let pairs = if cfg.eval.mqar.num_kv_pairs.is_empty() {
+                run.task
+                    .as_mqar()
+                    .map(|t| t.config().pair_counts())
+                    .unwrap_or_default()
+            } else {
+                cfg.eval.mqar.num_kv_pairs.clone()
+            };
+            let r = zoo_eval::mqar::run_mqar(
+                &run,
+                &or_default(&cfg.eval.mqar.lengths),
+                &pairs,
+                cfg.eval.mqar.samples,
+                &opts,
+            )?;
             if !output.quiet && !output.json {
                 println!("MQAR accuracy (seq_len × num_kv_pairs):");
                 for row in &r.rows {
-                    println!("  {:>6} {:>4}  {:>6.1}%", row.seq_len, row.num_kv_pairs, 100.0 * row.accuracy);
+                    println!(
+                        "  {:>6} {:>4}  {:>6.1}%",
+                        row.seq_len,
+                        row.num_kv_pairs,
+                        100.0 * row.accuracy
+                    );
                 }
             }
         }
@@ -308,7 +428,10 @@ fn post_train_eval(run_dir: &Path, cfg: &RunConfig, device: &burn::prelude::Devi
 }
 
 fn print_niah(r: &zoo_eval::NiahResult) {
-    println!("NIAH exact match ({}), rows = depth, columns = context length:", r.variant);
+    println!(
+        "NIAH exact match ({}), rows = depth, columns = context length:",
+        r.variant
+    );
     print!("        ");
     for l in &r.lengths {
         print!("{l:>7}");
@@ -324,45 +447,128 @@ fn print_niah(r: &zoo_eval::NiahResult) {
 }
 
 fn eval_options(c: &EvalCommon) -> Result<EvalOptions> {
-    Ok(EvalOptions { device: device::select(&c.device)?, batch_size: c.batch_size, seed: c.seed, progress: !c.quiet, base_dir: PathBuf::from(".") })
+    Ok(EvalOptions {
+        device: device::select(&c.device)?,
+        batch_size: c.batch_size,
+        seed: c.seed,
+        progress: !c.quiet,
+        base_dir: PathBuf::from("."),
+    })
 }
 
 fn cmd_eval(e: EvalCommand) -> Result<()> {
     match e {
-        EvalCommand::Niah { common, lengths, depths, samples, variant } => {
+        EvalCommand::Niah {
+            common,
+            lengths,
+            depths,
+            samples,
+            variant,
+        } => {
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let c = &run.config.eval.niah;
             let final_len = run.config.final_seq_len();
-            let lengths = if !lengths.is_empty() { lengths } else if !c.lengths.is_empty() { c.lengths.clone() } else { vec![final_len / 2, final_len, 2 * final_len] };
-            let depths = if depths.is_empty() { c.depths.clone() } else { depths };
+            let lengths = if !lengths.is_empty() {
+                lengths
+            } else if !c.lengths.is_empty() {
+                c.lengths.clone()
+            } else {
+                vec![final_len / 2, final_len, 2 * final_len]
+            };
+            let depths = if depths.is_empty() {
+                c.depths.clone()
+            } else {
+                depths
+            };
             if let Some(bad) = depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
-                bail!("--depths: {bad} is outside [0, 1] (depth is the fraction of the haystack before the needle)");
+                bail!(
+                    "--depths: {bad} is outside [0, 1] (depth is the fraction of the haystack before the needle)"
+                );
             }
-            let variant = variant.unwrap_or_else(|| c.variant.clone()).parse().map_err(|e| anyhow::anyhow!("--variant: {e}"))?;
-            let r = zoo_eval::niah::run_niah(&run, &lengths, &depths, samples.unwrap_or(c.samples), variant, &opts)?;
+            let variant = variant
+                .unwrap_or_else(|| c.variant.clone())
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--variant: {e}"))?;
+            let r = zoo_eval::niah::run_niah(
+                &run,
+                &lengths,
+                &depths,
+                samples.unwrap_or(c.samples),
+                variant,
+                &opts,
+            )?;
             print_niah(&r);
-            println!("wrote {}/eval/niah.{{csv,json,png,svg}}", common.run.display());
+            println!(
+                "wrote {}/eval/niah.{{csv,json,png,svg}}",
+                common.run.display()
+            );
         }
-        EvalCommand::Mqar { common, lengths, pairs, samples } => {
+        EvalCommand::Mqar {
+            common,
+            lengths,
+            pairs,
+            samples,
+        } => {
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let c = &run.config.eval.mqar;
             let final_len = run.config.final_seq_len();
-            let lengths = if !lengths.is_empty() { lengths } else if !c.lengths.is_empty() { c.lengths.clone() } else { vec![final_len, 2 * final_len, 4 * final_len] };
-            let pairs = if !pairs.is_empty() { pairs } else if !c.num_kv_pairs.is_empty() { c.num_kv_pairs.clone() } else { run.task.as_mqar().map(|t| t.config().pair_counts()).unwrap_or_default() };
-            let r = zoo_eval::mqar::run_mqar(&run, &lengths, &pairs, samples.unwrap_or(c.samples), &opts)?;
+            let lengths = if !lengths.is_empty() {
+                lengths
+            } else if !c.lengths.is_empty() {
+                c.lengths.clone()
+            } else {
+                vec![final_len, 2 * final_len, 4 * final_len]
+            };
+            let pairs = if !pairs.is_empty() {
+                pairs
+            } else if !c.num_kv_pairs.is_empty() {
+                c.num_kv_pairs.clone()
+            } else {
+                run.task
+                    .as_mqar()
+                    .map(|t| t.config().pair_counts())
+                    .unwrap_or_default()
+            };
+            let r = zoo_eval::mqar::run_mqar(
+                &run,
+                &lengths,
+                &pairs,
+                samples.unwrap_or(c.samples),
+                &opts,
+            )?;
             println!("{:>8} {:>8} {:>9}", "seq_len", "kv_pairs", "accuracy");
             for row in &r.rows {
-                println!("{:>8} {:>8} {:>8.1}%", row.seq_len, row.num_kv_pairs, 100.0 * row.accuracy);
+                println!(
+                    "{:>8} {:>8} {:>8.1}%",
+                    row.seq_len,
+                    row.num_kv_pairs,
+                    100.0 * row.accuracy
+                );
             }
-            println!("wrote {}/eval/mqar.{{csv,json,png,svg}}", common.run.display());
+            println!(
+                "wrote {}/eval/mqar.{{csv,json,png,svg}}",
+                common.run.display()
+            );
         }
-        EvalCommand::Ppl { common, lengths, max_windows, rope_interpolation, ntk, log_n } => {
+        EvalCommand::Ppl {
+            common,
+            lengths,
+            max_windows,
+            rope_interpolation,
+            ntk,
+            log_n,
+        } => {
             let opts = eval_options(&common)?;
             let mut labels = Vec::new();
             let run = load_run(&common.run, &opts, |m| {
-                if let zoo_model::PositionConfig::Rope { interpolation, ntk_factor, .. } = &mut m.position {
+                if let zoo_model::PositionConfig::Rope {
+                    interpolation,
+                    ntk_factor,
+                    ..
+                } = &mut m.position
+                {
                     if let Some(f) = rope_interpolation {
                         *interpolation = f;
                         labels.push(format!("rope_pi:{f}"));
@@ -381,35 +587,79 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
                     labels.push("logn".into());
                 }
             })?;
-            if (rope_interpolation.is_some() || ntk.is_some()) && !matches!(run.config.model.position, zoo_model::PositionConfig::Rope { .. }) {
-                bail!("--rope-interpolation / --ntk need a RoPE model; run {} uses {} positions", run.name, run.config.model.position.kind());
+            if (rope_interpolation.is_some() || ntk.is_some())
+                && !matches!(
+                    run.config.model.position,
+                    zoo_model::PositionConfig::Rope { .. }
+                )
+            {
+                bail!(
+                    "--rope-interpolation / --ntk need a RoPE model; run {} uses {} positions",
+                    run.name,
+                    run.config.model.position.kind()
+                );
             }
             let final_len = run.config.final_seq_len();
-            let lengths = if !lengths.is_empty() { lengths } else if !run.config.eval.ppl.lengths.is_empty() { run.config.eval.ppl.lengths.clone() } else { vec![final_len / 2, final_len, 2 * final_len, 4 * final_len] };
-            let scaling = if labels.is_empty() { "none".to_string() } else { labels.join("+") };
+            let lengths = if !lengths.is_empty() {
+                lengths
+            } else if !run.config.eval.ppl.lengths.is_empty() {
+                run.config.eval.ppl.lengths.clone()
+            } else {
+                vec![final_len / 2, final_len, 2 * final_len, 4 * final_len]
+            };
+            let scaling = if labels.is_empty() {
+                "none".to_string()
+            } else {
+                labels.join("+")
+            };
             let r = zoo_eval::ppl::run_ppl(&run, &lengths, max_windows, &scaling, &opts)?;
-            println!("{:>8} {:>9} {:>10}   (scaling: {})", "seq_len", "loss", "ppl", r.scaling);
+            println!(
+                "{:>8} {:>9} {:>10}   (scaling: {})",
+                "seq_len", "loss", "ppl", r.scaling
+            );
             for row in &r.rows {
                 println!("{:>8} {:>9.4} {:>10.3}", row.seq_len, row.loss, row.ppl);
             }
-            println!("wrote {}/eval/ppl.{{csv,json,png,svg}}", common.run.display());
+            println!(
+                "wrote {}/eval/ppl.{{csv,json,png,svg}}",
+                common.run.display()
+            );
         }
-        EvalCommand::Attention { common, lengths, samples } => {
+        EvalCommand::Attention {
+            common,
+            lengths,
+            samples,
+        } => {
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let final_len = run.config.final_seq_len();
-            let lengths = if lengths.is_empty() { vec![final_len / 2, final_len, 2 * final_len] } else { lengths };
+            let lengths = if lengths.is_empty() {
+                vec![final_len / 2, final_len, 2 * final_len]
+            } else {
+                lengths
+            };
             let r = zoo_eval::attention::run_attention(&run, &lengths, samples, &opts)?;
             let state = zoo_eval::attention::state_table(&run.name, &run.model, &lengths);
             let dir = run.eval_dir()?;
             state.write_json(&dir.join("state.json"))?;
             state.write_csv(&dir.join("state.csv"))?;
-            println!("{:>5} {:>4} {:>7} {:>8} {:>9} {:>11}", "layer", "head", "seq_len", "entropy", "sparsity", "needle_mass");
+            println!(
+                "{:>5} {:>4} {:>7} {:>8} {:>9} {:>11}",
+                "layer", "head", "seq_len", "entropy", "sparsity", "needle_mass"
+            );
             for row in &r.rows {
-                let mass = row.needle_mass.map_or("-".to_string(), |m| format!("{m:.3}"));
-                println!("{:>5} {:>4} {:>7} {:>8.3} {:>9.3} {:>11}", row.layer, row.head, row.seq_len, row.entropy, row.sparsity, mass);
+                let mass = row
+                    .needle_mass
+                    .map_or("-".to_string(), |m| format!("{m:.3}"));
+                println!(
+                    "{:>5} {:>4} {:>7} {:>8.3} {:>9.3} {:>11}",
+                    row.layer, row.head, row.seq_len, row.entropy, row.sparsity, mass
+                );
             }
-            println!("wrote {}/eval/attention.{{csv,json}}, attention_*.{{png,svg}}, state.{{csv,json}}", common.run.display());
+            println!(
+                "wrote {}/eval/attention.{{csv,json}}, attention_*.{{png,svg}}, state.{{csv,json}}",
+                common.run.display()
+            );
         }
     }
     Ok(())
@@ -418,7 +668,13 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
 fn cmd_generate(run_dir: &Path, prompt: &str, max_tokens: usize, device: &str) -> Result<()> {
     use burn::prelude::*;
     let dev = device::select(device)?;
-    let opts = EvalOptions { device: dev.clone(), batch_size: 1, seed: 0, progress: false, base_dir: PathBuf::from(".") };
+    let opts = EvalOptions {
+        device: dev.clone(),
+        batch_size: 1,
+        seed: 0,
+        progress: false,
+        base_dir: PathBuf::from("."),
+    };
     let run = load_run(run_dir, &opts, |_| {})?;
     let tokenizer = run.task.tokenizer();
     let ids: Vec<u32> = match tokenizer {
@@ -434,9 +690,21 @@ fn cmd_generate(run_dir: &Path, prompt: &str, max_tokens: usize, device: &str) -
         bail!("token id {bad} is outside the model's vocabulary of {vocab}");
     }
     run.config.model.check_length(ids.len() + max_tokens)?;
-    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, ids.len()]), &dev);
-    let (logits, mut state) = run.model.forward_with_state(tokens, run.model.init_state(1, &dev));
-    let mut next = logits.narrow(1, ids.len() - 1, 1).reshape([1, vocab]).argmax(1).reshape([1]);
+    let tokens = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            ids.iter().map(|&t| t as i64).collect::<Vec<_>>(),
+            [1, ids.len()],
+        ),
+        &dev,
+    );
+    let (logits, mut state) = run
+        .model
+        .forward_with_state(tokens, run.model.init_state(1, &dev));
+    let mut next = logits
+        .narrow(1, ids.len() - 1, 1)
+        .reshape([1, vocab])
+        .argmax(1)
+        .reshape([1]);
     let mut out = Vec::new();
     let eos = tokenizer.and_then(|t| t.eos_id());
     for _ in 0..max_tokens {
@@ -451,7 +719,13 @@ fn cmd_generate(run_dir: &Path, prompt: &str, max_tokens: usize, device: &str) -
     }
     match tokenizer {
         Some(t) => println!("{}{}", prompt, t.try_decode(&out)?),
-        None => println!("{}", out.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ")),
+        None => println!(
+            "{}",
+            out.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
     }
     Ok(())
 }

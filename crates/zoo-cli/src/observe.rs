@@ -12,7 +12,11 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(quiet: bool, json: bool) -> Self {
-        Progress { bar: None, json, quiet }
+        Progress {
+            bar: None,
+            json,
+            quiet,
+        }
     }
 
     pub fn finish(&mut self) {
@@ -29,9 +33,11 @@ impl Observer for Progress {
         }
         let bar = ProgressBar::new(total_steps as u64);
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_position(first_step as u64);
         self.bar = Some(bar);
@@ -55,7 +61,10 @@ impl Observer for Progress {
         } else if let Some(bar) = &self.bar {
             bar.println(format!(
                 "eval step {} seq_len {}: loss {:.4}, accuracy {:.1}%",
-                log.step, log.seq_len, log.loss, 100.0 * log.accuracy
+                log.step,
+                log.seq_len,
+                log.loss,
+                100.0 * log.accuracy
             ));
         }
     }

@@ -2,6 +2,7 @@
 //! - entropy H(a) = −Σ a_j ln a_j of the rows (ln n for uniform weights: dilution);
 //! - sparsity S(a) = E|a| / √E[a²] (1 uniform, 1/√n one-hot; lower = more concentrated);
 //! - attention mass on the needle tokens, Σ_{j ∈ needle} a_j, in NIAH inputs.
+//!
 //! Rows are those of the positions that predict answers (where recall happens). For linear
 //! mixers the weights are the implied normalised φ(q)·φ(k) weights, whose S(a) has a floor.
 //! Also the decoding-state size per layer and its ratio to the n·log₂n bits exact recall needs.
@@ -16,7 +17,12 @@ use crate::results::{AttentionResult, StateResult, StateRow};
 use crate::runner::{EvalOptions, LoadedRun, cell_seed, progress};
 use zoo_train::trainer::batch_tensors;
 
-pub fn run_attention(run: &LoadedRun, lengths: &[usize], samples: usize, opts: &EvalOptions) -> Result<AttentionResult> {
+pub fn run_attention(
+    run: &LoadedRun,
+    lengths: &[usize],
+    samples: usize,
+    opts: &EvalOptions,
+) -> Result<AttentionResult> {
     for &len in lengths {
         run.config.model.check_length(len)?;
     }
@@ -26,7 +32,12 @@ pub fn run_attention(run: &LoadedRun, lengths: &[usize], samples: usize, opts: &
         let mut rng = ChaCha8Rng::seed_from_u64(cell_seed(opts.seed, 4, len, 0));
         let batch: Vec<_> = (0..samples)
             .map(|_| match run.task.as_needle() {
-                Some(_) => run.task.needle_sample(len, 0.5, zoo_data::needle::NeedleVariant::Single, &mut rng),
+                Some(_) => run.task.needle_sample(
+                    len,
+                    0.5,
+                    zoo_data::needle::NeedleVariant::Single,
+                    &mut rng,
+                ),
                 None => run.task.sample(len, &mut rng),
             })
             .collect::<Result<_, _>>()?;
@@ -42,7 +53,8 @@ pub fn run_attention(run: &LoadedRun, lengths: &[usize], samples: usize, opts: &
                 if rows.is_empty() {
                     rows.push(n - 1);
                 }
-                let needle = (!sample.needle_positions.is_empty()).then_some(sample.needle_positions.as_slice());
+                let needle = (!sample.needle_positions.is_empty())
+                    .then_some(sample.needle_positions.as_slice());
                 for head in 0..h {
                     for &i in &rows {
                         let start = ((s * h + head) * n + i) * n;
@@ -54,8 +66,18 @@ pub fn run_attention(run: &LoadedRun, lengths: &[usize], samples: usize, opts: &
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let mixers: Vec<&str> = run.config.model.layer_mixers().iter().map(|m| m.kind()).collect();
-    let result = AttentionResult { run: run.name.clone(), mixer: mixers.join("+"), rows: acc.rows() };
+    let mixers: Vec<&str> = run
+        .config
+        .model
+        .layer_mixers()
+        .iter()
+        .map(|m| m.kind())
+        .collect();
+    let result = AttentionResult {
+        run: run.name.clone(),
+        mixer: mixers.join("+"),
+        rows: acc.rows(),
+    };
     let dir = run.eval_dir()?;
     result.write_csv(&dir.join("attention.csv"))?;
     result.write_json(&dir.join("attention.json"))?;
@@ -78,5 +100,8 @@ pub fn state_table(run_name: &str, model: &zoo_model::Lm, lengths: &[usize]) -> 
             });
         }
     }
-    StateResult { run: run_name.to_string(), rows }
+    StateResult {
+        run: run_name.to_string(),
+        rows,
+    }
 }

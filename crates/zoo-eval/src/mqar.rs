@@ -10,9 +10,19 @@ use crate::results::{MqarResult, MqarRow};
 use crate::runner::{EvalOptions, LoadedRun, cell_seed, predict, progress};
 use crate::scoring::token_accuracy;
 
-pub fn run_mqar(run: &LoadedRun, lengths: &[usize], pairs: &[usize], samples: usize, opts: &EvalOptions) -> Result<MqarResult> {
+pub fn run_mqar(
+    run: &LoadedRun,
+    lengths: &[usize],
+    pairs: &[usize],
+    samples: usize,
+    opts: &EvalOptions,
+) -> Result<MqarResult> {
     let task = run.task.as_mqar().ok_or_else(|| {
-        anyhow::anyhow!("run {} trained on task `{}`; `zoo eval mqar` needs an mqar task", run.name, run.task.kind())
+        anyhow::anyhow!(
+            "run {} trained on task `{}`; `zoo eval mqar` needs an mqar task",
+            run.name,
+            run.task.kind()
+        )
     })?;
     for &len in lengths {
         run.config.model.check_length(len)?;
@@ -22,7 +32,10 @@ pub fn run_mqar(run: &LoadedRun, lengths: &[usize], pairs: &[usize], samples: us
         .flat_map(|&l| pairs.iter().map(move |&p| (l, p)))
         .filter(|&(l, p)| l >= 4 * p)
         .collect();
-    anyhow::ensure!(!cells.is_empty(), "no (length, num_kv_pairs) cell fits: MQAR needs seq_len ≥ 4·num_kv_pairs");
+    anyhow::ensure!(
+        !cells.is_empty(),
+        "no (length, num_kv_pairs) cell fits: MQAR needs seq_len ≥ 4·num_kv_pairs"
+    );
     let bar = progress(cells.len(), "mqar", opts.progress);
     let mut rows = Vec::new();
     for (len, kv) in cells {
@@ -31,18 +44,29 @@ pub fn run_mqar(run: &LoadedRun, lengths: &[usize], pairs: &[usize], samples: us
         let mut remaining = samples;
         while remaining > 0 {
             let take = remaining.min(opts.batch_size.max(1));
-            let batch: Vec<_> = (0..take).map(|_| task.sample_with_pairs(len, kv, &mut rng)).collect::<Result<_, _>>()?;
+            let batch: Vec<_> = (0..take)
+                .map(|_| task.sample_with_pairs(len, kv, &mut rng))
+                .collect::<Result<_, _>>()?;
             let (pred, _, batch) = predict(&run.model, batch, &opts.device)?;
             let (good, count) = token_accuracy(&pred, &batch.targets, &batch.loss_mask);
             ok += good;
             total += count;
             remaining -= take;
         }
-        rows.push(MqarRow { seq_len: len, num_kv_pairs: kv, accuracy: ok as f64 / total.max(1) as f64, samples });
+        rows.push(MqarRow {
+            seq_len: len,
+            num_kv_pairs: kv,
+            accuracy: ok as f64 / total.max(1) as f64,
+            samples,
+        });
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let result = MqarResult { run: run.name.clone(), rows, train_len: run.train_len() };
+    let result = MqarResult {
+        run: run.name.clone(),
+        rows,
+        train_len: run.train_len(),
+    };
     let dir = run.eval_dir()?;
     result.write_csv(&dir.join("mqar.csv"))?;
     result.write_json(&dir.join("mqar.json"))?;

@@ -13,8 +13,20 @@ use crate::results::NiahResult;
 use crate::runner::{EvalOptions, LoadedRun, cell_seed, predict, progress};
 use crate::scoring::exact_match;
 
-pub fn run_niah(run: &LoadedRun, lengths: &[usize], depths: &[f64], samples: usize, variant: NeedleVariant, opts: &EvalOptions) -> Result<NiahResult> {
-    anyhow::ensure!(run.task.as_needle().is_some(), "run {} trained on task `{}`; `zoo eval niah` needs a needle task", run.name, run.task.kind());
+pub fn run_niah(
+    run: &LoadedRun,
+    lengths: &[usize],
+    depths: &[f64],
+    samples: usize,
+    variant: NeedleVariant,
+    opts: &EvalOptions,
+) -> Result<NiahResult> {
+    anyhow::ensure!(
+        run.task.as_needle().is_some(),
+        "run {} trained on task `{}`; `zoo eval niah` needs a needle task",
+        run.name,
+        run.task.kind()
+    );
     for &len in lengths {
         run.config.model.check_length(len)?;
     }
@@ -27,7 +39,9 @@ pub fn run_niah(run: &LoadedRun, lengths: &[usize], depths: &[f64], samples: usi
             let mut remaining = samples;
             while remaining > 0 {
                 let take = remaining.min(opts.batch_size.max(1));
-                let batch: Vec<_> = (0..take).map(|_| run.task.needle_sample(len, depth, variant, &mut rng)).collect::<Result<_, _>>()?;
+                let batch: Vec<_> = (0..take)
+                    .map(|_| run.task.needle_sample(len, depth, variant, &mut rng))
+                    .collect::<Result<_, _>>()?;
                 let (pred, _, batch) = predict(&run.model, batch, &opts.device)?;
                 for (s, sample) in batch.samples.iter().enumerate() {
                     let p = &pred[s * len..(s + 1) * len];

@@ -11,7 +11,13 @@ use crate::plot::ppl_figure;
 use crate::results::{PplResult, PplRow};
 use crate::runner::{EvalOptions, LoadedRun, cell_seed, predict, progress};
 
-pub fn run_ppl(run: &LoadedRun, lengths: &[usize], max_windows: usize, scaling: &str, opts: &EvalOptions) -> Result<PplResult> {
+pub fn run_ppl(
+    run: &LoadedRun,
+    lengths: &[usize],
+    max_windows: usize,
+    scaling: &str,
+    opts: &EvalOptions,
+) -> Result<PplResult> {
     for &len in lengths {
         run.config.model.check_length(len)?;
     }
@@ -31,7 +37,10 @@ pub fn run_ppl(run: &LoadedRun, lengths: &[usize], max_windows: usize, scaling: 
                 })
                 .collect::<Result<_, _>>()?
         };
-        anyhow::ensure!(!samples.is_empty(), "the held-out text has no window of {len} tokens; use shorter --lengths or a longer file");
+        anyhow::ensure!(
+            !samples.is_empty(),
+            "the held-out text has no window of {len} tokens; use shorter --lengths or a longer file"
+        );
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         for chunk in samples.chunks(opts.batch_size.max(1)) {
             let n_tok = chunk.len() * len;
@@ -40,11 +49,21 @@ pub fn run_ppl(run: &LoadedRun, lengths: &[usize], max_windows: usize, scaling: 
             tokens += n_tok;
         }
         let loss = loss_sum / tokens as f64;
-        rows.push(PplRow { seq_len: len, loss, ppl: loss.exp(), tokens });
+        rows.push(PplRow {
+            seq_len: len,
+            loss,
+            ppl: loss.exp(),
+            tokens,
+        });
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let result = PplResult { run: run.name.clone(), scaling: scaling.to_string(), rows, train_len: run.train_len() };
+    let result = PplResult {
+        run: run.name.clone(),
+        scaling: scaling.to_string(),
+        rows,
+        train_len: run.train_len(),
+    };
     let dir = run.eval_dir()?;
     result.write_csv(&dir.join("ppl.csv"))?;
     result.write_json(&dir.join("ppl.json"))?;

@@ -34,8 +34,16 @@ pub struct EvalOptions {
 }
 
 /// Load `dir` with the model config passed through `adjust` (evaluation-time changes).
-pub fn load_run(dir: &Path, opts: &EvalOptions, adjust: impl FnOnce(&mut ModelConfig)) -> Result<LoadedRun> {
-    anyhow::ensure!(dir.is_dir(), "run directory {} does not exist (train one with `zoo train CONFIG`)", dir.display());
+pub fn load_run(
+    dir: &Path,
+    opts: &EvalOptions,
+    adjust: impl FnOnce(&mut ModelConfig),
+) -> Result<LoadedRun> {
+    anyhow::ensure!(
+        dir.is_dir(),
+        "run directory {} does not exist (train one with `zoo train CONFIG`)",
+        dir.display()
+    );
     let config = zoo_train::config::load(&dir.join(CONFIG_FILE), &[])
         .with_context(|| format!("{} is not a run directory", dir.display()))?;
     let task = config.task.build(&opts.base_dir)?;
@@ -45,13 +53,20 @@ pub fn load_run(dir: &Path, opts: &EvalOptions, adjust: impl FnOnce(&mut ModelCo
     adjust(&mut model_config);
     let model = checkpoint::load_with_config(&model_dir, &model_config, &opts.device)?;
     let name = config.run.name.clone();
-    Ok(LoadedRun { dir: dir.to_path_buf(), name, config, task, model })
+    Ok(LoadedRun {
+        dir: dir.to_path_buf(),
+        name,
+        config,
+        task,
+        model,
+    })
 }
 
 impl LoadedRun {
     pub fn eval_dir(&self) -> Result<PathBuf> {
         let dir = self.dir.join("eval");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(dir)
     }
 
@@ -61,12 +76,22 @@ impl LoadedRun {
 }
 
 /// Argmax predictions [b·n] and the masked mean loss of `samples` (all of one length).
-pub fn predict(model: &Lm, samples: Vec<Sample>, device: &Device) -> Result<(Vec<u32>, f64, Batch)> {
+pub fn predict(
+    model: &Lm,
+    samples: Vec<Sample>,
+    device: &Device,
+) -> Result<(Vec<u32>, f64, Batch)> {
     let batch = Batch::from_samples(samples)?;
     let (inputs, targets, mask) = batch_tensors(&batch, device);
     let logits = model.forward(inputs);
     let loss = masked_cross_entropy(logits.clone(), targets, mask).into_scalar::<f32>() as f64;
-    let pred = logits.argmax(2).into_data().try_into_vec_as::<i64>()?.into_iter().map(|t| t as u32).collect();
+    let pred = logits
+        .argmax(2)
+        .into_data()
+        .try_into_vec_as::<i64>()?
+        .into_iter()
+        .map(|t| t as u32)
+        .collect();
     Ok((pred, loss, batch))
 }
 
@@ -86,5 +111,8 @@ pub fn progress(total: usize, what: &str, enabled: bool) -> ProgressBar {
 
 /// A seed for one evaluation cell.
 pub fn cell_seed(seed: u64, what: u64, a: usize, b: usize) -> u64 {
-    zoo_model::sync::derive_seed(seed ^ what.wrapping_mul(0xA24B_AED4_963E_E407), (a as u64) << 20 | b as u64)
+    zoo_model::sync::derive_seed(
+        seed ^ what.wrapping_mul(0xA24B_AED4_963E_E407),
+        (a as u64) << 20 | b as u64,
+    )
 }

@@ -12,16 +12,46 @@ use zoo_model::{FeatureMap, MixerConfig, ModelConfig, PositionConfig, TokenMixer
 
 fn mixers() -> Vec<MixerConfig> {
     vec![
-        MixerConfig::Softmax { logit_scale: None, log_n_scaling: false },
-        MixerConfig::Linear { feature_map: FeatureMap::Elu, normalize: true, chunk_size: 64, feature_dim: None },
-        MixerConfig::Rwkv { chunk_size: 32, data_dependent_decay: true, decay_rank: 32 },
-        MixerConfig::SlidingWindow { window: 128, dilation: 1, global_tokens: 4 },
-        MixerConfig::Bigbird { block_size: 32, window_blocks: 3, global_blocks: 1, random_blocks: 2, seed: 0 },
+        MixerConfig::Softmax {
+            logit_scale: None,
+            log_n_scaling: false,
+        },
+        MixerConfig::Linear {
+            feature_map: FeatureMap::Elu,
+            normalize: true,
+            chunk_size: 64,
+            feature_dim: None,
+        },
+        MixerConfig::Rwkv {
+            chunk_size: 32,
+            data_dependent_decay: true,
+            decay_rank: 32,
+        },
+        MixerConfig::SlidingWindow {
+            window: 128,
+            dilation: 1,
+            global_tokens: 4,
+        },
+        MixerConfig::Bigbird {
+            block_size: 32,
+            window_blocks: 3,
+            global_blocks: 1,
+            random_blocks: 2,
+            seed: 0,
+        },
     ]
 }
 
 fn model(mixer: MixerConfig) -> ModelConfig {
-    ModelConfig { vocab_size: Some(512), d_model: 128, n_heads: 4, n_layers: 1, mixer, position: PositionConfig::None, ..ModelConfig::default() }
+    ModelConfig {
+        vocab_size: Some(512),
+        d_model: 128,
+        n_heads: 4,
+        n_layers: 1,
+        mixer,
+        position: PositionConfig::None,
+        ..ModelConfig::default()
+    }
 }
 
 fn forward(c: &mut Criterion) {
@@ -51,10 +81,26 @@ fn linear_forms(c: &mut Criterion) {
     let s = Tensor::<4>::zeros([1, 4, 32, 32], &device);
     let z = Tensor::<3>::zeros([1, 4, 32], &device);
     group.bench_function("parallel", |b| {
-        b.iter(|| linear::parallel(q.clone(), k.clone(), v.clone(), s.clone(), z.clone(), true).0.into_data())
+        b.iter(|| {
+            linear::parallel(q.clone(), k.clone(), v.clone(), s.clone(), z.clone(), true)
+                .0
+                .into_data()
+        })
     });
     group.bench_function("chunked64", |b| {
-        b.iter(|| linear::chunked(q.clone(), k.clone(), v.clone(), s.clone(), z.clone(), 64, true).0.into_data())
+        b.iter(|| {
+            linear::chunked(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                s.clone(),
+                z.clone(),
+                64,
+                true,
+            )
+            .0
+            .into_data()
+        })
     });
     group.finish();
 }
@@ -67,14 +113,19 @@ fn decode_step(c: &mut Criterion) {
         let mixer = Mixer::new(&cfg, &model(cfg.clone()), &mut Init::new(0, &device));
         let n = 2048;
         let prefix = Tensor::<3>::random([1, n, 128], Distribution::Normal(0.0, 1.0), &device);
-        let (_, state) = if matches!(cfg, MixerConfig::SlidingWindow { .. } | MixerConfig::Bigbird { .. }) {
+        let (_, state) = if matches!(
+            cfg,
+            MixerConfig::SlidingWindow { .. } | MixerConfig::Bigbird { .. }
+        ) {
             // Sparse mixers prefill token by token; a shorter prefix keeps the setup quick.
             mixer.forward_with_state(prefix.narrow(1, 0, 256), mixer.init_state(1, &device))
         } else {
             mixer.forward_with_state(prefix, mixer.init_state(1, &device))
         };
         let x = Tensor::<2>::random([1, 128], Distribution::Normal(0.0, 1.0), &device);
-        group.bench_function(cfg.kind(), |b| b.iter(|| mixer.step(x.clone(), state.clone()).0.into_data()));
+        group.bench_function(cfg.kind(), |b| {
+            b.iter(|| mixer.step(x.clone(), state.clone()).0.into_data())
+        });
     }
     group.finish();
 }

@@ -58,13 +58,27 @@ impl Block {
 
     /// x: [batch, seq, d_model] → [batch, seq, d_model]
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = x.clone() + self.dropout.forward(self.mixer.forward(self.norm_mixer.forward(x)));
-        h.clone() + self.dropout.forward(self.mlp.forward(self.norm_mlp.forward(h)))
+        let h = x.clone()
+            + self
+                .dropout
+                .forward(self.mixer.forward(self.norm_mixer.forward(x)));
+        h.clone()
+            + self
+                .dropout
+                .forward(self.mlp.forward(self.norm_mlp.forward(h)))
     }
 
     pub fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let (mixed, state) = self.mixer.forward_with_state(self.norm_mixer.forward(x.clone()), state);
+        let (mixed, state) = self
+            .mixer
+            .forward_with_state(self.norm_mixer.forward(x.clone()), state);
         let h = x + self.dropout.forward(mixed);
-        (h.clone() + self.dropout.forward(self.mlp.forward(self.norm_mlp.forward(h))), state)
+        (
+            h.clone()
+                + self
+                    .dropout
+                    .forward(self.mlp.forward(self.norm_mlp.forward(h))),
+            state,
+        )
     }
 }

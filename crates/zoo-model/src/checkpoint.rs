@@ -29,7 +29,10 @@ pub fn tensor_shapes(model: &Lm) -> BTreeMap<String, Vec<usize>> {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -43,37 +46,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Save weights and config into `dir` (created if needed).
 pub fn save(model: &Lm, dir: &Path) -> Result<(), ModelError> {
-    fs::create_dir_all(dir).map_err(|e| ModelError::checkpoint(dir, format!("cannot create the folder: {e}")))?;
+    fs::create_dir_all(dir)
+        .map_err(|e| ModelError::checkpoint(dir, format!("cannot create the folder: {e}")))?;
     let weights = dir.join(WEIGHTS_FILE);
     let tmp = tmp_path(&weights);
     let mut store = SafetensorsStore::from_file(&tmp);
     model
         .save_into(&mut store)
         .map_err(|e| ModelError::checkpoint(&weights, format!("cannot write: {e}")))?;
-    fs::rename(&tmp, &weights).map_err(|e| ModelError::checkpoint(&weights, format!("cannot write: {e}")))?;
+    fs::rename(&tmp, &weights)
+        .map_err(|e| ModelError::checkpoint(&weights, format!("cannot write: {e}")))?;
     let config = serde_json::to_vec_pretty(model.config()).expect("model config serialises");
     let config_path = dir.join(CONFIG_FILE);
-    write_atomic(&config_path, &config).map_err(|e| ModelError::checkpoint(&config_path, format!("cannot write: {e}")))
+    write_atomic(&config_path, &config)
+        .map_err(|e| ModelError::checkpoint(&config_path, format!("cannot write: {e}")))
 }
 
 /// Read the config saved beside a checkpoint.
 pub fn read_config(dir: &Path) -> Result<ModelConfig, ModelError> {
     let path = dir.join(CONFIG_FILE);
     let text = fs::read_to_string(&path).map_err(|e| {
-        ModelError::checkpoint(&path, format!("cannot read ({e}); is {} a model folder?", dir.display()))
+        ModelError::checkpoint(
+            &path,
+            format!("cannot read ({e}); is {} a model folder?", dir.display()),
+        )
     })?;
-    serde_json::from_str(&text).map_err(|e| ModelError::checkpoint(&path, format!("is not a valid model config: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| ModelError::checkpoint(&path, format!("is not a valid model config: {e}")))
 }
 
 /// Names and shapes in a safetensors file, from its JSON header.
 pub fn file_shapes(path: &Path) -> Result<BTreeMap<String, Vec<usize>>, ModelError> {
-    let bytes = fs::read(path).map_err(|e| ModelError::checkpoint(path, format!("cannot read: {e}")))?;
-    let bad = |why: &str| ModelError::checkpoint(path, format!("is not a safetensors file ({why})"));
+    let bytes =
+        fs::read(path).map_err(|e| ModelError::checkpoint(path, format!("cannot read: {e}")))?;
+    let bad =
+        |why: &str| ModelError::checkpoint(path, format!("is not a safetensors file ({why})"));
     if bytes.len() < 8 {
         return Err(bad("shorter than its header"));
     }
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = bytes.get(8..8usize.saturating_add(header_len)).ok_or_else(|| bad("truncated header"))?;
+    let header = bytes
+        .get(8..8usize.saturating_add(header_len))
+        .ok_or_else(|| bad("truncated header"))?;
     let header: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(header).map_err(|_| bad("unreadable header"))?;
     let mut out = BTreeMap::new();
@@ -103,13 +117,17 @@ pub fn load_weights(mut model: Lm, weights: &Path) -> Result<Lm, ModelError> {
             None => {
                 return Err(ModelError::checkpoint(
                     weights,
-                    format!("has no tensor `{name}` that the configured model needs (was it saved with another mixer, position encoding or layer count?)"),
+                    format!(
+                        "has no tensor `{name}` that the configured model needs (was it saved with another mixer, position encoding or layer count?)"
+                    ),
                 ));
             }
             Some(s) if s != shape => {
                 return Err(ModelError::checkpoint(
                     weights,
-                    format!("tensor `{name}` has shape {s:?}, the configured model expects {shape:?} (check d_model, n_heads, n_kv_heads, vocab_size, mlp_ratio)"),
+                    format!(
+                        "tensor `{name}` has shape {s:?}, the configured model expects {shape:?} (check d_model, n_heads, n_kv_heads, vocab_size, mlp_ratio)"
+                    ),
                 ));
             }
             _ => {}
@@ -118,7 +136,9 @@ pub fn load_weights(mut model: Lm, weights: &Path) -> Result<Lm, ModelError> {
     if let Some(extra) = found.keys().find(|k| !expected.contains_key(*k)) {
         return Err(ModelError::checkpoint(
             weights,
-            format!("holds tensor `{extra}` that the configured model does not have (another mixer or layer count?)"),
+            format!(
+                "holds tensor `{extra}` that the configured model does not have (another mixer or layer count?)"
+            ),
         ));
     }
     let mut store = SafetensorsStore::from_file(weights);
@@ -126,7 +146,10 @@ pub fn load_weights(mut model: Lm, weights: &Path) -> Result<Lm, ModelError> {
         .load_from(&mut store)
         .map_err(|e| ModelError::checkpoint(weights, format!("cannot load: {e}")))?;
     if let Some(err) = result.errors.first() {
-        return Err(ModelError::checkpoint(weights, format!("cannot load: {err:?}")));
+        return Err(ModelError::checkpoint(
+            weights,
+            format!("cannot load: {err:?}"),
+        ));
     }
     Ok(model)
 }
@@ -139,7 +162,11 @@ pub fn load(dir: &Path, device: &Device) -> Result<Lm, ModelError> {
 
 /// Load the weights of `dir` into a model built from `config` (e.g. with evaluation-time RoPE
 /// scaling changed); names and shapes must match.
-pub fn load_with_config(dir: &Path, config: &ModelConfig, device: &Device) -> Result<Lm, ModelError> {
+pub fn load_with_config(
+    dir: &Path,
+    config: &ModelConfig,
+    device: &Device,
+) -> Result<Lm, ModelError> {
     let model = Lm::new(config, device)?;
     load_weights(model, &dir.join(WEIGHTS_FILE))
 }

@@ -241,10 +241,17 @@ fn default_norm() -> NormKind {
     NormKind::Rms
 }
 fn default_mixer() -> MixerConfig {
-    MixerConfig::Softmax { logit_scale: None, log_n_scaling: false }
+    MixerConfig::Softmax {
+        logit_scale: None,
+        log_n_scaling: false,
+    }
 }
 fn default_position() -> PositionConfig {
-    PositionConfig::Rope { theta: default_theta(), interpolation: 1.0, ntk_factor: 1.0 }
+    PositionConfig::Rope {
+        theta: default_theta(),
+        interpolation: 1.0,
+        ntk_factor: 1.0,
+    }
 }
 fn default_max_seq_len() -> usize {
     2048
@@ -285,7 +292,10 @@ impl ModelConfig {
 
     pub fn vocab(&self) -> Result<usize, ModelError> {
         self.vocab_size.ok_or_else(|| {
-            ModelError::config("model.vocab_size", "is not set (set it, or let the task fill it)")
+            ModelError::config(
+                "model.vocab_size",
+                "is not set (set it, or let the task fill it)",
+            )
         })
     }
 
@@ -294,32 +304,43 @@ impl ModelConfig {
         if self.mixers.is_empty() {
             vec![self.mixer.clone(); self.n_layers]
         } else {
-            (0..self.n_layers).map(|i| self.mixers[i % self.mixers.len()].clone()).collect()
+            (0..self.n_layers)
+                .map(|i| self.mixers[i % self.mixers.len()].clone())
+                .collect()
         }
     }
 
     /// Cross-field checks; every error names the offending field path.
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = ModelError::config;
-        if let Some(v) = self.vocab_size {
-            if v < 2 {
-                return Err(err("model.vocab_size", "must be at least 2"));
-            }
+        if let Some(v) = self.vocab_size
+            && v < 2
+        {
+            return Err(err("model.vocab_size", "must be at least 2"));
         }
         if self.d_model == 0 || self.n_layers == 0 || self.n_heads == 0 {
-            return Err(err("model.d_model / model.n_layers / model.n_heads", "must be positive"));
+            return Err(err(
+                "model.d_model / model.n_layers / model.n_heads",
+                "must be positive",
+            ));
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(err(
                 "model.d_model",
-                &format!("{} is not divisible by model.n_heads = {}", self.d_model, self.n_heads),
+                &format!(
+                    "{} is not divisible by model.n_heads = {}",
+                    self.d_model, self.n_heads
+                ),
             ));
         }
         let kv = self.kv_heads();
-        if kv == 0 || self.n_heads % kv != 0 {
+        if kv == 0 || !self.n_heads.is_multiple_of(kv) {
             return Err(err(
                 "model.n_kv_heads",
-                &format!("{kv} must divide model.n_heads = {} (grouped-query attention)", self.n_heads),
+                &format!(
+                    "{kv} must divide model.n_heads = {} (grouped-query attention)",
+                    self.n_heads
+                ),
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -331,7 +352,7 @@ impl ModelConfig {
         if self.max_seq_len == 0 {
             return Err(err("model.max_seq_len", "must be positive"));
         }
-        if !self.mixers.is_empty() && self.n_layers % self.mixers.len() != 0 {
+        if !self.mixers.is_empty() && !self.n_layers.is_multiple_of(self.mixers.len()) {
             return Err(err(
                 "model.mixers",
                 &format!(
@@ -342,9 +363,17 @@ impl ModelConfig {
             ));
         }
         let head_dim = self.head_dim();
-        if let PositionConfig::Rope { theta, interpolation, ntk_factor } = &self.position {
-            if head_dim % 2 != 0 {
-                return Err(err("model.position", "rope needs an even head_dim (d_model / n_heads)"));
+        if let PositionConfig::Rope {
+            theta,
+            interpolation,
+            ntk_factor,
+        } = &self.position
+        {
+            if !head_dim.is_multiple_of(2) {
+                return Err(err(
+                    "model.position",
+                    "rope needs an even head_dim (d_model / n_heads)",
+                ));
             }
             if *theta <= 1.0 || *interpolation < 1.0 || *ntk_factor < 1.0 {
                 return Err(err(
@@ -375,12 +404,22 @@ impl ModelConfig {
         match mixer {
             MixerConfig::Softmax { logit_scale, .. } => {
                 if logit_scale.is_some_and(|s| s <= 0.0) {
-                    return Err(ModelError::config(&format!("{path}.logit_scale"), "must be positive"));
+                    return Err(ModelError::config(
+                        &format!("{path}.logit_scale"),
+                        "must be positive",
+                    ));
                 }
             }
-            MixerConfig::Linear { feature_map, normalize, chunk_size, feature_dim } => {
+            MixerConfig::Linear {
+                feature_map,
+                normalize,
+                chunk_size,
+                feature_dim,
+            } => {
                 if matches!(self.position, PositionConfig::Alibi) {
-                    return refuse("ALiBi biases softmax logits, and kernelised attention has none (use none, sinusoidal, learned or rope)");
+                    return refuse(
+                        "ALiBi biases softmax logits, and kernelised attention has none (use none, sinusoidal, learned or rope)",
+                    );
                 }
                 if *feature_map == FeatureMap::Identity && *normalize {
                     return Err(ModelError::config(
@@ -389,15 +428,30 @@ impl ModelConfig {
                     ));
                 }
                 if *chunk_size == 0 {
-                    return Err(ModelError::config(&format!("{path}.chunk_size"), "must be positive"));
+                    return Err(ModelError::config(
+                        &format!("{path}.chunk_size"),
+                        "must be positive",
+                    ));
                 }
                 if feature_dim.is_some_and(|f| f == 0) {
-                    return Err(ModelError::config(&format!("{path}.feature_dim"), "must be positive"));
+                    return Err(ModelError::config(
+                        &format!("{path}.feature_dim"),
+                        "must be positive",
+                    ));
                 }
             }
-            MixerConfig::Rwkv { chunk_size, decay_rank, .. } => {
-                if matches!(self.position, PositionConfig::Alibi | PositionConfig::Rope { .. }) {
-                    return refuse("RWKV encodes position through its decay; use none, sinusoidal or learned");
+            MixerConfig::Rwkv {
+                chunk_size,
+                decay_rank,
+                ..
+            } => {
+                if matches!(
+                    self.position,
+                    PositionConfig::Alibi | PositionConfig::Rope { .. }
+                ) {
+                    return refuse(
+                        "RWKV encodes position through its decay; use none, sinusoidal or learned",
+                    );
                 }
                 if self.kv_heads() != self.n_heads {
                     return Err(ModelError::config(
@@ -412,7 +466,9 @@ impl ModelConfig {
                     ));
                 }
             }
-            MixerConfig::SlidingWindow { window, dilation, .. } => {
+            MixerConfig::SlidingWindow {
+                window, dilation, ..
+            } => {
                 if *window == 0 || *dilation == 0 {
                     return Err(ModelError::config(
                         &format!("{path}.window / {path}.dilation"),
@@ -420,7 +476,11 @@ impl ModelConfig {
                     ));
                 }
             }
-            MixerConfig::Bigbird { block_size, window_blocks, .. } => {
+            MixerConfig::Bigbird {
+                block_size,
+                window_blocks,
+                ..
+            } => {
                 if *block_size == 0 || *window_blocks == 0 {
                     return Err(ModelError::config(
                         &format!("{path}.block_size / {path}.window_blocks"),

@@ -12,9 +12,15 @@ pub enum ModelError {
 
 impl ModelError {
     pub fn config(path: &str, message: &str) -> Self {
-        ModelError::Config { path: path.to_string(), message: message.to_string() }
+        ModelError::Config {
+            path: path.to_string(),
+            message: message.to_string(),
+        }
     }
     pub fn checkpoint(path: &std::path::Path, message: impl Into<String>) -> Self {
-        ModelError::Checkpoint { path: path.display().to_string(), message: message.into() }
+        ModelError::Checkpoint {
+            path: path.display().to_string(),
+            message: message.into(),
+        }
     }
 }

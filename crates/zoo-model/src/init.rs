@@ -18,7 +18,10 @@ pub struct Init {
 
 impl Init {
     pub fn new(seed: u64, device: &Device) -> Self {
-        Init { rng: ChaCha8Rng::seed_from_u64(seed), device: device.clone() }
+        Init {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            device: device.clone(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -50,7 +53,12 @@ impl Init {
         Param::from_tensor(self.tensor(values, shape))
     }
 
-    pub fn uniform<const D: usize>(&mut self, shape: [usize; D], lo: f64, hi: f64) -> Param<Tensor<D>> {
+    pub fn uniform<const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        lo: f64,
+        hi: f64,
+    ) -> Param<Tensor<D>> {
         let n = shape.iter().product();
         let values = self.uniform_vec(n, lo, hi);
         Param::from_tensor(self.tensor(values, shape))
@@ -72,10 +80,15 @@ impl Init {
     /// A linear layer scaled for a residual output (GPT-2: std 0.02/√(2·n_layers)).
     pub fn linear_out(&mut self, d_in: usize, d_out: usize, bias: bool, n_layers: usize) -> Linear {
         let std = 0.02 / (2.0 * n_layers as f64).sqrt();
-        Linear { weight: self.normal([d_in, d_out], std), bias: bias.then(|| self.constant([d_out], 0.0)) }
+        Linear {
+            weight: self.normal([d_in, d_out], std),
+            bias: bias.then(|| self.constant([d_out], 0.0)),
+        }
     }
 
     pub fn embedding(&mut self, vocab: usize, d_model: usize) -> Embedding {
-        Embedding { weight: self.normal([vocab, d_model], 0.02) }
+        Embedding {
+            weight: self.normal([vocab, d_model], 0.02),
+        }
     }
 }

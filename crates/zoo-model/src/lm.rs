@@ -56,7 +56,11 @@ impl Lm {
         let embed = init.embedding(vocab, d);
         let positions = matches!(config.position, PositionConfig::Learned)
             .then(|| LearnedPositions::new(&mut init, config.max_seq_len, d));
-        let blocks = config.layer_mixers().iter().map(|m| Block::new(m, config, &mut init)).collect();
+        let blocks = config
+            .layer_mixers()
+            .iter()
+            .map(|m| Block::new(m, config, &mut init))
+            .collect();
         let head = (!config.tie_embeddings).then(|| init.linear(d, vocab, false));
         Ok(Lm {
             embed,
@@ -92,7 +96,9 @@ impl Lm {
                 let [b, n, d] = h.dims();
                 let w = self.embed.weight.val(); // [V, d]
                 let v = w.dims()[0];
-                h.reshape([b * n, d]).matmul(w.transpose()).reshape([b, n, v])
+                h.reshape([b * n, d])
+                    .matmul(w.transpose())
+                    .reshape([b, n, v])
             }
         }
     }
@@ -107,17 +113,33 @@ impl Lm {
     }
 
     /// Mean cross-entropy over the positions where `mask` is 1: tokens, targets [b, n], mask [b, n].
-    pub fn loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<1> {
+    pub fn loss(
+        &self,
+        tokens: Tensor<2, Int>,
+        targets: Tensor<2, Int>,
+        mask: Tensor<2>,
+    ) -> Tensor<1> {
         let logits = self.forward(tokens);
         masked_cross_entropy(logits, targets, mask)
     }
 
     pub fn init_state(&self, batch: usize, device: &Device) -> LmState {
-        LmState { layers: self.blocks.iter().map(|b| b.mixer.init_state(batch, device)).collect(), pos: 0 }
+        LmState {
+            layers: self
+                .blocks
+                .iter()
+                .map(|b| b.mixer.init_state(batch, device))
+                .collect(),
+            pos: 0,
+        }
     }
 
     /// Continue from `state` with tokens [batch, n] → (logits [batch, n, vocab], state).
-    pub fn forward_with_state(&self, tokens: Tensor<2, Int>, state: LmState) -> (Tensor<3>, LmState) {
+    pub fn forward_with_state(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: LmState,
+    ) -> (Tensor<3>, LmState) {
         let n = tokens.dims()[1];
         let mut h = self.embed_tokens(tokens, state.pos);
         let mut layers = Vec::with_capacity(self.blocks.len());
@@ -126,7 +148,13 @@ impl Lm {
             h = out;
             layers.push(s);
         }
-        (self.logits(h), LmState { layers, pos: state.pos + n })
+        (
+            self.logits(h),
+            LmState {
+                layers,
+                pos: state.pos + n,
+            },
+        )
     }
 
     /// Decode one token per sequence: tokens [batch] → (logits [batch, vocab], state).
@@ -153,7 +181,11 @@ impl Lm {
         let mut h = self.embed_tokens(tokens, 0);
         let mut out = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
-            out.push(block.mixer.attention_weights(block.norm_mixer.forward(h.clone())));
+            out.push(
+                block
+                    .mixer
+                    .attention_weights(block.norm_mixer.forward(h.clone())),
+            );
             h = block.forward(h);
         }
         out
@@ -166,9 +198,15 @@ impl Lm {
 }
 
 /// Mean negative log-likelihood over masked positions: logits [b, n, V], targets [b, n], mask [b, n].
-pub fn masked_cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>, mask: Tensor<2>) -> Tensor<1> {
+pub fn masked_cross_entropy(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    mask: Tensor<2>,
+) -> Tensor<1> {
     let logp = log_softmax(logits, 2); // [b, n, V]
-    let picked = logp.gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2); // [b, n]
+    let picked = logp
+        .gather(2, targets.unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2); // [b, n]
     let total = mask.clone().sum().clamp_min(1.0);
     (picked * mask).sum().neg() / total
 }

@@ -12,7 +12,9 @@ static BURN_RNG: Mutex<()> = Mutex::new(());
 
 /// Hold the lock while seeding and using Burn's RNG.
 pub fn seeded(device: &Device, seed: u64) -> MutexGuard<'static, ()> {
-    let guard = BURN_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let guard = BURN_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     device.seed(seed);
     guard
 }

@@ -27,7 +27,10 @@ fn inputs(n: usize, seed: u64, spread: f32, device: &Device) -> Inputs {
         r: randn([B, H, n, D], seed, device),
         k: randn([B, H, n, D], seed + 1, device),
         v: randn([B, H, n, D], seed + 2, device),
-        log_w: randn([B, H, n, D], seed + 3, device).mul_scalar(spread).exp().neg(),
+        log_w: randn([B, H, n, D], seed + 3, device)
+            .mul_scalar(spread)
+            .exp()
+            .neg(),
         u: randn([H, D], seed + 4, device),
         s0: randn([B, H, D, D], seed + 5, device),
     }
@@ -58,16 +61,35 @@ fn reference_outputs(x: &Inputs, n: usize) -> (Vec<f64>, Vec<f64>) {
     (out, state)
 }
 
-type Form = fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Tensor<2>, Tensor<4>) -> (Tensor<4>, Tensor<4>);
+type Form =
+    fn(Tensor<4>, Tensor<4>, Tensor<4>, Tensor<4>, Tensor<2>, Tensor<4>) -> (Tensor<4>, Tensor<4>);
 
-fn chunked16(r: Tensor<4>, k: Tensor<4>, v: Tensor<4>, lw: Tensor<4>, u: Tensor<2>, s: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+fn chunked16(
+    r: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    lw: Tensor<4>,
+    u: Tensor<2>,
+    s: Tensor<4>,
+) -> (Tensor<4>, Tensor<4>) {
     rwkv::wkv_chunked(r, k, v, lw, u, s, 16)
 }
 
-const FORMS: [(&str, Form); 3] = [("parallel", rwkv::wkv_parallel), ("chunked", chunked16), ("recurrent", rwkv::wkv_recurrent)];
+const FORMS: [(&str, Form); 3] = [
+    ("parallel", rwkv::wkv_parallel),
+    ("chunked", chunked16),
+    ("recurrent", rwkv::wkv_recurrent),
+];
 
 fn run(form: Form, x: &Inputs) -> (Tensor<4>, Tensor<4>) {
-    form(x.r.clone(), x.k.clone(), x.v.clone(), x.log_w.clone(), x.u.clone(), x.s0.clone())
+    form(
+        x.r.clone(),
+        x.k.clone(),
+        x.v.clone(),
+        x.log_w.clone(),
+        x.u.clone(),
+        x.s0.clone(),
+    )
 }
 
 #[test]
@@ -121,7 +143,13 @@ fn forms_have_equal_gradients() {
     let (base_name, base) = &per_form[0];
     for (name, g) in &per_form[1..] {
         for (i, what) in ["r", "k", "v", "log_w", "u", "s0"].iter().enumerate() {
-            assert_close_f32(&g[i], &base[i], 1e-3, 1e-3, &format!("d{what}: {name} vs {base_name}"));
+            assert_close_f32(
+                &g[i],
+                &base[i],
+                1e-3,
+                1e-3,
+                &format!("d{what}: {name} vs {base_name}"),
+            );
         }
     }
 }
@@ -134,8 +162,30 @@ fn state_carry_equals_one_run() {
     let (full, s_full) = run(chunked16, &x);
     let t = 23;
     let part = |tensor: &Tensor<4>, a: usize, len: usize| tensor.clone().narrow(2, a, len);
-    let (o1, s1) = rwkv::wkv_chunked(part(&x.r, 0, t), part(&x.k, 0, t), part(&x.v, 0, t), part(&x.log_w, 0, t), x.u.clone(), x.s0.clone(), 16);
-    let (o2, s2) = rwkv::wkv_chunked(part(&x.r, t, n - t), part(&x.k, t, n - t), part(&x.v, t, n - t), part(&x.log_w, t, n - t), x.u.clone(), s1, 16);
-    assert_close_f32(&values(Tensor::cat(vec![o1, o2], 2)), &values(full), 1e-4, 1e-4, "carried output");
+    let (o1, s1) = rwkv::wkv_chunked(
+        part(&x.r, 0, t),
+        part(&x.k, 0, t),
+        part(&x.v, 0, t),
+        part(&x.log_w, 0, t),
+        x.u.clone(),
+        x.s0.clone(),
+        16,
+    );
+    let (o2, s2) = rwkv::wkv_chunked(
+        part(&x.r, t, n - t),
+        part(&x.k, t, n - t),
+        part(&x.v, t, n - t),
+        part(&x.log_w, t, n - t),
+        x.u.clone(),
+        s1,
+        16,
+    );
+    assert_close_f32(
+        &values(Tensor::cat(vec![o1, o2], 2)),
+        &values(full),
+        1e-4,
+        1e-4,
+        "carried output",
+    );
     assert_close_f32(&values(s2), &values(s_full), 1e-4, 1e-4, "carried state");
 }

@@ -13,15 +13,54 @@ const VOCAB: usize = 29;
 
 fn mixers() -> Vec<MixerConfig> {
     vec![
-        MixerConfig::Softmax { logit_scale: None, log_n_scaling: false },
-        MixerConfig::Softmax { logit_scale: Some(0.3), log_n_scaling: true },
-        MixerConfig::Linear { feature_map: FeatureMap::Elu, normalize: true, chunk_size: 8, feature_dim: None },
-        MixerConfig::Linear { feature_map: FeatureMap::Taylor2, normalize: true, chunk_size: 8, feature_dim: Some(4) },
-        MixerConfig::Linear { feature_map: FeatureMap::Identity, normalize: false, chunk_size: 8, feature_dim: None },
-        MixerConfig::Rwkv { chunk_size: 8, data_dependent_decay: true, decay_rank: 4 },
-        MixerConfig::Rwkv { chunk_size: 8, data_dependent_decay: false, decay_rank: 4 },
-        MixerConfig::SlidingWindow { window: 4, dilation: 2, global_tokens: 2 },
-        MixerConfig::Bigbird { block_size: 4, window_blocks: 2, global_blocks: 1, random_blocks: 1, seed: 7 },
+        MixerConfig::Softmax {
+            logit_scale: None,
+            log_n_scaling: false,
+        },
+        MixerConfig::Softmax {
+            logit_scale: Some(0.3),
+            log_n_scaling: true,
+        },
+        MixerConfig::Linear {
+            feature_map: FeatureMap::Elu,
+            normalize: true,
+            chunk_size: 8,
+            feature_dim: None,
+        },
+        MixerConfig::Linear {
+            feature_map: FeatureMap::Taylor2,
+            normalize: true,
+            chunk_size: 8,
+            feature_dim: Some(4),
+        },
+        MixerConfig::Linear {
+            feature_map: FeatureMap::Identity,
+            normalize: false,
+            chunk_size: 8,
+            feature_dim: None,
+        },
+        MixerConfig::Rwkv {
+            chunk_size: 8,
+            data_dependent_decay: true,
+            decay_rank: 4,
+        },
+        MixerConfig::Rwkv {
+            chunk_size: 8,
+            data_dependent_decay: false,
+            decay_rank: 4,
+        },
+        MixerConfig::SlidingWindow {
+            window: 4,
+            dilation: 2,
+            global_tokens: 2,
+        },
+        MixerConfig::Bigbird {
+            block_size: 4,
+            window_blocks: 2,
+            global_blocks: 1,
+            random_blocks: 1,
+            seed: 7,
+        },
     ]
 }
 
@@ -30,7 +69,11 @@ fn positions() -> Vec<PositionConfig> {
         PositionConfig::None,
         PositionConfig::Sinusoidal,
         PositionConfig::Learned,
-        PositionConfig::Rope { theta: 10_000.0, interpolation: 1.0, ntk_factor: 1.0 },
+        PositionConfig::Rope {
+            theta: 10_000.0,
+            interpolation: 1.0,
+            ntk_factor: 1.0,
+        },
         PositionConfig::Alibi,
     ]
 }
@@ -41,7 +84,11 @@ fn tiny(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
         d_model: 16,
         n_layers: 2,
         n_heads: 2,
-        n_kv_heads: if matches!(mixer, MixerConfig::Rwkv { .. }) { None } else { Some(1) },
+        n_kv_heads: if matches!(mixer, MixerConfig::Rwkv { .. }) {
+            None
+        } else {
+            Some(1)
+        },
         mlp_ratio: 2.0,
         mixer,
         position,
@@ -69,28 +116,72 @@ fn models() -> Vec<(String, ModelConfig)> {
 #[test]
 fn nonsense_combinations_are_refused_with_field_names() {
     let cases = [
-        (tiny(mixers()[2].clone(), PositionConfig::Alibi), "model.mixer.kind + model.position.kind"),
-        (tiny(mixers()[5].clone(), PositionConfig::Alibi), "model.position.kind"),
-        (tiny(mixers()[5].clone(), positions()[3].clone()), "rwkv with rope"),
         (
-            tiny(MixerConfig::Linear { feature_map: FeatureMap::Identity, normalize: true, chunk_size: 8, feature_dim: None }, PositionConfig::None),
+            tiny(mixers()[2].clone(), PositionConfig::Alibi),
+            "model.mixer.kind + model.position.kind",
+        ),
+        (
+            tiny(mixers()[5].clone(), PositionConfig::Alibi),
+            "model.position.kind",
+        ),
+        (
+            tiny(mixers()[5].clone(), positions()[3].clone()),
+            "rwkv with rope",
+        ),
+        (
+            tiny(
+                MixerConfig::Linear {
+                    feature_map: FeatureMap::Identity,
+                    normalize: true,
+                    chunk_size: 8,
+                    feature_dim: None,
+                },
+                PositionConfig::None,
+            ),
             "model.mixer.normalize",
         ),
-        (ModelConfig { d_model: 18, n_heads: 4, ..tiny(mixers()[0].clone(), PositionConfig::None) }, "model.d_model"),
-        (ModelConfig { n_kv_heads: Some(3), n_heads: 4, ..tiny(mixers()[0].clone(), PositionConfig::None) }, "model.n_kv_heads"),
         (
-            ModelConfig { mixers: vec![mixers()[0].clone(); 3], ..tiny(mixers()[0].clone(), PositionConfig::None) },
+            ModelConfig {
+                d_model: 18,
+                n_heads: 4,
+                ..tiny(mixers()[0].clone(), PositionConfig::None)
+            },
+            "model.d_model",
+        ),
+        (
+            ModelConfig {
+                n_kv_heads: Some(3),
+                n_heads: 4,
+                ..tiny(mixers()[0].clone(), PositionConfig::None)
+            },
+            "model.n_kv_heads",
+        ),
+        (
+            ModelConfig {
+                mixers: vec![mixers()[0].clone(); 3],
+                ..tiny(mixers()[0].clone(), PositionConfig::None)
+            },
             "model.mixers",
         ),
     ];
     for (cfg, needle) in cases {
-        let err = Lm::new(&cfg, &device()).err().unwrap_or_else(|| panic!("{needle}: accepted")).to_string();
+        let err = Lm::new(&cfg, &device())
+            .err()
+            .unwrap_or_else(|| panic!("{needle}: accepted"))
+            .to_string();
         assert!(err.contains(needle), "error `{err}` should name `{needle}`");
         assert!(!err.contains('\n'), "error must be one line: {err}");
     }
     // Valid matrix is not empty and covers every mixer.
-    assert!(models().len() >= 30, "{} valid combinations", models().len());
-    let err = tiny(mixers()[0].clone(), PositionConfig::Learned).check_length(65).unwrap_err().to_string();
+    assert!(
+        models().len() >= 30,
+        "{} valid combinations",
+        models().len()
+    );
+    let err = tiny(mixers()[0].clone(), PositionConfig::Learned)
+        .check_length(65)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.max_seq_len"), "{err}");
 }
 
@@ -108,9 +199,21 @@ fn causality_every_mixer_and_position() {
         let la = values(model.forward(a));
         let lb = values(model.forward(b));
         let before = t * VOCAB;
-        assert_close_f32(&lb[..before], &la[..before], 1e-5, 1e-5, &format!("{name}: logits before the changed token"));
-        let changed = la[before..].iter().zip(&lb[before..]).any(|(x, y)| (x - y).abs() > 1e-4);
-        assert!(changed, "{name}: changing token {t} changed nothing after it (the test would be vacuous)");
+        assert_close_f32(
+            &lb[..before],
+            &la[..before],
+            1e-5,
+            1e-5,
+            &format!("{name}: logits before the changed token"),
+        );
+        let changed = la[before..]
+            .iter()
+            .zip(&lb[before..])
+            .any(|(x, y)| (x - y).abs() > 1e-4);
+        assert!(
+            changed,
+            "{name}: changing token {t} changed nothing after it (the test would be vacuous)"
+        );
     }
 }
 
@@ -130,7 +233,13 @@ fn step_by_step_decoding_equals_full_forward() {
             state = s;
         }
         let stepped = Tensor::cat(steps, 1);
-        assert_close_f32(&values(stepped), &values(full), 1e-4, 1e-4, &format!("{name}: step vs forward"));
+        assert_close_f32(
+            &values(stepped),
+            &values(full),
+            1e-4,
+            1e-4,
+            &format!("{name}: step vs forward"),
+        );
     }
 }
 
@@ -148,17 +257,38 @@ fn carried_state_equals_one_run() {
         let (second, state) = model.forward_with_state(toks.narrow(1, t, n - t), state);
         assert_eq!(state.pos, n);
         let joined = Tensor::cat(vec![first, second], 1);
-        assert_close_f32(&values(joined), &values(full), 1e-4, 1e-4, &format!("{name}: carried state"));
+        assert_close_f32(
+            &values(joined),
+            &values(full),
+            1e-4,
+            1e-4,
+            &format!("{name}: carried state"),
+        );
     }
 }
 
 #[test]
 fn every_mixer_overfits_one_batch() {
     let device = device().autodiff();
-    let positions = [PositionConfig::None, PositionConfig::Rope { theta: 10_000.0, interpolation: 1.0, ntk_factor: 1.0 }];
+    let positions = [
+        PositionConfig::None,
+        PositionConfig::Rope {
+            theta: 10_000.0,
+            interpolation: 1.0,
+            ntk_factor: 1.0,
+        },
+    ];
     for mixer in mixers() {
-        let position = if matches!(mixer, MixerConfig::Rwkv { .. }) { &positions[0] } else { &positions[1] };
-        let cfg = ModelConfig { d_model: 32, n_kv_heads: None, ..tiny(mixer.clone(), position.clone()) };
+        let position = if matches!(mixer, MixerConfig::Rwkv { .. }) {
+            &positions[0]
+        } else {
+            &positions[1]
+        };
+        let cfg = ModelConfig {
+            d_model: 32,
+            n_kv_heads: None,
+            ..tiny(mixer.clone(), position.clone())
+        };
         let mut model = Lm::new(&cfg, &device).unwrap();
         let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
         let toks = tokens(4, 17, VOCAB, 9, &device);
@@ -175,7 +305,11 @@ fn every_mixer_overfits_one_batch() {
             model = optim.step(1e-2, model, grads);
         }
         let first = first.unwrap();
-        assert!(last < 0.1 * first, "{}: loss {first:.3} → {last:.3}, not a 90% drop", mixer.kind());
+        assert!(
+            last < 0.1 * first,
+            "{}: loss {first:.3} → {last:.3}, not a 90% drop",
+            mixer.kind()
+        );
     }
 }
 
@@ -188,16 +322,32 @@ fn safetensors_round_trip_and_mismatch() {
         checkpoint::save(&model, &dir).unwrap();
         let loaded = checkpoint::load(&dir, &device).unwrap();
         let toks = tokens(1, 13, VOCAB, 5, &device);
-        assert_eq!(values(model.forward(toks.clone())), values(loaded.forward(toks)), "{name}: logits after reload");
+        assert_eq!(
+            values(model.forward(toks.clone())),
+            values(loaded.forward(toks)),
+            "{name}: logits after reload"
+        );
     }
     // A checkpoint of one shape refuses a model of another, naming the tensor.
     let small = Lm::new(&tiny(mixers()[0].clone(), PositionConfig::None), &device).unwrap();
     checkpoint::save(&small, &dir).unwrap();
-    let wider = ModelConfig { d_model: 32, ..tiny(mixers()[0].clone(), PositionConfig::None) };
-    let err = checkpoint::load_with_config(&dir, &wider, &device).err().unwrap().to_string();
-    assert!(err.contains("has shape [16, 8]") && err.contains("expects [32, 16]"), "{err}");
+    let wider = ModelConfig {
+        d_model: 32,
+        ..tiny(mixers()[0].clone(), PositionConfig::None)
+    };
+    let err = checkpoint::load_with_config(&dir, &wider, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("has shape [16, 8]") && err.contains("expects [32, 16]"),
+        "{err}"
+    );
     let other = tiny(mixers()[2].clone(), PositionConfig::None);
-    let err = checkpoint::load_with_config(&dir, &other, &device).err().unwrap().to_string();
+    let err = checkpoint::load_with_config(&dir, &other, &device)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("has no tensor"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -213,6 +363,12 @@ fn training_path_equals_inference_path() {
         let b = Lm::new(&cfg, &ad).unwrap();
         let la = values(a.forward(tokens(2, 23, VOCAB, 8, &plain)));
         let lb = values(b.forward(tokens(2, 23, VOCAB, 8, &ad)));
-        assert_close_f32(&lb, &la, 1e-5, 1e-5, &format!("{name}: autodiff vs plain forward"));
+        assert_close_f32(
+            &lb,
+            &la,
+            1e-5,
+            1e-5,
+            &format!("{name}: autodiff vs plain forward"),
+        );
     }
 }

@@ -315,7 +315,7 @@ pub fn train(
         checkpoint::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())
             .with_context(|| format!("cannot write into {}", run_dir.display()))?;
         if let Some(tok) = task.tokenizer() {
-            tok.save(&run_dir.join("tokenizer.json"))?;
+            tok.save(run_dir.join("tokenizer.json"))?;
         }
         checkpoint::write_atomic(&metrics, b"")?;
         (Lm::new(&config.model, &ad)?, adamw(&train_cfg), 0)

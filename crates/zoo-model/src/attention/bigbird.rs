@@ -16,7 +16,10 @@ use burn::tensor::activation::softmax;
 
 use super::pattern::BigBirdPattern;
 use super::softmax::{HeadLayout, append, init_qkvo, project_heads};
-use super::{MixerState, TokenMixer, attend_listed, dense_weights, host_mask, merge_heads, pad_axis, repeat_kv};
+use super::{
+    MixerState, TokenMixer, attend_listed, dense_weights, host_mask, merge_heads, pad_axis,
+    repeat_kv,
+};
 use crate::config::{MixerConfig, ModelConfig, PositionConfig};
 use crate::init::Init;
 use crate::position::{Alibi, Rope};
@@ -41,7 +44,14 @@ pub struct BigBirdAttention {
 
 impl BigBirdAttention {
     pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::Bigbird { block_size, window_blocks, global_blocks, random_blocks, seed } = mixer else {
+        let MixerConfig::Bigbird {
+            block_size,
+            window_blocks,
+            global_blocks,
+            random_blocks,
+            seed,
+        } = mixer
+        else {
             unreachable!("BigBirdAttention::new called with {mixer:?}")
         };
         let heads = HeadLayout::new(model);
@@ -61,7 +71,8 @@ impl BigBirdAttention {
             },
             scale: 1.0 / (heads.head_dim as f64).sqrt(),
             rope: Rope::from_config(&model.position, heads.head_dim),
-            alibi: matches!(model.position, PositionConfig::Alibi).then(|| Alibi::new(model.n_heads)),
+            alibi: matches!(model.position, PositionConfig::Alibi)
+                .then(|| Alibi::new(model.n_heads)),
         }
     }
 
@@ -70,7 +81,13 @@ impl BigBirdAttention {
     }
 
     fn qkv(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        project_heads((&self.query, &self.key, &self.value), self.heads, self.rope.as_ref(), x, start)
+        project_heads(
+            (&self.query, &self.key, &self.value),
+            self.heads,
+            self.rope.as_ref(),
+            x,
+            start,
+        )
     }
 
     /// Block-gathered attention over positions 0..n: q, k, v [b, h, n, dh] → [b, h, n, dh].
@@ -122,10 +139,14 @@ impl BigBirdAttention {
                     }
                 }
             }
-            let dist = Tensor::<5>::from_data(TensorData::new(dist, [1, 1, nb, bs, slots * bs]), &device);
+            let dist =
+                Tensor::<5>::from_data(TensorData::new(dist, [1, 1, nb, bs, slots * bs]), &device);
             scores = scores + alibi.bias_from_distances(dist);
         }
-        let scores = scores.mask_fill(blocked.expand([b, h, nb, bs, slots * bs]), f32::NEG_INFINITY);
+        let scores = scores.mask_fill(
+            blocked.expand([b, h, nb, bs, slots * bs]),
+            f32::NEG_INFINITY,
+        );
         let o = softmax(scores, 4).matmul(v_g); // [b, h, nb, bs, dh]
         o.reshape([b, h, nb * bs, dh]).narrow(2, 0, n)
     }
@@ -140,12 +161,21 @@ impl TokenMixer for BigBirdAttention {
     }
 
     fn init_state(&self, _batch: usize, _device: &Device) -> MixerState {
-        MixerState::Kv { k: None, v: None, pos: 0 }
+        MixerState::Kv {
+            k: None,
+            v: None,
+            pos: 0,
+        }
     }
 
     /// Token by token over the full KV cache (random blocks can reach any earlier block).
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Kv { k: mut k_cache, v: mut v_cache, pos: start } = state else {
+        let MixerState::Kv {
+            k: mut k_cache,
+            v: mut v_cache,
+            pos: start,
+        } = state
+        else {
             panic!("bigbird was given a {state:?} state")
         };
         let n = x.dims()[1];
@@ -156,9 +186,14 @@ impl TokenMixer for BigBirdAttention {
             let (q, k, v) = self.qkv(x.clone().narrow(1, t, 1), pos);
             let k_all = append(k_cache, k);
             let v_all = append(v_cache, v);
-            let visible: Vec<usize> = (0..=pos).filter(|&j| self.pattern.allowed(pos, j)).collect();
+            let visible: Vec<usize> = (0..=pos)
+                .filter(|&j| self.pattern.allowed(pos, j))
+                .collect();
             let index = Tensor::<1, Int>::from_data(
-                TensorData::new(visible.iter().map(|&j| j as i64).collect::<Vec<_>>(), [visible.len()]),
+                TensorData::new(
+                    visible.iter().map(|&j| j as i64).collect::<Vec<_>>(),
+                    [visible.len()],
+                ),
                 &q.device(),
             );
             let o = attend_listed(
@@ -174,7 +209,14 @@ impl TokenMixer for BigBirdAttention {
             k_cache = Some(k_all);
             v_cache = Some(v_all);
         }
-        (Tensor::cat(outs, 1), MixerState::Kv { k: k_cache, v: v_cache, pos: start + n })
+        (
+            Tensor::cat(outs, 1),
+            MixerState::Kv {
+                k: k_cache,
+                v: v_cache,
+                pos: start + n,
+            },
+        )
     }
 
     fn state_size_bytes(&self, seq_len: usize) -> usize {
@@ -187,9 +229,21 @@ impl TokenMixer for BigBirdAttention {
         let device = q.device();
         let pattern = &self.pattern;
         let bs = pattern.block_size;
-        let lists: Vec<Vec<usize>> = (0..n.div_ceil(bs)).map(|qb| pattern.key_blocks(qb)).collect();
-        let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2] || !lists[ix[2] / bs].contains(&(ix[3] / bs)), &device);
+        let lists: Vec<Vec<usize>> = (0..n.div_ceil(bs))
+            .map(|qb| pattern.key_blocks(qb))
+            .collect();
+        let blocked = host_mask(
+            [1, 1, n, n],
+            |ix| ix[3] > ix[2] || !lists[ix[2] / bs].contains(&(ix[3] / bs)),
+            &device,
+        );
         let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
-        Some(dense_weights(q, repeat_kv(k, self.heads.groups()), blocked, bias, self.scale))
+        Some(dense_weights(
+            q,
+            repeat_kv(k, self.heads.groups()),
+            blocked,
+            bias,
+            self.scale,
+        ))
     }
 }

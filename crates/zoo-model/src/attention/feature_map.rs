@@ -28,7 +28,9 @@ pub fn apply(map: FeatureMap, x: Tensor<4>) -> Tensor<4> {
             let [b, h, n, d] = x.dims();
             let x = x.div_scalar((d as f64).powf(0.25));
             let outer = x.clone().unsqueeze_dim::<5>(4) * x.clone().unsqueeze_dim::<5>(3); // [b, h, n, d, d]
-            let second = outer.reshape([b, h, n, d * d]).div_scalar(std::f64::consts::SQRT_2);
+            let second = outer
+                .reshape([b, h, n, d * d])
+                .div_scalar(std::f64::consts::SQRT_2);
             let ones = Tensor::<4>::ones([b, h, n, 1], &x.device());
             Tensor::cat(vec![ones, x, second], 3)
         }

@@ -7,6 +7,7 @@
 //! - chunked: split into chunks of C; inside a chunk the masked parallel form, across chunks the
 //!   exclusive prefix sum of per-chunk states Σ φKᵀV — O(n·C·f + n·f·d), linear in n, training;
 //! - recurrent: S, z updated token by token — O(1) per token, decoding.
+//!
 //! The state is f×d per head whatever the context: the "fixed d×d memory" whose recall limit the
 //! project measures.
 
@@ -55,7 +56,9 @@ pub fn parallel(
     normalize: bool,
 ) -> (Tensor<4>, Tensor<4>, Tensor<3>) {
     let n = phi_q.dims()[2];
-    let causal = Tensor::<2>::ones([n, n], &phi_q.device()).tril(0).unsqueeze::<4>(); // [1, 1, n, n]
+    let causal = Tensor::<2>::ones([n, n], &phi_q.device())
+        .tril(0)
+        .unsqueeze::<4>(); // [1, 1, n, n]
     let att = phi_q.clone().matmul(phi_k.clone().swap_dims(2, 3)) * causal; // [b, h, n, n]
     let num = att.clone().matmul(v.clone()) + phi_q.clone().matmul(s0.clone()); // [b, h, n, dv]
     let out = if normalize {
@@ -96,7 +99,9 @@ pub fn chunked(
     let k_incl = k_sum.clone().cumsum(2);
     let z_prev = k_incl.clone() - k_sum + z0.clone().unsqueeze_dim::<4>(2).unsqueeze_dim::<5>(3); // [b, h, nc, 1, f]
 
-    let causal = Tensor::<2>::ones([chunk, chunk], &q.device()).tril(0).unsqueeze::<5>(); // [1,1,1,C,C]
+    let causal = Tensor::<2>::ones([chunk, chunk], &q.device())
+        .tril(0)
+        .unsqueeze::<5>(); // [1,1,1,C,C]
     let att = q.clone().matmul(k.swap_dims(3, 4)) * causal; // [b, h, nc, C, C]
     let num = att.clone().matmul(v) + q.clone().matmul(s_prev); // [b, h, nc, C, dv]
     let out = if normalize {
@@ -141,7 +146,13 @@ pub fn recurrent(
 
 impl LinearAttention {
     pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::Linear { feature_map, normalize, chunk_size, feature_dim } = mixer else {
+        let MixerConfig::Linear {
+            feature_map,
+            normalize,
+            chunk_size,
+            feature_dim,
+        } = mixer
+        else {
             unreachable!("LinearAttention::new called with {mixer:?}")
         };
         let heads = HeadLayout::new(model);
@@ -186,7 +197,10 @@ impl LinearAttention {
 
     fn zero_state(&self, batch: usize, device: &Device) -> (Tensor<4>, Tensor<3>) {
         let (h, f, dv) = (self.heads.heads, self.phi_dim(), self.heads.head_dim);
-        (Tensor::zeros([batch, h, f, dv], device), Tensor::zeros([batch, h, f], device))
+        (
+            Tensor::zeros([batch, h, f, dv], device),
+            Tensor::zeros([batch, h, f], device),
+        )
     }
 }
 
@@ -217,7 +231,10 @@ impl TokenMixer for LinearAttention {
         } else {
             chunked(phi_q, phi_k, v, s, z, self.chunk_size, self.normalize)
         };
-        (self.out.forward(merge_heads(o)), MixerState::Linear { s, z, pos: pos + n })
+        (
+            self.out.forward(merge_heads(o)),
+            MixerState::Linear { s, z, pos: pos + n },
+        )
     }
 
     fn state_size_bytes(&self, _seq_len: usize) -> usize {
@@ -228,7 +245,9 @@ impl TokenMixer for LinearAttention {
     fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>> {
         let n = x.dims()[1];
         let (phi_q, phi_k, _) = self.features(x, 0);
-        let causal = Tensor::<2>::ones([n, n], &phi_q.device()).tril(0).unsqueeze::<4>();
+        let causal = Tensor::<2>::ones([n, n], &phi_q.device())
+            .tril(0)
+            .unsqueeze::<4>();
         let att = phi_q.matmul(phi_k.swap_dims(2, 3)) * causal; // [b, h, n, n]
         // Unnormalised maps can give negative scores; the implied weights use their magnitudes.
         let att = if self.normalize { att } else { att.abs() };

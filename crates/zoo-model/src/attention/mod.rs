@@ -32,9 +32,14 @@ pub use softmax::SoftmaxAttention;
 
 /// What a mixer carries between calls when decoding incrementally.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum MixerState {
     /// Keys and values of every earlier position (softmax, BigBird): [batch, kv_heads, t, head_dim].
-    Kv { k: Option<Tensor<4>>, v: Option<Tensor<4>>, pos: usize },
+    Kv {
+        k: Option<Tensor<4>>,
+        v: Option<Tensor<4>>,
+        pos: usize,
+    },
     /// Sliding window: the first `global_tokens` keys/values and a rolling cache of the last
     /// (span − 1) positions, so the state stays O(w + g) however long the context.
     Window {
@@ -45,9 +50,17 @@ pub enum MixerState {
         pos: usize,
     },
     /// Linear attention: S = Σ φ(k)ᵀv [batch, heads, feature, head_dim] and z = Σ φ(k) [batch, heads, feature].
-    Linear { s: Tensor<4>, z: Tensor<3>, pos: usize },
+    Linear {
+        s: Tensor<4>,
+        z: Tensor<3>,
+        pos: usize,
+    },
     /// RWKV: the WKV matrix state [batch, heads, head_dim, head_dim] and the last input [batch, d_model].
-    Rwkv { s: Tensor<4>, last_x: Tensor<2>, pos: usize },
+    Rwkv {
+        s: Tensor<4>,
+        last_x: Tensor<2>,
+        pos: usize,
+    },
 }
 
 impl MixerState {
@@ -93,13 +106,17 @@ pub enum Mixer {
 impl Mixer {
     pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Mixer {
         match mixer {
-            MixerConfig::Softmax { .. } => Mixer::Softmax(SoftmaxAttention::new(mixer, model, init)),
+            MixerConfig::Softmax { .. } => {
+                Mixer::Softmax(SoftmaxAttention::new(mixer, model, init))
+            }
             MixerConfig::Linear { .. } => Mixer::Linear(LinearAttention::new(mixer, model, init)),
             MixerConfig::Rwkv { .. } => Mixer::Rwkv(RwkvTimeMix::new(mixer, model, init)),
             MixerConfig::SlidingWindow { .. } => {
                 Mixer::SlidingWindow(SlidingWindowAttention::new(mixer, model, init))
             }
-            MixerConfig::Bigbird { .. } => Mixer::BigBird(BigBirdAttention::new(mixer, model, init)),
+            MixerConfig::Bigbird { .. } => {
+                Mixer::BigBird(BigBirdAttention::new(mixer, model, init))
+            }
         }
     }
 
@@ -155,7 +172,9 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
         return x;
     }
     let [b, hk, n, dh] = x.dims();
-    x.unsqueeze_dim::<5>(2).expand([b, hk, groups, n, dh]).reshape([b, hk * groups, n, dh])
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, hk, groups, n, dh])
+        .reshape([b, hk * groups, n, dh])
 }
 
 /// Log-n ("entropy-invariant") scaling: max(1, ln(i+1)/ln(L_train)) for positions
@@ -169,7 +188,11 @@ pub fn log_n_factors(start: usize, len: usize, train_len: usize, device: &Device
 }
 
 /// A boolean mask tensor (true = blocked) from a host predicate over (row, col).
-pub fn host_mask<const D: usize>(shape: [usize; D], blocked: impl Fn(&[usize; D]) -> bool, device: &Device) -> Tensor<D, Bool> {
+pub fn host_mask<const D: usize>(
+    shape: [usize; D],
+    blocked: impl Fn(&[usize; D]) -> bool,
+    device: &Device,
+) -> Tensor<D, Bool> {
     let total: usize = shape.iter().product();
     let mut values = Vec::with_capacity(total);
     let mut idx = [0usize; D];
@@ -187,7 +210,11 @@ pub fn host_mask<const D: usize>(shape: [usize; D], blocked: impl Fn(&[usize; D]
 }
 
 /// A float tensor from a host function of the index.
-pub fn host_table<const D: usize>(shape: [usize; D], value: impl Fn(&[usize; D]) -> f32, device: &Device) -> Tensor<D> {
+pub fn host_table<const D: usize>(
+    shape: [usize; D],
+    value: impl Fn(&[usize; D]) -> f32,
+    device: &Device,
+) -> Tensor<D> {
     let total: usize = shape.iter().product();
     let mut values = Vec::with_capacity(total);
     let mut idx = [0usize; D];
@@ -207,7 +234,13 @@ pub fn host_table<const D: usize>(shape: [usize; D], value: impl Fn(&[usize; D])
 /// Dense attention weights softmax(q·kᵀ·scale + bias) with `blocked` entries removed:
 /// q [b,h,n_q,dh], k [b,h,n_k,dh], blocked [1|b, 1|h, n_q, n_k] → [b,h,n_q,n_k].
 /// Used for diagnostics and as the reference the banded / gathered forms must equal.
-pub fn dense_weights(q: Tensor<4>, k: Tensor<4>, blocked: Tensor<4, Bool>, bias: Option<Tensor<4>>, scale: f64) -> Tensor<4> {
+pub fn dense_weights(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    blocked: Tensor<4, Bool>,
+    bias: Option<Tensor<4>>,
+    scale: f64,
+) -> Tensor<4> {
     let [b, h, n_q, _] = q.dims();
     let n_k = k.dims()[2];
     let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [b, h, n_q, n_k]
@@ -219,7 +252,12 @@ pub fn dense_weights(q: Tensor<4>, k: Tensor<4>, blocked: Tensor<4, Bool>, bias:
 }
 
 /// Zero-pad one axis: `before` entries in front, `after` behind.
-pub fn pad_axis<const D: usize>(t: Tensor<D>, axis: usize, before: usize, after: usize) -> Tensor<D> {
+pub fn pad_axis<const D: usize>(
+    t: Tensor<D>,
+    axis: usize,
+    before: usize,
+    after: usize,
+) -> Tensor<D> {
     if before == 0 && after == 0 {
         return t;
     }
@@ -243,7 +281,12 @@ pub fn attend_listed(
     let m = k.dims()[2];
     let device = q.device();
     let blocked = Tensor::<4, Bool>::from_bool(TensorData::new(blocked, [1, 1, 1, m]), &device);
-    let bias = alibi.map(|a| a.bias_from_distances(Tensor::<4>::from_data(TensorData::new(distance, [1, 1, 1, m]), &device)));
+    let bias = alibi.map(|a| {
+        a.bias_from_distances(Tensor::<4>::from_data(
+            TensorData::new(distance, [1, 1, 1, m]),
+            &device,
+        ))
+    });
     dense_weights(q, k, blocked, bias, scale).matmul(v)
 }
 

@@ -30,7 +30,7 @@ impl WindowPattern {
     }
 
     pub fn in_window(&self, i: usize, j: usize) -> bool {
-        j <= i && (i - j) % self.dilation == 0 && (i - j) / self.dilation < self.window
+        j <= i && (i - j).is_multiple_of(self.dilation) && (i - j) / self.dilation < self.window
     }
 
     pub fn allowed(&self, i: usize, j: usize) -> bool {
@@ -57,7 +57,8 @@ impl BigBirdPattern {
         let window_start = (q + 1).saturating_sub(self.window_blocks);
         let mut blocks: Vec<usize> = (0..self.global_blocks.min(window_start)).collect();
         let candidates: Vec<usize> = (self.global_blocks..window_start).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (q as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ (q as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut random: Vec<usize> = candidates
             .choose_multiple(&mut rng, self.random_blocks.min(candidates.len()))
             .copied()
@@ -75,7 +76,10 @@ impl BigBirdPattern {
     }
 
     pub fn allowed(&self, i: usize, j: usize) -> bool {
-        j <= i && self.key_blocks(i / self.block_size).contains(&(j / self.block_size))
+        j <= i
+            && self
+                .key_blocks(i / self.block_size)
+                .contains(&(j / self.block_size))
     }
 }
 

@@ -5,6 +5,7 @@
 
 /// Dense masked softmax attention: out_i = Σ_j softmax_j(scale·q_i·k_j + bias(i,j) | allowed(i,j)) v_j.
 /// Returns (out [n_q, dv], weights [n_q, n_k]).
+#[allow(clippy::too_many_arguments)]
 pub fn masked_softmax_attention(
     q: &[f64],
     k: &[f64],
@@ -28,7 +29,10 @@ pub fn masked_softmax_attention(
             }
         }
         let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let exps: Vec<f64> = logits.iter().map(|l| if l.is_finite() { (l - max).exp() } else { 0.0 }).collect();
+        let exps: Vec<f64> = logits
+            .iter()
+            .map(|l| if l.is_finite() { (l - max).exp() } else { 0.0 })
+            .collect();
         let total: f64 = exps.iter().sum();
         for j in 0..n_k {
             let w = exps[j] / total;

@@ -71,7 +71,11 @@ pub fn wkv_recurrent(
     let mut outs = Vec::with_capacity(n);
     for t in 0..n {
         let r_t = r.clone().narrow(2, t, 1); // [b, h, 1, dk]
-        let kv = k.clone().narrow(2, t, 1).swap_dims(2, 3).matmul(v.clone().narrow(2, t, 1)); // [b, h, dk, dv]
+        let kv = k
+            .clone()
+            .narrow(2, t, 1)
+            .swap_dims(2, 3)
+            .matmul(v.clone().narrow(2, t, 1)); // [b, h, dk, dv]
         outs.push(r_t.matmul(s.clone() + u.clone() * kv.clone())); // [b, h, 1, dv]
         let w_t = log_w.clone().narrow(2, t, 1).exp().swap_dims(2, 3); // [b, h, dk, 1]
         s = w_t * s + kv;
@@ -130,7 +134,9 @@ pub fn wkv_chunked(
     let before: Tensor<5> = Tensor::stack(before, 2); // [b, h, nc, dk, dv]
     let inter = (r * excl.exp()).matmul(before); // [b, h, nc, C, dv]
 
-    let o = (inter + intra + bonus).reshape([b, h, nc * chunk, dv]).narrow(2, 0, n);
+    let o = (inter + intra + bonus)
+        .reshape([b, h, nc * chunk, dv])
+        .narrow(2, 0, n);
     (o, s)
 }
 
@@ -154,7 +160,12 @@ fn lerp(x: &Tensor<3>, prev: &Tensor<3>, mix: &Param<Tensor<1>>) -> Tensor<3> {
 
 impl RwkvTimeMix {
     pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::Rwkv { chunk_size, data_dependent_decay, decay_rank } = mixer else {
+        let MixerConfig::Rwkv {
+            chunk_size,
+            data_dependent_decay,
+            decay_rank,
+        } = mixer
+        else {
             unreachable!("RwkvTimeMix::new called with {mixer:?}")
         };
         let d = model.d_model;
@@ -163,7 +174,9 @@ impl RwkvTimeMix {
         // Token-shift mixes and decays spread over channels as in RWKV's initialisation, so that
         // some channels remember for a long time and others forget fast.
         let ramp = |f: &dyn Fn(f64) -> f64| -> Param<Tensor<1>> {
-            let v: Vec<f32> = (0..d).map(|c| f(c as f64 / (d.max(2) - 1) as f64) as f32).collect();
+            let v: Vec<f32> = (0..d)
+                .map(|c| f(c as f64 / (d.max(2) - 1) as f64) as f32)
+                .collect();
             Param::from_tensor(init.tensor(v, [d]))
         };
         let mix_r = ramp(&|x| 1.0 - x.powf(0.5));
@@ -174,7 +187,10 @@ impl RwkvTimeMix {
         let decay_base = ramp(&|x| -6.0 + 5.0 * x.powf(0.85));
         let (decay_down, decay_up) = if *data_dependent_decay {
             let down = init.linear(d, *decay_rank, false);
-            let up = Linear { weight: init.constant([*decay_rank, d], 0.0), bias: None };
+            let up = Linear {
+                weight: init.constant([*decay_rank, d], 0.0),
+                bias: None,
+            };
             (Some(down), Some(up))
         } else {
             (None, None)
@@ -207,7 +223,10 @@ impl RwkvTimeMix {
         let prev = if n == 1 {
             last_x.unsqueeze_dim::<3>(1)
         } else {
-            Tensor::cat(vec![last_x.unsqueeze_dim::<3>(1), x.clone().narrow(1, 0, n - 1)], 1)
+            Tensor::cat(
+                vec![last_x.unsqueeze_dim::<3>(1), x.clone().narrow(1, 0, n - 1)],
+                1,
+            )
         }; // [b, n, d]
         let r = self.receptance.forward(lerp(&x, &prev, &self.mix_r));
         let k = self.key.forward(lerp(&x, &prev, &self.mix_k));
@@ -215,12 +234,22 @@ impl RwkvTimeMix {
         let g = silu(self.gate.forward(lerp(&x, &prev, &self.mix_g)));
         let base = self.decay_base.val().reshape([1, 1, d]);
         let exponent = match (&self.decay_down, &self.decay_up) {
-            (Some(down), Some(up)) => base + up.forward(down.forward(lerp(&x, &prev, &self.mix_w)).tanh()),
+            (Some(down), Some(up)) => {
+                base + up.forward(down.forward(lerp(&x, &prev, &self.mix_w)).tanh())
+            }
             _ => base.expand([b, n, d]),
         };
         let log_w = exponent.exp().neg(); // [b, n, d], log w_t ≤ 0
         let h = self.heads;
-        ([split_heads(r, h), split_heads(k, h), split_heads(v, h), split_heads(log_w, h)], g)
+        (
+            [
+                split_heads(r, h),
+                split_heads(k, h),
+                split_heads(v, h),
+                split_heads(log_w, h),
+            ],
+            g,
+        )
     }
 
     /// GroupNorm over each head's channels, the gate, and the output projection.
@@ -232,7 +261,8 @@ impl RwkvTimeMix {
         let var = centred.clone().square().mean_dim(3);
         let normed = (centred / (var + GROUP_NORM_EPS).sqrt()).reshape([b, n, h * dh]);
         let d = h * dh;
-        let normed = normed * self.norm_weight.val().reshape([1, 1, d]) + self.norm_bias.val().reshape([1, 1, d]);
+        let normed = normed * self.norm_weight.val().reshape([1, 1, d])
+            + self.norm_bias.val().reshape([1, 1, d]);
         self.out.forward(normed * g)
     }
 
@@ -253,7 +283,9 @@ impl RwkvTimeMix {
 impl TokenMixer for RwkvTimeMix {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let b = x.dims()[0];
-        let MixerState::Rwkv { s, last_x, .. } = self.init_state(b, &x.device()) else { unreachable!() };
+        let MixerState::Rwkv { s, last_x, .. } = self.init_state(b, &x.device()) else {
+            unreachable!()
+        };
         let (heads, g) = self.projections(x, last_x);
         let (o, _) = self.wkv(heads, s);
         self.finish(o, g)
@@ -276,7 +308,14 @@ impl TokenMixer for RwkvTimeMix {
         let new_last = x.clone().narrow(1, n - 1, 1).reshape([b, d]);
         let (heads, g) = self.projections(x, last_x);
         let (o, s) = self.wkv(heads, s);
-        (self.finish(o, g), MixerState::Rwkv { s, last_x: new_last, pos: pos + n })
+        (
+            self.finish(o, g),
+            MixerState::Rwkv {
+                s,
+                last_x: new_last,
+                pos: pos + n,
+            },
+        )
     }
 
     fn state_size_bytes(&self, _seq_len: usize) -> usize {
@@ -301,15 +340,23 @@ impl TokenMixer for RwkvTimeMix {
         let mut rows = Vec::new();
         for start in (0..n).step_by(block) {
             let len = block.min(n - start);
-            let diff = excl.clone().narrow(2, start, len).unsqueeze_dim::<5>(3) - cum.clone().unsqueeze_dim::<5>(2); // [b, h, len, n, dk]
-            let future = super::host_mask([1, 1, len, n, 1], |ix| ix[3] >= start + ix[2], &device).expand([b, h, len, n, dk]);
+            let diff = excl.clone().narrow(2, start, len).unsqueeze_dim::<5>(3)
+                - cum.clone().unsqueeze_dim::<5>(2); // [b, h, len, n, dk]
+            let future = super::host_mask([1, 1, len, n, 1], |ix| ix[3] >= start + ix[2], &device)
+                .expand([b, h, len, n, dk]);
             let decay = diff.mask_fill(future, f32::NEG_INFINITY).exp();
-            let a = (r.clone().narrow(2, start, len).unsqueeze_dim::<5>(3) * decay * k.clone().unsqueeze_dim::<5>(2))
-                .sum_dim(4)
-                .reshape([b, h, len, n])
-                .abs();
-            let on_diag = super::host_mask([1, 1, len, n], |ix| ix[3] != start + ix[2], &device).bool_not();
-            let a = a.mask_where(on_diag.expand([b, h, len, n]), diag.clone().narrow(2, start, len).expand([b, h, len, n]));
+            let a = (r.clone().narrow(2, start, len).unsqueeze_dim::<5>(3)
+                * decay
+                * k.clone().unsqueeze_dim::<5>(2))
+            .sum_dim(4)
+            .reshape([b, h, len, n])
+            .abs();
+            let on_diag =
+                super::host_mask([1, 1, len, n], |ix| ix[3] != start + ix[2], &device).bool_not();
+            let a = a.mask_where(
+                on_diag.expand([b, h, len, n]),
+                diag.clone().narrow(2, start, len).expand([b, h, len, n]),
+            );
             rows.push(a);
         }
         let a = Tensor::cat(rows, 2);

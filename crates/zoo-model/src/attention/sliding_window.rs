@@ -16,7 +16,10 @@ use burn::tensor::activation::softmax;
 
 use super::pattern::WindowPattern;
 use super::softmax::{HeadLayout, append, init_qkvo, project_heads};
-use super::{MixerState, TokenMixer, attend_listed, dense_weights, host_mask, host_table, merge_heads, pad_axis, repeat_kv};
+use super::{
+    MixerState, TokenMixer, attend_listed, dense_weights, host_mask, host_table, merge_heads,
+    pad_axis, repeat_kv,
+};
 use crate::config::{MixerConfig, ModelConfig, PositionConfig};
 use crate::init::Init;
 use crate::position::{Alibi, Rope};
@@ -41,7 +44,12 @@ pub struct SlidingWindowAttention {
 
 impl SlidingWindowAttention {
     pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::SlidingWindow { window, dilation, global_tokens } = mixer else {
+        let MixerConfig::SlidingWindow {
+            window,
+            dilation,
+            global_tokens,
+        } = mixer
+        else {
             unreachable!("SlidingWindowAttention::new called with {mixer:?}")
         };
         let heads = HeadLayout::new(model);
@@ -52,10 +60,15 @@ impl SlidingWindowAttention {
             value,
             out,
             heads,
-            pattern: WindowPattern { window: *window, dilation: *dilation, global_tokens: *global_tokens },
+            pattern: WindowPattern {
+                window: *window,
+                dilation: *dilation,
+                global_tokens: *global_tokens,
+            },
             scale: 1.0 / (heads.head_dim as f64).sqrt(),
             rope: Rope::from_config(&model.position, heads.head_dim),
-            alibi: matches!(model.position, PositionConfig::Alibi).then(|| Alibi::new(model.n_heads)),
+            alibi: matches!(model.position, PositionConfig::Alibi)
+                .then(|| Alibi::new(model.n_heads)),
         }
     }
 
@@ -64,7 +77,13 @@ impl SlidingWindowAttention {
     }
 
     fn qkv(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        project_heads((&self.query, &self.key, &self.value), self.heads, self.rope.as_ref(), x, start)
+        project_heads(
+            (&self.query, &self.key, &self.value),
+            self.heads,
+            self.rope.as_ref(),
+            x,
+            start,
+        )
     }
 
     /// Block length of the banded form.
@@ -84,7 +103,10 @@ impl SlidingWindowAttention {
         // Key block q−1 and q side by side: padded index p ↔ position p − blk.
         let pair = |t: Tensor<4>| {
             let blocks = pad_axis(t, 2, blk, tail).reshape([b, h, nb + 1, blk, dh]);
-            Tensor::cat(vec![blocks.clone().narrow(2, 0, nb), blocks.narrow(2, 1, nb)], 3) // [b, h, nb, 2B, dh]
+            Tensor::cat(
+                vec![blocks.clone().narrow(2, 0, nb), blocks.narrow(2, 1, nb)],
+                3,
+            ) // [b, h, nb, 2B, dh]
         };
         let (k_band, v_band) = (pair(k.clone()), pair(v.clone()));
         let q_blocks = pad_axis(q, 2, 0, tail).reshape([b, h, nb, blk, dh]);
@@ -100,24 +122,41 @@ impl SlidingWindowAttention {
             },
             &device,
         );
-        let mut band = q_blocks.clone().matmul(k_band.swap_dims(3, 4)).mul_scalar(self.scale); // [b, h, nb, B, 2B]
+        let mut band = q_blocks
+            .clone()
+            .matmul(k_band.swap_dims(3, 4))
+            .mul_scalar(self.scale); // [b, h, nb, B, 2B]
         if let Some(alibi) = &self.alibi {
             // i − j = a − c + B for query a and key slot c of any block.
-            let dist = host_table([1, 1, 1, blk, 2 * blk], |ix| ix[3] as f32 - ix[4] as f32 + blk as f32, &device);
+            let dist = host_table(
+                [1, 1, 1, blk, 2 * blk],
+                |ix| ix[3] as f32 - ix[4] as f32 + blk as f32,
+                &device,
+            );
             band = band + alibi.bias_from_distances(dist);
         }
-        let band = band.mask_fill(band_blocked.expand([b, h, nb, blk, 2 * blk]), f32::NEG_INFINITY);
+        let band = band.mask_fill(
+            band_blocked.expand([b, h, nb, blk, 2 * blk]),
+            f32::NEG_INFINITY,
+        );
 
         if g == 0 {
             let w = softmax(band, 4);
-            return w.matmul(v_band).reshape([b, h, nb * blk, dh]).narrow(2, 0, n);
+            return w
+                .matmul(v_band)
+                .reshape([b, h, nb * blk, dh])
+                .narrow(2, 0, n);
         }
         let k_glob = k.narrow(2, 0, g); // [b, h, g, dh]
         let v_glob = v.narrow(2, 0, g);
         let q_flat = q_blocks.reshape([b, h, nb * blk, dh]);
         let mut glob = q_flat.matmul(k_glob.swap_dims(2, 3)).mul_scalar(self.scale); // [b, h, nB, g]
         if let Some(alibi) = &self.alibi {
-            let dist = host_table([1, 1, nb * blk, g], |ix| ix[2] as f32 - ix[3] as f32, &device);
+            let dist = host_table(
+                [1, 1, nb * blk, g],
+                |ix| ix[2] as f32 - ix[3] as f32,
+                &device,
+            );
             glob = glob + alibi.bias_from_distances(dist);
         }
         let glob_blocked = host_mask([1, 1, nb * blk, g], |ix| ix[3] > ix[2], &device);
@@ -132,16 +171,33 @@ impl SlidingWindowAttention {
 
     /// One decoding step at position `pos` from the bounded state.
     fn step_one(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Window { global_k, global_v, recent_k, recent_v, pos } = state else {
+        let MixerState::Window {
+            global_k,
+            global_v,
+            recent_k,
+            recent_v,
+            pos,
+        } = state
+        else {
             panic!("sliding window was given a {state:?} state")
         };
         let g = self.heads.groups();
         let (q, k, v) = self.qkv(x, pos);
         let gt = self.pattern.global_tokens;
         let (global_k, global_v, recent_k, recent_v) = if pos < gt {
-            (Some(append(global_k, k)), Some(append(global_v, v)), recent_k, recent_v)
+            (
+                Some(append(global_k, k)),
+                Some(append(global_v, v)),
+                recent_k,
+                recent_v,
+            )
         } else {
-            (global_k, global_v, Some(append(recent_k, k)), Some(append(recent_v, v)))
+            (
+                global_k,
+                global_v,
+                Some(append(recent_k, k)),
+                Some(append(recent_v, v)),
+            )
         };
         let n_glob = global_k.as_ref().map_or(0, |t| t.dims()[2]);
         let n_recent = recent_k.as_ref().map_or(0, |t| t.dims()[2]);
@@ -149,7 +205,10 @@ impl SlidingWindowAttention {
         let positions: Vec<usize> = (0..n_glob).chain(recent_start..=pos).collect();
         let keys: Vec<Tensor<4>> = global_k.iter().chain(recent_k.iter()).cloned().collect();
         let values: Vec<Tensor<4>> = global_v.iter().chain(recent_v.iter()).cloned().collect();
-        let blocked = positions.iter().map(|&j| !self.pattern.allowed(pos, j)).collect();
+        let blocked = positions
+            .iter()
+            .map(|&j| !self.pattern.allowed(pos, j))
+            .collect();
         let distance = positions.iter().map(|&j| (pos - j) as f32).collect();
         let o = attend_listed(
             q,
@@ -165,10 +224,22 @@ impl SlidingWindowAttention {
         let trim = |t: Option<Tensor<4>>| {
             t.and_then(|t| {
                 let len = t.dims()[2];
-                (keep > 0).then(|| if len > keep { t.narrow(2, len - keep, keep) } else { t })
+                (keep > 0).then(|| {
+                    if len > keep {
+                        t.narrow(2, len - keep, keep)
+                    } else {
+                        t
+                    }
+                })
             })
         };
-        let state = MixerState::Window { global_k, global_v, recent_k: trim(recent_k), recent_v: trim(recent_v), pos: pos + 1 };
+        let state = MixerState::Window {
+            global_k,
+            global_v,
+            recent_k: trim(recent_k),
+            recent_v: trim(recent_v),
+            pos: pos + 1,
+        };
         (self.out.forward(merge_heads(o)), state)
     }
 }
@@ -182,7 +253,13 @@ impl TokenMixer for SlidingWindowAttention {
     }
 
     fn init_state(&self, _batch: usize, _device: &Device) -> MixerState {
-        MixerState::Window { global_k: None, global_v: None, recent_k: None, recent_v: None, pos: 0 }
+        MixerState::Window {
+            global_k: None,
+            global_v: None,
+            recent_k: None,
+            recent_v: None,
+            pos: 0,
+        }
     }
 
     /// Token by token through the bounded state (exact; prompts are short).
@@ -198,7 +275,8 @@ impl TokenMixer for SlidingWindowAttention {
     }
 
     fn state_size_bytes(&self, seq_len: usize) -> usize {
-        let kept = seq_len.min(self.pattern.global_tokens) + (self.pattern.span() - 1).min(seq_len.saturating_sub(self.pattern.global_tokens));
+        let kept = seq_len.min(self.pattern.global_tokens)
+            + (self.pattern.span() - 1).min(seq_len.saturating_sub(self.pattern.global_tokens));
         kept * self.heads.kv_bytes_per_token()
     }
 
@@ -209,6 +287,12 @@ impl TokenMixer for SlidingWindowAttention {
         let pattern = &self.pattern;
         let blocked = host_mask([1, 1, n, n], |ix| !pattern.allowed(ix[2], ix[3]), &device);
         let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
-        Some(dense_weights(q, repeat_kv(k, self.heads.groups()), blocked, bias, self.scale))
+        Some(dense_weights(
+            q,
+            repeat_kv(k, self.heads.groups()),
+            blocked,
+            bias,
+            self.scale,
+        ))
     }
 }

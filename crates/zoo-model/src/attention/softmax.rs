@@ -15,7 +15,10 @@ use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::{MixerState, TokenMixer, dense_weights, host_mask, log_n_factors, merge_heads, repeat_kv, split_heads};
+use super::{
+    MixerState, TokenMixer, dense_weights, host_mask, log_n_factors, merge_heads, repeat_kv,
+    split_heads,
+};
 use crate::config::{MixerConfig, ModelConfig, PositionConfig};
 use crate::init::Init;
 use crate::position::{Alibi, Rope};
@@ -49,7 +52,11 @@ pub struct HeadLayout {
 
 impl HeadLayout {
     pub fn new(model: &ModelConfig) -> Self {
-        HeadLayout { heads: model.n_heads, kv_heads: model.kv_heads(), head_dim: model.head_dim() }
+        HeadLayout {
+            heads: model.n_heads,
+            kv_heads: model.kv_heads(),
+            head_dim: model.head_dim(),
+        }
     }
     pub fn groups(&self) -> usize {
         self.heads / self.kv_heads
@@ -99,7 +106,11 @@ pub fn append(cache: Option<Tensor<4>>, new: Tensor<4>) -> Tensor<4> {
 
 impl SoftmaxAttention {
     pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::Softmax { logit_scale, log_n_scaling } = mixer else {
+        let MixerConfig::Softmax {
+            logit_scale,
+            log_n_scaling,
+        } = mixer
+        else {
             unreachable!("SoftmaxAttention::new called with {mixer:?}")
         };
         let heads = HeadLayout::new(model);
@@ -113,15 +124,21 @@ impl SoftmaxAttention {
             scale: logit_scale.unwrap_or(1.0 / (heads.head_dim as f64).sqrt()),
             log_n_train_len: log_n_scaling.then(|| model.train_len.unwrap_or(model.max_seq_len)),
             rope: Rope::from_config(&model.position, heads.head_dim),
-            alibi: matches!(model.position, PositionConfig::Alibi).then(|| Alibi::new(model.n_heads)),
+            alibi: matches!(model.position, PositionConfig::Alibi)
+                .then(|| Alibi::new(model.n_heads)),
         }
     }
 
     /// q (log-n scaled), k, v (repeated to all heads) for positions start..start+n.
     fn qkv(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let n = x.dims()[1];
-        let (mut q, k, v) =
-            project_heads((&self.query, &self.key, &self.value), self.heads, self.rope.as_ref(), x, start);
+        let (mut q, k, v) = project_heads(
+            (&self.query, &self.key, &self.value),
+            self.heads,
+            self.rope.as_ref(),
+            x,
+            start,
+        );
         if let Some(train_len) = self.log_n_train_len {
             let device = q.device();
             q = q * log_n_factors(start, n, train_len, &device);
@@ -130,7 +147,11 @@ impl SoftmaxAttention {
     }
 
     fn options(&self, is_causal: bool) -> AttentionModuleOptions {
-        AttentionModuleOptions { scale: Some(self.scale), softcap: None, is_causal }
+        AttentionModuleOptions {
+            scale: Some(self.scale),
+            softcap: None,
+            is_causal,
+        }
     }
 }
 
@@ -147,18 +168,37 @@ impl TokenMixer for SoftmaxAttention {
             let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
             dense_weights(q, repeat_kv(k, g), blocked, bias, self.scale).matmul(repeat_kv(v, g))
         } else {
-            let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device).expand([b, self.heads.heads, n, n]));
-            attention(q, repeat_kv(k, g), repeat_kv(v, g), None, bias, self.options(true))
+            let bias = self.alibi.as_ref().map(|a| {
+                a.bias(0, n, 0, n, &device)
+                    .expand([b, self.heads.heads, n, n])
+            });
+            attention(
+                q,
+                repeat_kv(k, g),
+                repeat_kv(v, g),
+                None,
+                bias,
+                self.options(true),
+            )
         }; // [b, h, n, dh]
         self.out.forward(merge_heads(o))
     }
 
     fn init_state(&self, _batch: usize, _device: &Device) -> MixerState {
-        MixerState::Kv { k: None, v: None, pos: 0 }
+        MixerState::Kv {
+            k: None,
+            v: None,
+            pos: 0,
+        }
     }
 
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Kv { k: k_cache, v: v_cache, pos } = state else {
+        let MixerState::Kv {
+            k: k_cache,
+            v: v_cache,
+            pos,
+        } = state
+        else {
             panic!("softmax attention was given a {state:?} state")
         };
         let [b, n, _] = x.dims();
@@ -168,13 +208,32 @@ impl TokenMixer for SoftmaxAttention {
         let total = pos + n;
         let device = q.device();
         let h = self.heads.heads;
-        let bias = self.alibi.as_ref().map(|a| a.bias(pos, n, 0, total, &device).expand([b, h, n, total]));
+        let bias = self
+            .alibi
+            .as_ref()
+            .map(|a| a.bias(pos, n, 0, total, &device).expand([b, h, n, total]));
         // Query i (absolute pos + i) sees keys j ≤ pos + i; a lone query sees the whole cache.
-        let mask = (n > 1).then(|| host_mask([1, 1, n, total], |ix| ix[3] > pos + ix[2], &device).expand([b, h, n, total]));
+        let mask = (n > 1).then(|| {
+            host_mask([1, 1, n, total], |ix| ix[3] > pos + ix[2], &device).expand([b, h, n, total])
+        });
         let g = self.heads.groups();
-        let o = attention(q, repeat_kv(k_all.clone(), g), repeat_kv(v_all.clone(), g), mask, bias, self.options(false));
+        let o = attention(
+            q,
+            repeat_kv(k_all.clone(), g),
+            repeat_kv(v_all.clone(), g),
+            mask,
+            bias,
+            self.options(false),
+        );
         let y = self.out.forward(merge_heads(o));
-        (y, MixerState::Kv { k: Some(k_all), v: Some(v_all), pos: total })
+        (
+            y,
+            MixerState::Kv {
+                k: Some(k_all),
+                v: Some(v_all),
+                pos: total,
+            },
+        )
     }
 
     fn state_size_bytes(&self, seq_len: usize) -> usize {
@@ -187,6 +246,12 @@ impl TokenMixer for SoftmaxAttention {
         let device = q.device();
         let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);
         let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
-        Some(dense_weights(q, repeat_kv(k, self.heads.groups()), blocked, bias, self.scale))
+        Some(dense_weights(
+            q,
+            repeat_kv(k, self.heads.groups()),
+            blocked,
+            bias,
+            self.scale,
+        ))
     }
 }

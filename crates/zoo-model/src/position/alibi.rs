@@ -22,15 +22,29 @@ impl Alibi {
         } else {
             let closest = 1usize << (usize::BITS - 1 - n_heads.leading_zeros());
             let mut s = power_of_two_slopes(closest);
-            s.extend(power_of_two_slopes(2 * closest).into_iter().step_by(2).take(n_heads - closest));
+            s.extend(
+                power_of_two_slopes(2 * closest)
+                    .into_iter()
+                    .step_by(2)
+                    .take(n_heads - closest),
+            );
             s
         };
-        Alibi { slopes: slopes.into_iter().map(|s| s as f32).collect() }
+        Alibi {
+            slopes: slopes.into_iter().map(|s| s as f32).collect(),
+        }
     }
 
     /// Bias for queries at positions `q_start..q_start+n_q` against keys `k_start..k_start+n_k`:
     /// [1, heads, n_q, n_k], −m_h·(i − j) (the future part is masked elsewhere).
-    pub fn bias(&self, q_start: usize, n_q: usize, k_start: usize, n_k: usize, device: &Device) -> Tensor<4> {
+    pub fn bias(
+        &self,
+        q_start: usize,
+        n_q: usize,
+        k_start: usize,
+        n_k: usize,
+        device: &Device,
+    ) -> Tensor<4> {
         let h = self.slopes.len();
         let mut v = Vec::with_capacity(h * n_q * n_k);
         for m in &self.slopes {

@@ -14,7 +14,9 @@ pub struct LearnedPositions {
 
 impl LearnedPositions {
     pub fn new(init: &mut Init, max_seq_len: usize, d_model: usize) -> Self {
-        LearnedPositions { table: init.normal([max_seq_len, d_model], 0.02) }
+        LearnedPositions {
+            table: init.normal([max_seq_len, d_model], 0.02),
+        }
     }
 
     /// x: [batch, seq, d_model] → x + P[start..start+seq]

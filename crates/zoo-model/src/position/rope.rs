@@ -21,7 +21,12 @@ pub struct Rope {
 
 impl Rope {
     pub fn from_config(position: &PositionConfig, head_dim: usize) -> Option<Rope> {
-        let PositionConfig::Rope { theta, interpolation, ntk_factor } = position else {
+        let PositionConfig::Rope {
+            theta,
+            interpolation,
+            ntk_factor,
+        } = position
+        else {
             return None;
         };
         Some(Rope::new(head_dim, *theta, *interpolation, *ntk_factor))
@@ -29,9 +34,18 @@ impl Rope {
 
     pub fn new(head_dim: usize, theta: f64, interpolation: f64, ntk_factor: f64) -> Rope {
         let d = head_dim as f64;
-        let base = if ntk_factor > 1.0 { theta * ntk_factor.powf(d / (d - 2.0)) } else { theta };
-        let inv_freq = (0..head_dim / 2).map(|i| base.powf(-2.0 * i as f64 / d)).collect();
-        Rope { inv_freq, position_scale: 1.0 / interpolation }
+        let base = if ntk_factor > 1.0 {
+            theta * ntk_factor.powf(d / (d - 2.0))
+        } else {
+            theta
+        };
+        let inv_freq = (0..head_dim / 2)
+            .map(|i| base.powf(-2.0 * i as f64 / d))
+            .collect();
+        Rope {
+            inv_freq,
+            position_scale: 1.0 / interpolation,
+        }
     }
 
     /// cos and sin tables for positions start..start+len: [len, head_dim/2] each.

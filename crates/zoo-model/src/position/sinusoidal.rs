@@ -19,7 +19,8 @@ pub fn table(start: usize, len: usize, d_model: usize) -> Vec<f32> {
         }
         if d_model % 2 == 1 {
             let i = d_model / 2;
-            out[p * d_model + 2 * i] = (pos / 10_000f64.powf(2.0 * i as f64 / d_model as f64)).sin() as f32;
+            out[p * d_model + 2 * i] =
+                (pos / 10_000f64.powf(2.0 * i as f64 / d_model as f64)).sin() as f32;
         }
     }
     out
