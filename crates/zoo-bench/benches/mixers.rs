@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of the mixers' hot paths on the flex backend (batch 1, d 128,
 //! 4 heads): forward of every mixer at 1k and 4k tokens, the linear-attention forms against each
-//! other, and one decoding step at 2k context. `cargo bench -p zoo-model`.
+//! other, and one decoding step at 2k context. `cargo bench -p zoo-bench`.
 //! Speed is measured here and by `zoo bench`, never by timed tests.
 
 use burn::prelude::*;
