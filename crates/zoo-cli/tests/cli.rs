@@ -534,3 +534,40 @@ fn small_mqar_model_learns_from_its_context() {
         "eval accuracy {accuracy:.3} < 0.15 (1/32 without context): {last}"
     );
 }
+
+/// The quickstart's model and task, shortened to one stage at 80 tokens: retrieving the needle's
+/// value from anywhere in the haystack is learned to ≥ 95 % exact match within the test budget
+/// (measured: 100 % of 64 held-out samples after 600 steps, about 50 s on 2 cores). Training is
+/// seeded and flex is deterministic, so this is not a flaky threshold.
+#[test]
+fn needle_model_learns_retrieval() {
+    let t = tmp();
+    let run_dir = t.path().join("needle");
+    let stdout = expect_success(&mut zoo(&[
+        "train",
+        "configs/quickstart.toml",
+        "--out",
+        path(&run_dir),
+        "--json",
+        "--no-eval",
+        "--set",
+        "train.stages=[{seq_len=80, steps=600}]",
+        "--set",
+        "train.eval_every=0",
+        "--set",
+        "train.eval_batches=4",
+        "--set",
+        "eval.lengths=[80]",
+    ]));
+    let evals: Vec<Value> = json_lines(&stdout)
+        .into_iter()
+        .filter(|l| l["kind"] == "eval")
+        .collect();
+    let last = evals.last().expect("an eval line");
+    let accuracy = last["accuracy"].as_f64().unwrap();
+    assert!(
+        accuracy >= 0.95,
+        "needle exact match {accuracy} after 600 steps (eval loss {})",
+        last["loss"]
+    );
+}
