@@ -123,13 +123,22 @@ pub fn wkv_chunked(
     // Inter-chunk: carry the state across chunk boundaries.
     let contribution = (k * (total.clone() - cum).exp()).swap_dims(3, 4).matmul(v); // [b, h, nc, dk, dv]
     let chunk_decay = total.exp().swap_dims(3, 4); // [b, h, nc, dk, 1]
+    // Under autodiff every slice's backward writes a zero tensor the size of its source, so
+    // slicing nc chunks straight out of [b, h, nc, ..] would cost O(nc²). Slicing groups of
+    // ≈√nc chunks first, then chunks out of the group, keeps it at O(nc·√nc) small copies.
+    let group = (nc as f64).sqrt().ceil() as usize;
     let mut s = s0;
     let mut before = Vec::with_capacity(nc);
-    for c in 0..nc {
-        before.push(s.clone());
-        let decay_c = chunk_decay.clone().narrow(2, c, 1).squeeze_dim::<4>(2); // [b, h, dk, 1]
-        let add_c = contribution.clone().narrow(2, c, 1).squeeze_dim::<4>(2); // [b, h, dk, dv]
-        s = decay_c * s + add_c;
+    for g in (0..nc).step_by(group) {
+        let len = group.min(nc - g);
+        let decays = chunk_decay.clone().narrow(2, g, len); // [b, h, len, dk, 1]
+        let adds = contribution.clone().narrow(2, g, len); // [b, h, len, dk, dv]
+        for c in 0..len {
+            before.push(s.clone());
+            let decay_c = decays.clone().narrow(2, c, 1).squeeze_dim::<4>(2); // [b, h, dk, 1]
+            let add_c = adds.clone().narrow(2, c, 1).squeeze_dim::<4>(2); // [b, h, dk, dv]
+            s = decay_c * s + add_c;
+        }
     }
     let before: Tensor<5> = Tensor::stack(before, 2); // [b, h, nc, dk, dv]
     let inter = (r * excl.exp()).matmul(before); // [b, h, nc, C, dv]
