@@ -186,8 +186,13 @@ impl TokenMixer for BigBirdAttention {
             let (q, k, v) = self.qkv(x.clone().narrow(1, t, 1), pos);
             let k_all = append(k_cache, k);
             let v_all = append(v_cache, v);
-            let visible: Vec<usize> = (0..=pos)
-                .filter(|&j| self.pattern.allowed(pos, j))
+            // The query's key blocks, expanded to positions ≤ pos: O(blocks · block_size) per step.
+            let bs = self.pattern.block_size;
+            let visible: Vec<usize> = self
+                .pattern
+                .key_blocks(pos / bs)
+                .into_iter()
+                .flat_map(|blk| blk * bs..((blk + 1) * bs).min(pos + 1))
                 .collect();
             let index = Tensor::<1, Int>::from_data(
                 TensorData::new(
