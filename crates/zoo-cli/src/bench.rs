@@ -237,7 +237,8 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
         .init();
     let (b, n) = (16usize, 512usize);
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-    let mut times = Vec::new();
+    let (mut times, mut forward_times, mut backward_times, mut update_times) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..warmup + steps {
         let ids: Vec<i64> = (0..b * (n + 1))
             .map(|_| rand::Rng::gen_range(&mut rng, 0..512))
@@ -249,9 +250,12 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
             all.narrow(1, 1, n),
             Tensor::ones([b, n], &dev),
         );
+        // Readbacks between the phases make each phase's work finish before its clock stops.
+        let _ = loss.clone().into_scalar::<f32>();
+        let forward_done = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let backward_done = Instant::now();
         model = optim.step(1e-3, model, grads);
-        // Force the step to finish (a readback) before stopping the clock.
         let _ = model
             .embed
             .weight
@@ -260,8 +264,16 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
             .into_scalar::<f32>();
         if i >= warmup {
             times.push(start.elapsed().as_secs_f64());
+            forward_times.push((forward_done - start).as_secs_f64());
+            backward_times.push((backward_done - forward_done).as_secs_f64());
+            update_times.push(backward_done.elapsed().as_secs_f64());
         }
     }
+    let phases = (
+        median(forward_times),
+        median(backward_times),
+        median(update_times),
+    );
     let step = median(times);
     let tokens_per_s = (b * n) as f64 / step;
     // 6·N per token for the dense parts plus causal attention: 6 · layers · n · d (scores and
@@ -276,12 +288,16 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
     if json {
         println!(
             "{}",
-            json!({"bench": "reference", "attention": attention, "device": device, "params": params, "median_step_s": step, "tokens_per_s": tokens_per_s, "mfu": mfu})
+            json!({"bench": "reference", "attention": attention, "device": device, "params": params, "median_step_s": step, "forward_s": phases.0, "backward_s": phases.1, "update_s": phases.2, "tokens_per_s": tokens_per_s, "mfu": mfu})
         );
     } else {
         println!(
             "reference workload, {attention} attention, {device}: {params} params, median step {:.3} s",
             step
+        );
+        println!(
+            "phases (median): forward + loss {:.3} s, backward {:.3} s, AdamW {:.3} s",
+            phases.0, phases.1, phases.2
         );
         println!(
             "tokens/s {:.0}, model FLOPs utilisation {:.1}% of 333 GFLOP/s",
