@@ -6,60 +6,17 @@
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use zoo_bench::{layer_model, mixers};
 use zoo_model::attention::{Mixer, linear};
 use zoo_model::init::Init;
-use zoo_model::{FeatureMap, MixerConfig, ModelConfig, PositionConfig, TokenMixer};
-
-fn mixers() -> Vec<MixerConfig> {
-    vec![
-        MixerConfig::Softmax {
-            logit_scale: None,
-            log_n_scaling: false,
-        },
-        MixerConfig::Linear {
-            feature_map: FeatureMap::Elu,
-            normalize: true,
-            chunk_size: 64,
-            feature_dim: None,
-        },
-        MixerConfig::Rwkv {
-            chunk_size: 32,
-            data_dependent_decay: true,
-            decay_rank: 32,
-        },
-        MixerConfig::SlidingWindow {
-            window: 128,
-            dilation: 1,
-            global_tokens: 4,
-        },
-        MixerConfig::Bigbird {
-            block_size: 32,
-            window_blocks: 3,
-            global_blocks: 1,
-            random_blocks: 2,
-            seed: 0,
-        },
-    ]
-}
-
-fn model(mixer: MixerConfig) -> ModelConfig {
-    ModelConfig {
-        vocab_size: Some(512),
-        d_model: 128,
-        n_heads: 4,
-        n_layers: 1,
-        mixer,
-        position: PositionConfig::None,
-        ..ModelConfig::default()
-    }
-}
+use zoo_model::{MixerConfig, TokenMixer};
 
 fn forward(c: &mut Criterion) {
     let device = Device::flex();
     let mut group = c.benchmark_group("mixer_forward");
     group.sample_size(10);
     for cfg in mixers() {
-        let mixer = Mixer::new(&cfg, &model(cfg.clone()), &mut Init::new(0, &device));
+        let mixer = Mixer::new(&cfg, &layer_model(cfg.clone()), &mut Init::new(0, &device));
         for n in [1024usize, 4096] {
             let x = Tensor::<3>::random([1, n, 128], Distribution::Normal(0.0, 1.0), &device);
             group.bench_with_input(BenchmarkId::new(cfg.kind(), n), &n, |b, _| {
@@ -110,7 +67,7 @@ fn decode_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode_step_2k");
     group.sample_size(20);
     for cfg in mixers() {
-        let mixer = Mixer::new(&cfg, &model(cfg.clone()), &mut Init::new(0, &device));
+        let mixer = Mixer::new(&cfg, &layer_model(cfg.clone()), &mut Init::new(0, &device));
         let n = 2048;
         let prefix = Tensor::<3>::random([1, n, 128], Distribution::Normal(0.0, 1.0), &device);
         let (_, state) = if matches!(

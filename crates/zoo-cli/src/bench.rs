@@ -86,53 +86,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Mixers with the bench's default parameters.
+/// The benchmark mixers, optionally only those whose kind is in `filter`.
 fn bench_mixers(filter: &[String]) -> Vec<MixerConfig> {
-    let all = vec![
-        MixerConfig::Softmax {
-            logit_scale: None,
-            log_n_scaling: false,
-        },
-        MixerConfig::Linear {
-            feature_map: FeatureMap::Elu,
-            normalize: true,
-            chunk_size: 64,
-            feature_dim: None,
-        },
-        MixerConfig::Rwkv {
-            chunk_size: 32,
-            data_dependent_decay: true,
-            decay_rank: 32,
-        },
-        MixerConfig::SlidingWindow {
-            window: 128,
-            dilation: 1,
-            global_tokens: 4,
-        },
-        MixerConfig::Bigbird {
-            block_size: 32,
-            window_blocks: 3,
-            global_blocks: 1,
-            random_blocks: 2,
-            seed: 0,
-        },
-    ];
-    all.into_iter()
+    zoo_bench::mixers()
+        .into_iter()
         .filter(|m| filter.is_empty() || filter.iter().any(|f| f == m.kind()))
         .collect()
-}
-
-fn bench_model(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
-    ModelConfig {
-        vocab_size: Some(512),
-        d_model: 128,
-        n_layers: 1,
-        n_heads: 4,
-        mixer,
-        position,
-        max_seq_len: 1 << 16,
-        ..ModelConfig::default()
-    }
 }
 
 /// A field of /proc/self/status in MiB (VmRSS: now, VmHWM: peak); NaN where unavailable.
@@ -316,7 +275,7 @@ fn scaling_point(kind: &str, len: usize, device: &str) -> Result<()> {
         .pop()
         .ok_or_else(|| anyhow::anyhow!("unknown mixer `{kind}`"))?;
     let dev = device::select(device)?.autodiff();
-    let cfg = bench_model(mixer_cfg.clone(), PositionConfig::None);
+    let cfg = zoo_bench::layer_model(mixer_cfg.clone());
     let mixer = Mixer::new(&mixer_cfg, &cfg, &mut Init::new(0, &dev));
     let x = Tensor::<3>::random(
         [1, len, 128],
@@ -457,7 +416,7 @@ fn decode(
         println!("{:>15} {:>8} {:>12}", "mixer", "context", "ms/token");
     }
     for mixer_cfg in bench_mixers(filter) {
-        let cfg = bench_model(mixer_cfg.clone(), PositionConfig::None);
+        let cfg = zoo_bench::layer_model(mixer_cfg.clone());
         let mixer = Mixer::new(&mixer_cfg, &cfg, &mut Init::new(0, &dev));
         for &n in contexts {
             let ctx = Tensor::<3>::random(

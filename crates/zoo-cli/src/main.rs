@@ -456,6 +456,14 @@ fn eval_options(c: &EvalCommon) -> Result<EvalOptions> {
     })
 }
 
+/// The first non-empty list (command line, then config), else `fallback()`.
+fn first_given<T: Clone>(lists: &[&Vec<T>], fallback: impl FnOnce() -> Vec<T>) -> Vec<T> {
+    lists
+        .iter()
+        .find(|l| !l.is_empty())
+        .map_or_else(fallback, |l| l.to_vec())
+}
+
 fn cmd_eval(e: EvalCommand) -> Result<()> {
     match e {
         EvalCommand::Niah {
@@ -469,18 +477,10 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             let run = load_run(&common.run, &opts, |_| {})?;
             let c = &run.config.eval.niah;
             let final_len = run.config.final_seq_len();
-            let lengths = if !lengths.is_empty() {
-                lengths
-            } else if !c.lengths.is_empty() {
-                c.lengths.clone()
-            } else {
+            let lengths = first_given(&[&lengths, &c.lengths], || {
                 vec![final_len / 2, final_len, 2 * final_len]
-            };
-            let depths = if depths.is_empty() {
-                c.depths.clone()
-            } else {
-                depths
-            };
+            });
+            let depths = first_given(&[&depths, &c.depths], Vec::new);
             if let Some(bad) = depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
                 bail!(
                     "--depths: {bad} is outside [0, 1] (depth is the fraction of the haystack before the needle)"
@@ -514,23 +514,15 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             let run = load_run(&common.run, &opts, |_| {})?;
             let c = &run.config.eval.mqar;
             let final_len = run.config.final_seq_len();
-            let lengths = if !lengths.is_empty() {
-                lengths
-            } else if !c.lengths.is_empty() {
-                c.lengths.clone()
-            } else {
+            let lengths = first_given(&[&lengths, &c.lengths], || {
                 vec![final_len, 2 * final_len, 4 * final_len]
-            };
-            let pairs = if !pairs.is_empty() {
-                pairs
-            } else if !c.num_kv_pairs.is_empty() {
-                c.num_kv_pairs.clone()
-            } else {
+            });
+            let pairs = first_given(&[&pairs, &c.num_kv_pairs], || {
                 run.task
                     .as_mqar()
                     .map(|t| t.config().pair_counts())
                     .unwrap_or_default()
-            };
+            });
             let r = zoo_eval::mqar::run_mqar(
                 &run,
                 &lengths,
@@ -600,13 +592,9 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
                 );
             }
             let final_len = run.config.final_seq_len();
-            let lengths = if !lengths.is_empty() {
-                lengths
-            } else if !run.config.eval.ppl.lengths.is_empty() {
-                run.config.eval.ppl.lengths.clone()
-            } else {
+            let lengths = first_given(&[&lengths, &run.config.eval.ppl.lengths], || {
                 vec![final_len / 2, final_len, 2 * final_len, 4 * final_len]
-            };
+            });
             let scaling = if labels.is_empty() {
                 "none".to_string()
             } else {
@@ -633,11 +621,9 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let final_len = run.config.final_seq_len();
-            let lengths = if lengths.is_empty() {
+            let lengths = first_given(&[&lengths], || {
                 vec![final_len / 2, final_len, 2 * final_len]
-            } else {
-                lengths
-            };
+            });
             let r = zoo_eval::attention::run_attention(&run, &lengths, samples, &opts)?;
             let state = zoo_eval::attention::state_table(&run.name, &run.model, &lengths);
             let dir = run.eval_dir()?;
