@@ -11,7 +11,11 @@ use burn::prelude::*;
 use crate::attention::{Mixer, MixerState, TokenMixer};
 use crate::config::{MixerConfig, ModelConfig, NormKind};
 use crate::init::Init;
+use crate::kernels;
 use crate::mlp::Mlp;
+
+/// LayerNorm's ε (Burn's default, written out because the fused kernel needs it too).
+const LAYER_NORM_EPS: f64 = 1e-5;
 
 #[derive(Module, Debug)]
 pub enum Norm {
@@ -23,14 +27,23 @@ impl Norm {
     pub fn new(kind: NormKind, d_model: usize, device: &Device) -> Norm {
         match kind {
             NormKind::Rms => Norm::Rms(RmsNormConfig::new(d_model).init(device)),
-            NormKind::Layer => Norm::Layer(LayerNormConfig::new(d_model).init(device)),
+            NormKind::Layer => Norm::Layer(
+                LayerNormConfig::new(d_model)
+                    .with_epsilon(LAYER_NORM_EPS)
+                    .init(device),
+            ),
         }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Norm::Rms(n) => n.forward(x),
-            Norm::Layer(n) => n.forward(x),
+            Norm::Layer(n) => match &n.beta {
+                Some(beta) if kernels::fused_on(&x.device()) => {
+                    kernels::layer_norm(x, n.gamma.val(), beta.val(), LAYER_NORM_EPS as f32)
+                }
+                _ => n.forward(x),
+            },
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod init;
+pub mod kernels;
 pub mod lm;
 pub mod mlp;
 pub mod position;

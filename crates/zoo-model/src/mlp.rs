@@ -10,6 +10,7 @@ use burn::tensor::activation::{gelu, silu};
 
 use crate::config::{MlpKind, ModelConfig};
 use crate::init::Init;
+use crate::kernels;
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -44,6 +45,7 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let hidden = match &self.gate {
             Some(gate) => silu(gate.forward(x.clone())) * self.up.forward(x),
+            None if kernels::fused_on(&x.device()) => kernels::gelu(self.up.forward(x)),
             None => gelu(self.up.forward(x)),
         };
         self.down.forward(hidden)

@@ -6,8 +6,9 @@
 //! with RoPE rotating q/k, ALiBi supplying b(i, j) = −m_h(i − j), and optional log-n scaling
 //! (Chiang & Cholak 2022; Su 2021, "entropy-invariant" attention) multiplying the logits of query
 //! i by max(1, ln(i+1)/ln(L_train)) so the softmax does not flatten past the training length.
-//! The sequence path calls Burn's fused `attention` op, which the flex backend tiles with an
-//! online softmax (no n×n matrix) for long inputs on plain devices.
+//! The sequence path runs the project's fused causal kernel on flex (tiled, masked half skipped,
+//! O(n) memory in training too, `crate::kernels::causal_attention`); elsewhere Burn's fused
+//! `attention` op on plain devices and an explicit masked softmax under autodiff.
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -21,6 +22,7 @@ use super::{
 };
 use crate::config::{MixerConfig, ModelConfig, PositionConfig};
 use crate::init::Init;
+use crate::kernels;
 use crate::position::{Alibi, Rope};
 
 #[derive(Module, Debug)]
@@ -161,7 +163,16 @@ impl TokenMixer for SoftmaxAttention {
         let (q, k, v) = self.qkv(x, 0);
         let g = self.heads.groups();
         let device = q.device();
-        let o = if q.is_autodiff() {
+        let o = if kernels::fused_on(&device) {
+            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
+            kernels::causal_attention(
+                q,
+                repeat_kv(k, g),
+                repeat_kv(v, g),
+                self.scale as f32,
+                slopes,
+            )
+        } else if q.is_autodiff() {
             // Under autodiff Burn's fused op falls back to materialised scores anyway, and the
             // explicit masked softmax is faster there (shared/bench/reference-workload.md).
             let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);

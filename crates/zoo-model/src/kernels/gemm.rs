@@ -1,0 +1,118 @@
+//! A bounds-checked front for the `gemm` crate (the matmul behind Burn's flex backend), for the
+//! small per-block products of the fused kernels. Each operand is a strided view, so transposes
+//! (Kᵀ, Pᵀ, dSᵀ) cost nothing; every call runs on the calling thread (the kernels parallelise
+//! across heads and blocks themselves).
+
+/// A read-only matrix view: element (r, c) is `data[r * row_stride + c * col_stride]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major rows × cols matrix at the start of `data`.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        View {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of this view (no copy).
+    pub fn t(self) -> Self {
+        View {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    fn check(&self) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
+            assert!(last < self.data.len(), "matrix view out of bounds");
+        }
+    }
+}
+
+/// dst (row-major m × n, row stride `dst_stride`) = [dst +] scale · lhs · rhs.
+pub fn matmul(
+    dst: &mut [f32],
+    dst_stride: usize,
+    lhs: View,
+    rhs: View,
+    scale: f32,
+    accumulate: bool,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "inner dimensions differ");
+    lhs.check();
+    rhs.check();
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * dst_stride + n <= dst.len(), "destination out of bounds");
+    if k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_stride).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: the three views were checked above to lie inside their slices, `dst` is borrowed
+    // mutably (no aliasing with the inputs), and gemm reads/writes exactly those index ranges.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_stride as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_products_match_the_definition() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.91).cos()).collect(); // stored n × k
+        let mut dst = vec![1.0f32; m * n];
+        // dst = 1 + 2 · A · Bᵀ
+        matmul(&mut dst, n, View::rows(&a, m, k), View::rows(&b, n, k).t(), 2.0, true);
+        for r in 0..m {
+            for c in 0..n {
+                let want: f32 = 1.0 + 2.0 * (0..k).map(|i| a[r * k + i] * b[c * k + i]).sum::<f32>();
+                assert!((dst[r * n + c] - want).abs() < 1e-5, "({r},{c})");
+            }
+        }
+    }
+}

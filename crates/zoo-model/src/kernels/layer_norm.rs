@@ -1,0 +1,133 @@
+//! Fused LayerNorm (Ba, Kiros & Hinton 2016) over the last axis, forward and backward:
+//!
+//!   μ = mean(x),  r = 1/√(mean((x − μ)²) + ε),  x̂ = (x − μ)·r,  y = γ∘x̂ + β
+//!
+//! backward, with g = dy∘γ:  dx = r·(g − mean(g) − x̂·mean(g∘x̂)),  dγ = Σ_rows dy∘x̂,  dβ = Σ_rows dy.
+//!
+//! Burn's autodiff composes LayerNorm from ~10 elementwise and reduction ops, each a pass over
+//! the activations; here forward is one pass (saving μ and r per row) and backward one more.
+
+use rayon::prelude::*;
+
+use super::simd::multiversion;
+
+/// Rows per parallel task.
+const ROWS_PER_TASK: usize = 64;
+
+multiversion! {
+    fn forward_rows(
+        x: &[f32],
+        y: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) {
+        let d = gamma.len();
+        for (((x_row, y_row), mu), r) in x
+            .chunks_exact(d)
+            .zip(y.chunks_exact_mut(d))
+            .zip(mean.iter_mut())
+            .zip(rstd.iter_mut())
+        {
+            let m = x_row.iter().sum::<f32>() / d as f32;
+            let var = x_row.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() / d as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for (((out, &v), &g), &b) in y_row.iter_mut().zip(x_row).zip(gamma).zip(beta) {
+                *out = (v - m) * inv * g + b;
+            }
+            *mu = m;
+            *r = inv;
+        }
+    }
+}
+
+multiversion! {
+    // dx for a block of rows; dγ, dβ partial sums accumulated into the block's own buffers.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_rows(
+        x: &[f32],
+        dy: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        gamma: &[f32],
+        dx: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        let d = gamma.len();
+        for ((((x_row, dy_row), dx_row), &m), &r) in x
+            .chunks_exact(d)
+            .zip(dy.chunks_exact(d))
+            .zip(dx.chunks_exact_mut(d))
+            .zip(mean)
+            .zip(rstd)
+        {
+            let mut mean_g = 0.0f32;
+            let mut mean_gx = 0.0f32;
+            for (((&v, &g_out), &g), (dg, db)) in x_row
+                .iter()
+                .zip(dy_row)
+                .zip(gamma)
+                .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
+            {
+                let xhat = (v - m) * r;
+                let g_in = g_out * g;
+                mean_g += g_in;
+                mean_gx += g_in * xhat;
+                *dg += g_out * xhat;
+                *db += g_out;
+            }
+            mean_g /= d as f32;
+            mean_gx /= d as f32;
+            for (((out, &v), &g_out), &g) in dx_row.iter_mut().zip(x_row).zip(dy_row).zip(gamma) {
+                let xhat = (v - m) * r;
+                *out = r * (g_out * g - mean_g - xhat * mean_gx);
+            }
+        }
+    }
+}
+
+/// Returns (y, μ, r) for x viewed as [rows, gamma.len()].
+pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = gamma.len();
+    assert!(d > 0 && x.len() % d == 0 && beta.len() == d);
+    let rows = x.len() / d;
+    let (mut y, mut mean, mut rstd) = (vec![0.0f32; x.len()], vec![0.0f32; rows], vec![0.0f32; rows]);
+    y.par_chunks_mut(ROWS_PER_TASK * d)
+        .zip(x.par_chunks(ROWS_PER_TASK * d))
+        .zip(mean.par_chunks_mut(ROWS_PER_TASK).zip(rstd.par_chunks_mut(ROWS_PER_TASK)))
+        .for_each(|((y, x), (mean, rstd))| forward_rows(x, y, mean, rstd, gamma, beta, eps));
+    (y, mean, rstd)
+}
+
+/// Returns (dx, dγ, dβ).
+pub fn backward(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = gamma.len();
+    assert!(x.len() == dy.len() && x.len() == mean.len() * d && mean.len() == rstd.len());
+    let mut dx = vec![0.0f32; x.len()];
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(ROWS_PER_TASK * d)
+        .zip(x.par_chunks(ROWS_PER_TASK * d).zip(dy.par_chunks(ROWS_PER_TASK * d)))
+        .zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK)))
+        .map(|((dx, (x, dy)), (mean, rstd))| {
+            let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+            backward_rows(x, dy, mean, rstd, gamma, dx, &mut dgamma, &mut dbeta);
+            (dgamma, dbeta)
+        })
+        .collect();
+    // Summed in task order, so the result does not depend on thread scheduling.
+    let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+    for (pg, pb) in partials {
+        dgamma.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
+        dbeta.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    (dx, dgamma, dbeta)
+}

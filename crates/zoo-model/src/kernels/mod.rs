@@ -1,0 +1,365 @@
+//! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
+//! hand-written backward passes: causal softmax attention (tiled, masked half skipped, O(n)
+//! memory), LayerNorm and exact GELU.
+//!
+//! Why: on the flex backend Burn's autodiff runs each elementwise op as its own pass and falls
+//! back to materialised n×n scores for attention, so these three make up most of a training step
+//! that is not a dense matmul (shared/bench/reference-workload.md). They run only on flex
+//! (with or without autodiff), and only while `set_enabled(true)` (the default); every other
+//! backend, and flex with the kernels disabled, takes the composed tensor-op path — which the
+//! tests use as the reference the fused path must match (outputs and gradients).
+
+pub mod causal_attention;
+pub mod gelu;
+mod gemm;
+pub mod layer_norm;
+mod simd;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::prelude::*;
+use burn::backend::TensorMetadata;
+
+use causal_attention::AttentionShape;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Switch the fused kernels on or off for the whole process (benchmarks compare both paths).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether tensors on `device` take the fused path.
+pub fn fused_on(device: &Device) -> bool {
+    ENABLED.load(Ordering::Relaxed)
+        && matches!(
+            device.clone().without_autodiff().as_dispatch(),
+            DispatchDevice::Flex(_)
+        )
+}
+
+/// The extension: one primitive per fused kernel.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// Causal softmax attention of q, k, v [b, h, n, d] with logit scale and per-head ALiBi
+    /// slopes (empty for none) → [b, h, n, d].
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        slopes: Vec<f32>,
+    ) -> FloatTensor<Self>;
+
+    /// LayerNorm over the last axis.
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self>;
+
+    /// Exact (erf) GELU.
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// Tensor-level entry points (callers check `fused_on` first).
+pub fn causal_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f32,
+    slopes: &[f32],
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_causal_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        scale,
+        slopes.to_vec(),
+    ))
+}
+
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f32,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+    ))
+}
+
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
+}
+
+// ---- flex: host slices in, host slices out -------------------------------------------------
+
+/// A contiguous f32 copy-or-view of a flex tensor.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    assert_eq!(
+        t.dtype(),
+        burn::tensor::DType::F32,
+        "the fused kernels take f32 tensors"
+    );
+    t.to_contiguous()
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("contiguous f32 tensor (made so by `contiguous`)")
+}
+
+fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn attention_shape(q: &FlexTensor) -> AttentionShape {
+    let [b, h, n, d] = q.shape().dims();
+    AttentionShape {
+        heads_total: b * h,
+        heads: h,
+        seq: n,
+        head_dim: d,
+    }
+}
+
+/// (o, ℓ) for contiguous q, k, v.
+fn attention_forward(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    scale: f32,
+    slopes: &[f32],
+) -> (FlexTensor, FlexTensor) {
+    assert!(q.shape() == k.shape() && q.shape() == v.shape(), "q, k, v shapes differ");
+    let shape = attention_shape(q);
+    let (o, lse) = causal_attention::forward(
+        values(q),
+        values(k),
+        values(v),
+        shape,
+        scale,
+        slopes,
+    );
+    let lse_shape = Shape::new([shape.heads_total, shape.seq]);
+    (flex_tensor(o, q.shape()), flex_tensor(lse, lse_shape))
+}
+
+fn layer_norm_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    eps: f32,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (y, mean, rstd) = layer_norm::forward(values(x), values(gamma), values(beta), eps);
+    let rows = Shape::new([mean.len()]);
+    (
+        flex_tensor(y, x.shape()),
+        flex_tensor(mean, rows.clone()),
+        flex_tensor(rstd, rows),
+    )
+}
+
+impl FusedOps for Flex {
+    fn fused_causal_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        scale: f32,
+        slopes: Vec<f32>,
+    ) -> FlexTensor {
+        let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
+        attention_forward(&q, &k, &v, scale, &slopes).0
+    }
+
+    fn fused_layer_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f32) -> FlexTensor {
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        layer_norm_forward(&x, &gamma, &beta, eps).0
+    }
+
+    fn fused_gelu(x: FlexTensor) -> FlexTensor {
+        let x = contiguous(x);
+        flex_tensor(gelu::forward(values(&x)), x.shape())
+    }
+}
+
+// ---- autodiff on flex: forward saves what the hand-written backward needs ------------------
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+#[derive(Clone, Debug)]
+struct AttentionSaved {
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    out: FlexTensor,
+    lse: FlexTensor,
+    scale: f32,
+    slopes: Vec<f32>,
+}
+
+impl Backward<Flex, 3> for AttentionBackward {
+    type State = AttentionSaved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let grad_out = contiguous(grads.consume::<Flex>(&ops.node));
+        let shape = attention_shape(&s.q);
+        let (dq, dk, dv) = causal_attention::backward(
+            values(&s.q),
+            values(&s.k),
+            values(&s.v),
+            values(&s.out),
+            values(&s.lse),
+            values(&grad_out),
+            shape,
+            s.scale,
+            &s.slopes,
+        );
+        let [node_q, node_k, node_v] = ops.parents;
+        for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, flex_tensor(grad, s.q.shape()));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+#[derive(Clone, Debug)]
+struct LayerNormSaved {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    mean: FlexTensor,
+    rstd: FlexTensor,
+}
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    type State = LayerNormSaved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (dx, dgamma, dbeta) = layer_norm::backward(
+            values(&s.x),
+            values(&s.gamma),
+            values(&s.mean),
+            values(&s.rstd),
+            values(&dy),
+        );
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        if let Some(node) = node_x {
+            grads.register::<Flex>(node.id, flex_tensor(dx, s.x.shape()));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Flex>(node.id, flex_tensor(dgamma, s.gamma.shape()));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Flex>(node.id, flex_tensor(dbeta, s.gamma.shape()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let x = ops.state;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let [node_x] = ops.parents;
+        if let Some(node) = node_x {
+            let dx = gelu::backward(values(&x), values(&dy));
+            grads.register::<Flex>(node.id, flex_tensor(dx, x.shape()));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        slopes: Vec<f32>,
+    ) -> FloatTensor<Self> {
+        let prep = AttentionBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful();
+        let q = contiguous(q.into_primitive());
+        let k = contiguous(k.into_primitive());
+        let v = contiguous(v.into_primitive());
+        let (out, lse) = attention_forward(&q, &k, &v, scale, &slopes);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let saved = AttentionSaved {
+                    q,
+                    k,
+                    v,
+                    out: out.clone(),
+                    lse,
+                    scale,
+                    slopes,
+                };
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+    ) -> FloatTensor<Self> {
+        let prep = LayerNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful();
+        let x = contiguous(x.into_primitive());
+        let gamma = contiguous(gamma.into_primitive());
+        let beta = contiguous(beta.into_primitive());
+        let (y, mean, rstd) = layer_norm_forward(&x, &gamma, &beta, eps);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(
+                LayerNormSaved {
+                    x,
+                    gamma,
+                    mean,
+                    rstd,
+                },
+                y,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let x = contiguous(x.into_primitive());
+        let y = flex_tensor(gelu::forward(values(&x)), x.shape());
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(x, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}

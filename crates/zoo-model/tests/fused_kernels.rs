@@ -1,0 +1,344 @@
+//! The fused flex kernels (causal attention, LayerNorm, GELU) against slow, obviously correct
+//! references: an f64 host evaluation of the definition for outputs, f64 central differences of
+//! a scalar loss for gradients, and Burn's composed tensor ops under autodiff for both.
+//! Sequence lengths straddle the 64-row query tiles (1, 63, 64, 65, 130).
+
+mod common;
+
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+use common::{assert_close, randn_vec, to_f64, values};
+use zoo_model::kernels;
+
+fn flex_grad() -> Device {
+    Device::flex().autodiff()
+}
+
+fn tensor<const D: usize>(v: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
+}
+
+// ---- causal attention ---------------------------------------------------------------------
+
+struct Case {
+    b: usize,
+    h: usize,
+    n: usize,
+    d: usize,
+    scale: f64,
+    slopes: Vec<f32>,
+}
+
+impl Case {
+    fn len(&self) -> usize {
+        self.b * self.h * self.n * self.d
+    }
+    fn shape(&self) -> [usize; 4] {
+        [self.b, self.h, self.n, self.d]
+    }
+}
+
+/// Σ (o ∘ w) with o = causal softmax attention, evaluated in f64 from the definition.
+fn attention_f64(c: &Case, q: &[f64], k: &[f64], v: &[f64]) -> Vec<f64> {
+    let (n, d) = (c.n, c.d);
+    let mut out = vec![0.0; c.len()];
+    for bh in 0..c.b * c.h {
+        let slope = c.slopes.get(bh % c.h).map_or(0.0, |&m| m as f64);
+        let at = |t: &[f64], i: usize, x: usize| t[(bh * n + i) * d + x];
+        for i in 0..n {
+            let scores: Vec<f64> = (0..=i)
+                .map(|j| {
+                    c.scale * (0..d).map(|x| at(q, i, x) * at(k, j, x)).sum::<f64>()
+                        - slope * (i - j) as f64
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for x in 0..d {
+                out[(bh * n + i) * d + x] =
+                    (0..=i).map(|j| weights[j] * at(v, j, x)).sum::<f64>() / total;
+            }
+        }
+    }
+    out
+}
+
+/// The composed path: dense scores, −∞ above the diagonal, softmax, weighted sum.
+fn attention_composed(c: &Case, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+    let device = q.device();
+    let n = c.n;
+    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(c.scale);
+    if !c.slopes.is_empty() {
+        let bias: Vec<f32> = (0..c.h * n * n)
+            .map(|ix| {
+                let (h, i, j) = (ix / (n * n), ix / n % n, ix % n);
+                -c.slopes[h] * (i as f32 - j as f32)
+            })
+            .collect();
+        scores = scores + tensor(&bias, [1, c.h, n, n], &device);
+    }
+    let blocked: Vec<bool> = (0..n * n).map(|ix| ix % n > ix / n).collect();
+    let blocked = Tensor::<4, Bool>::from_bool(TensorData::new(blocked, [1, 1, n, n]), &device);
+    let scores = scores.mask_fill(blocked.expand(c.shape_scores()), f32::NEG_INFINITY);
+    softmax(scores, 3).matmul(v)
+}
+
+impl Case {
+    fn shape_scores(&self) -> [usize; 4] {
+        [self.b, self.h, self.n, self.n]
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &n in &[1usize, 63, 64, 65, 130] {
+        cases.push(Case {
+            b: 2,
+            h: 3,
+            n,
+            d: 8,
+            scale: 0.35,
+            slopes: vec![],
+        });
+    }
+    cases.push(Case {
+        b: 1,
+        h: 2,
+        n: 97,
+        d: 16,
+        scale: 0.25,
+        slopes: vec![0.5, 0.0625],
+    });
+    cases
+}
+
+#[test]
+fn fused_attention_matches_the_definition_and_the_composed_path() {
+    for (ci, c) in cases().iter().enumerate() {
+        let seed = 100 + ci as u64 * 10;
+        let (q, k, v, w) = (
+            randn_vec(c.len(), seed, 1.0),
+            randn_vec(c.len(), seed + 1, 1.0),
+            randn_vec(c.len(), seed + 2, 1.0),
+            randn_vec(c.len(), seed + 3, 1.0),
+        );
+        let what = format!("n={} slopes={:?}", c.n, c.slopes);
+        let want = attention_f64(c, &to_f64(&q), &to_f64(&k), &to_f64(&v));
+
+        // Plain flex (no autodiff) and flex under autodiff share the kernel; check both.
+        for device in [Device::flex(), flex_grad()] {
+            let o = kernels::causal_attention(
+                tensor(&q, c.shape(), &device),
+                tensor(&k, c.shape(), &device),
+                tensor(&v, c.shape(), &device),
+                c.scale as f32,
+                &c.slopes,
+            );
+            assert_close(&values(o), &want, 2e-5, 1e-4, &format!("output, {what}"));
+        }
+
+        // Gradients of Σ o∘w: fused vs composed, both on flex autodiff.
+        let grads_of = |fused: bool| -> Vec<Vec<f32>> {
+            let device = flex_grad();
+            let leaves: Vec<Tensor<4>> = [&q, &k, &v]
+                .iter()
+                .map(|x| tensor(x, c.shape(), &device).require_grad())
+                .collect();
+            let (tq, tk, tv) = (leaves[0].clone(), leaves[1].clone(), leaves[2].clone());
+            let o = if fused {
+                kernels::causal_attention(tq, tk, tv, c.scale as f32, &c.slopes)
+            } else {
+                attention_composed(c, tq, tk, tv)
+            };
+            let grads = (o * tensor(&w, c.shape(), &device)).sum().backward();
+            leaves.iter().map(|t| values(t.grad(&grads).unwrap())).collect()
+        };
+        let (fused, composed) = (grads_of(true), grads_of(false));
+        for (name, (f, r)) in ["dq", "dk", "dv"].iter().zip(fused.iter().zip(&composed)) {
+            assert_close(f, &to_f64(r), 2e-5, 1e-4, &format!("{name} vs composed, {what}"));
+        }
+
+        // Gradients against f64 central differences, on the smaller cases (cost n²·d per probe).
+        if c.n <= 65 {
+            let loss = |q: &[f64], k: &[f64], v: &[f64]| -> f64 {
+                attention_f64(c, q, k, v)
+                    .iter()
+                    .zip(&w)
+                    .map(|(o, &w)| o * w as f64)
+                    .sum()
+            };
+            let base = [to_f64(&q), to_f64(&k), to_f64(&v)];
+            let step = 1e-5;
+            for (which, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                // Every 7th coordinate keeps the test fast while touching every row and column.
+                let probes: Vec<usize> = (0..c.len()).step_by(7).collect();
+                let numeric: Vec<f64> = probes
+                    .iter()
+                    .map(|&i| {
+                        let mut plus = base.clone();
+                        let mut minus = base.clone();
+                        plus[which][i] += step;
+                        minus[which][i] -= step;
+                        (loss(&plus[0], &plus[1], &plus[2]) - loss(&minus[0], &minus[1], &minus[2]))
+                            / (2.0 * step)
+                    })
+                    .collect();
+                let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
+                assert_close(&analytic, &numeric, 5e-5, 2e-4, &format!("{name} vs f64 differences, {what}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_attention_is_causal() {
+    // Perturbing k/v at position t changes no output before t, and some output at or after t.
+    let c = Case {
+        b: 1,
+        h: 2,
+        n: 130,
+        d: 8,
+        scale: 0.35,
+        slopes: vec![],
+    };
+    let device = Device::flex();
+    let (q, k, v) = (
+        randn_vec(c.len(), 1, 1.0),
+        randn_vec(c.len(), 2, 1.0),
+        randn_vec(c.len(), 3, 1.0),
+    );
+    let run = |k: &[f32], v: &[f32]| {
+        values(kernels::causal_attention(
+            tensor(&q, c.shape(), &device),
+            tensor(k, c.shape(), &device),
+            tensor(v, c.shape(), &device),
+            0.35,
+            &[],
+        ))
+    };
+    let base = run(&k, &v);
+    let t = 70;
+    let (mut k2, mut v2) = (k.clone(), v.clone());
+    for h in 0..c.h {
+        for x in 0..c.d {
+            k2[(h * c.n + t) * c.d + x] += 1.0;
+            v2[(h * c.n + t) * c.d + x] -= 2.0;
+        }
+    }
+    let moved = run(&k2, &v2);
+    for h in 0..c.h {
+        for i in 0..c.n {
+            let row = |o: &[f32]| o[(h * c.n + i) * c.d..][..c.d].to_vec();
+            let changed = row(&base) != row(&moved);
+            assert_eq!(changed, i >= t, "head {h} row {i}: changed = {changed}");
+        }
+    }
+}
+
+// ---- LayerNorm and GELU --------------------------------------------------------------------
+
+#[test]
+fn fused_layer_norm_matches_the_definition_and_burn() {
+    let (rows, d) = (150, 48); // rows straddle the 64-row tasks
+    let eps = 1e-5;
+    let x: Vec<f32> = randn_vec(rows * d, 7, 3.0).iter().map(|v| v + 1.5).collect();
+    let gamma = randn_vec(d, 8, 1.0);
+    let beta = randn_vec(d, 9, 1.0);
+    let w = randn_vec(rows * d, 10, 1.0);
+
+    let (gamma_ref, beta_ref) = (&gamma, &beta);
+    let want: Vec<f64> = x
+        .chunks(d)
+        .flat_map(|row| {
+            let m = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+            let var = row.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / d as f64;
+            let r = 1.0 / (var + eps).sqrt();
+            row.iter()
+                .enumerate()
+                .map(move |(i, &v)| (v as f64 - m) * r * gamma_ref[i] as f64 + beta_ref[i] as f64)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let run = |fused: bool| -> (Vec<f32>, Vec<Vec<f32>>) {
+        let device = flex_grad();
+        let tx = tensor(&x, [rows, d], &device).require_grad();
+        let tg = tensor(&gamma, [d], &device).require_grad();
+        let tb = tensor(&beta, [d], &device).require_grad();
+        let y = if fused {
+            kernels::layer_norm(tx.clone(), tg.clone(), tb.clone(), eps as f32)
+        } else {
+            let mean = tx.clone().mean_dim(1);
+            let centred = tx.clone() - mean;
+            let var = centred.clone().square().mean_dim(1);
+            centred / (var + eps).sqrt() * tg.clone().unsqueeze::<2>() + tb.clone().unsqueeze::<2>()
+        };
+        let grads = (y.clone() * tensor(&w, [rows, d], &device)).sum().backward();
+        let g = vec![
+            values(tx.grad(&grads).unwrap()),
+            values(tg.grad(&grads).unwrap()),
+            values(tb.grad(&grads).unwrap()),
+        ];
+        (values(y), g)
+    };
+    let (y, fused) = run(true);
+    let (_, composed) = run(false);
+    assert_close(&y, &want, 1e-5, 1e-5, "layer norm output vs f64");
+    for (name, (f, r)) in ["dx", "dgamma", "dbeta"].iter().zip(fused.iter().zip(&composed)) {
+        assert_close(f, &to_f64(r), 1e-4, 1e-4, &format!("layer norm {name} vs composed"));
+    }
+    // dβ = Σ_rows w exactly, dγ = Σ_rows w∘x̂: check dβ against f64.
+    let dbeta_want: Vec<f64> = (0..d)
+        .map(|i| (0..rows).map(|r| w[r * d + i] as f64).sum())
+        .collect();
+    assert_close(&fused[2], &dbeta_want, 1e-4, 1e-5, "layer norm dbeta vs f64");
+}
+
+#[test]
+fn fused_gelu_matches_the_definition_and_burn() {
+    let n = 40_000; // several parallel chunks
+    let x: Vec<f32> = randn_vec(n, 21, 3.0);
+    let w = randn_vec(n, 22, 1.0);
+    // f64 Φ from the erfc continued fraction is not in std; integrate the density instead.
+    let cdf = |x: f64| {
+        let steps = 4000;
+        let lo = -12.0f64;
+        let h = (x - lo) / steps as f64;
+        let pdf = |t: f64| (-0.5 * t * t).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let mut s = pdf(lo) + pdf(x);
+        for i in 1..steps {
+            s += pdf(lo + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0
+    };
+    let probes: Vec<usize> = (0..n).step_by(97).collect();
+    let want: Vec<f64> = probes.iter().map(|&i| x[i] as f64 * cdf(x[i] as f64)).collect();
+    let dwant: Vec<f64> = probes
+        .iter()
+        .map(|&i| {
+            let v = x[i] as f64;
+            let pdf = (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            w[i] as f64 * (cdf(v) + v * pdf)
+        })
+        .collect();
+
+    let run = |fused: bool| -> (Vec<f32>, Vec<f32>) {
+        let device = flex_grad();
+        let tx = tensor(&x, [n], &device).require_grad();
+        let y = if fused {
+            kernels::gelu(tx.clone())
+        } else {
+            gelu(tx.clone())
+        };
+        let grads = (y.clone() * tensor(&w, [n], &device)).sum().backward();
+        (values(y), values(tx.grad(&grads).unwrap()))
+    };
+    let (y, dx) = run(true);
+    let (y_burn, dx_burn) = run(false);
+    let pick = |v: &[f32]| probes.iter().map(|&i| v[i]).collect::<Vec<_>>();
+    assert_close(&pick(&y), &want, 2e-6, 1e-6, "gelu output vs f64");
+    assert_close(&pick(&dx), &dwant, 2e-6, 1e-5, "gelu gradient vs f64");
+    assert_close(&y, &to_f64(&y_burn), 2e-6, 1e-6, "gelu output vs burn");
+    assert_close(&dx, &to_f64(&dx_burn), 2e-6, 1e-5, "gelu gradient vs burn");
+}
