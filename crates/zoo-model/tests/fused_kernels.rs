@@ -152,11 +152,20 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
                 attention_composed(c, tq, tk, tv)
             };
             let grads = (o * tensor(&w, c.shape(), &device)).sum().backward();
-            leaves.iter().map(|t| values(t.grad(&grads).unwrap())).collect()
+            leaves
+                .iter()
+                .map(|t| values(t.grad(&grads).unwrap()))
+                .collect()
         };
         let (fused, composed) = (grads_of(true), grads_of(false));
         for (name, (f, r)) in ["dq", "dk", "dv"].iter().zip(fused.iter().zip(&composed)) {
-            assert_close(f, &to_f64(r), 2e-5, 1e-4, &format!("{name} vs composed, {what}"));
+            assert_close(
+                f,
+                &to_f64(r),
+                2e-5,
+                1e-4,
+                &format!("{name} vs composed, {what}"),
+            );
         }
 
         // Gradients against f64 central differences, on the smaller cases (cost n²·d per probe).
@@ -185,7 +194,13 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
                     })
                     .collect();
                 let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
-                assert_close(&analytic, &numeric, 5e-5, 2e-4, &format!("{name} vs f64 differences, {what}"));
+                assert_close(
+                    &analytic,
+                    &numeric,
+                    5e-5,
+                    2e-4,
+                    &format!("{name} vs f64 differences, {what}"),
+                );
             }
         }
     }
@@ -242,7 +257,10 @@ fn fused_attention_is_causal() {
 fn fused_layer_norm_matches_the_definition_and_burn() {
     let (rows, d) = (150, 48); // rows straddle the 64-row tasks
     let eps = 1e-5;
-    let x: Vec<f32> = randn_vec(rows * d, 7, 3.0).iter().map(|v| v + 1.5).collect();
+    let x: Vec<f32> = randn_vec(rows * d, 7, 3.0)
+        .iter()
+        .map(|v| v + 1.5)
+        .collect();
     let gamma = randn_vec(d, 8, 1.0);
     let beta = randn_vec(d, 9, 1.0);
     let w = randn_vec(rows * d, 10, 1.0);
@@ -274,7 +292,9 @@ fn fused_layer_norm_matches_the_definition_and_burn() {
             let var = centred.clone().square().mean_dim(1);
             centred / (var + eps).sqrt() * tg.clone().unsqueeze::<2>() + tb.clone().unsqueeze::<2>()
         };
-        let grads = (y.clone() * tensor(&w, [rows, d], &device)).sum().backward();
+        let grads = (y.clone() * tensor(&w, [rows, d], &device))
+            .sum()
+            .backward();
         let g = vec![
             values(tx.grad(&grads).unwrap()),
             values(tg.grad(&grads).unwrap()),
@@ -285,14 +305,29 @@ fn fused_layer_norm_matches_the_definition_and_burn() {
     let (y, fused) = run(true);
     let (_, composed) = run(false);
     assert_close(&y, &want, 1e-5, 1e-5, "layer norm output vs f64");
-    for (name, (f, r)) in ["dx", "dgamma", "dbeta"].iter().zip(fused.iter().zip(&composed)) {
-        assert_close(f, &to_f64(r), 1e-4, 1e-4, &format!("layer norm {name} vs composed"));
+    for (name, (f, r)) in ["dx", "dgamma", "dbeta"]
+        .iter()
+        .zip(fused.iter().zip(&composed))
+    {
+        assert_close(
+            f,
+            &to_f64(r),
+            1e-4,
+            1e-4,
+            &format!("layer norm {name} vs composed"),
+        );
     }
     // dβ = Σ_rows w exactly, dγ = Σ_rows w∘x̂: check dβ against f64.
     let dbeta_want: Vec<f64> = (0..d)
         .map(|i| (0..rows).map(|r| w[r * d + i] as f64).sum())
         .collect();
-    assert_close(&fused[2], &dbeta_want, 1e-4, 1e-5, "layer norm dbeta vs f64");
+    assert_close(
+        &fused[2],
+        &dbeta_want,
+        1e-4,
+        1e-5,
+        "layer norm dbeta vs f64",
+    );
 }
 
 #[test]
@@ -313,7 +348,10 @@ fn fused_gelu_matches_the_definition_and_burn() {
         s * h / 3.0
     };
     let probes: Vec<usize> = (0..n).step_by(97).collect();
-    let want: Vec<f64> = probes.iter().map(|&i| x[i] as f64 * cdf(x[i] as f64)).collect();
+    let want: Vec<f64> = probes
+        .iter()
+        .map(|&i| x[i] as f64 * cdf(x[i] as f64))
+        .collect();
     let dwant: Vec<f64> = probes
         .iter()
         .map(|&i| {
@@ -341,4 +379,144 @@ fn fused_gelu_matches_the_definition_and_burn() {
     assert_close(&pick(&dx), &dwant, 2e-6, 1e-5, "gelu gradient vs f64");
     assert_close(&y, &to_f64(&y_burn), 2e-6, 1e-6, "gelu output vs burn");
     assert_close(&dx, &to_f64(&dx_burn), 2e-6, 1e-5, "gelu gradient vs burn");
+}
+
+// ---- chunked linear attention ---------------------------------------------------------------
+
+/// o_t = Σ_{s≤t} (q_t·k_s) v_s [/ Σ_{s≤t} q_t·k_s], from the definition in f64.
+fn linear_f64(
+    [bh, n, f, dv]: [usize; 4],
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    normalize: bool,
+) -> Vec<f64> {
+    let mut out = vec![0.0; bh * n * dv];
+    for h in 0..bh {
+        for t in 0..n {
+            let mut den = 0.0;
+            for s in 0..=t {
+                let w: f64 = (0..f)
+                    .map(|x| q[(h * n + t) * f + x] * k[(h * n + s) * f + x])
+                    .sum();
+                den += w;
+                for x in 0..dv {
+                    out[(h * n + t) * dv + x] += w * v[(h * n + s) * dv + x];
+                }
+            }
+            if normalize {
+                for x in 0..dv {
+                    out[(h * n + t) * dv + x] /= den.max(1e-6);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fused_linear_attention_matches_the_definition_and_the_composed_path() {
+    use zoo_model::attention::linear::chunked;
+    let (b, h, f, dv) = (2, 2, 6, 5); // f ≠ dv so a transposed state would not fit
+    for &(n, chunk) in &[(1usize, 16usize), (16, 16), (67, 16), (130, 64)] {
+        for normalize in [true, false] {
+            let what = format!("n={n} chunk={chunk} normalize={normalize}");
+            let seed = 500 + n as u64 + chunk as u64;
+            // Normalised attention needs positive features (as φ = elu+1 gives).
+            let feature = |seed| -> Vec<f32> {
+                let v = randn_vec(b * h * n * f, seed, 1.0);
+                if normalize {
+                    v.iter().map(|x| x.abs() + 0.05).collect()
+                } else {
+                    v
+                }
+            };
+            let (q, k) = (feature(seed), feature(seed + 1));
+            let v = randn_vec(b * h * n * dv, seed + 2, 1.0);
+            let w = randn_vec(b * h * n * dv, seed + 3, 1.0);
+            let dims = [b * h, n, f, dv];
+            let want = linear_f64(dims, &to_f64(&q), &to_f64(&k), &to_f64(&v), normalize);
+
+            let run = |fused: bool| -> (Vec<f32>, Vec<Vec<f32>>) {
+                let device = flex_grad();
+                let tq = tensor(&q, [b, h, n, f], &device).require_grad();
+                let tk = tensor(&k, [b, h, n, f], &device).require_grad();
+                let tv = tensor(&v, [b, h, n, dv], &device).require_grad();
+                let o = if fused {
+                    kernels::linear_attention(
+                        tq.clone(),
+                        tk.clone(),
+                        tv.clone(),
+                        chunk,
+                        normalize,
+                        1e-6,
+                    )
+                } else {
+                    let s0 = Tensor::zeros([b, h, f, dv], &device);
+                    let z0 = Tensor::zeros([b, h, f], &device);
+                    chunked(tq.clone(), tk.clone(), tv.clone(), s0, z0, chunk, normalize).0
+                };
+                let grads = (o.clone() * tensor(&w, [b, h, n, dv], &device))
+                    .sum()
+                    .backward();
+                let g = [&tq, &tk, &tv]
+                    .iter()
+                    .map(|t| values(t.grad(&grads).unwrap()))
+                    .collect();
+                (values(o), g)
+            };
+            let (o, fused) = run(true);
+            let (_, composed) = run(false);
+            assert_close(
+                &o,
+                &want,
+                1e-5,
+                1e-4,
+                &format!("linear output vs f64, {what}"),
+            );
+            for (name, (a, r)) in ["dq", "dk", "dv"].iter().zip(fused.iter().zip(&composed)) {
+                assert_close(
+                    a,
+                    &to_f64(r),
+                    1e-4,
+                    1e-4,
+                    &format!("linear {name} vs composed, {what}"),
+                );
+            }
+
+            if n <= 67 {
+                let loss = |q: &[f64], k: &[f64], v: &[f64]| -> f64 {
+                    linear_f64(dims, q, k, v, normalize)
+                        .iter()
+                        .zip(&w)
+                        .map(|(o, &w)| o * w as f64)
+                        .sum()
+                };
+                let base = [to_f64(&q), to_f64(&k), to_f64(&v)];
+                let step = 1e-6;
+                for (which, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                    let probes: Vec<usize> = (0..base[which].len()).step_by(5).collect();
+                    let numeric: Vec<f64> = probes
+                        .iter()
+                        .map(|&i| {
+                            let (mut plus, mut minus) = (base.clone(), base.clone());
+                            plus[which][i] += step;
+                            minus[which][i] -= step;
+                            (loss(&plus[0], &plus[1], &plus[2])
+                                - loss(&minus[0], &minus[1], &minus[2]))
+                                / (2.0 * step)
+                        })
+                        .collect();
+                    let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
+                    assert_close(
+                        &analytic,
+                        &numeric,
+                        1e-4,
+                        5e-4,
+                        &format!("linear {name} vs f64 differences, {what}"),
+                    );
+                }
+            }
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //! (or o_t = φ(q_t) S_t unnormalised). Three equal forms:
 //! - parallel: A = tril(φQ φKᵀ), O = A V / rowsum(A) — O(n²), reference and short inputs;
 //! - chunked: split into chunks of C; inside a chunk the masked parallel form, across chunks the
-//!   exclusive prefix sum of per-chunk states Σ φKᵀV — O(n·C·f + n·f·d), linear in n, training;
+//!   exclusive prefix sum of per-chunk states Σ φKᵀV — O(n·C·f + n·f·d), linear in n, training
+//!   (on flex the fused kernel `crate::kernels::chunked_linear_attention` computes the same);
 //! - recurrent: S, z updated token by token — O(1) per token, decoding.
 //!
 //! The state is f×d per head whatever the context: the "fixed d×d memory" whose recall limit the
@@ -19,6 +20,7 @@ use super::softmax::HeadLayout;
 use super::{MixerState, TokenMixer, feature_map, merge_heads, pad_axis, repeat_kv, split_heads};
 use crate::config::{FeatureMap, MixerConfig, ModelConfig};
 use crate::init::Init;
+use crate::kernels;
 use crate::position::Rope;
 
 /// Lower bound of the normaliser φ(q)·z (as in the reference PyTorch peer).
@@ -209,8 +211,19 @@ impl TokenMixer for LinearAttention {
         let device = x.device();
         let b = x.dims()[0];
         let (phi_q, phi_k, v) = self.features(x, 0);
-        let (s0, z0) = self.zero_state(b, &device);
-        let (o, _, _) = chunked(phi_q, phi_k, v, s0, z0, self.chunk_size, self.normalize);
+        let o = if kernels::fused_on(&device) {
+            kernels::linear_attention(
+                phi_q,
+                phi_k,
+                v,
+                self.chunk_size,
+                self.normalize,
+                NORM_EPS as f32,
+            )
+        } else {
+            let (s0, z0) = self.zero_state(b, &device);
+            chunked(phi_q, phi_k, v, s0, z0, self.chunk_size, self.normalize).0
+        }; // [b, h, n, dv]
         self.out.forward(merge_heads(o))
     }
 

@@ -113,7 +113,10 @@ pub fn forward(
     slopes: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     let AttentionShape {
-        heads, seq, head_dim: d, ..
+        heads,
+        seq,
+        head_dim: d,
+        ..
     } = shape;
     assert!(q.len() == shape.len() && k.len() == shape.len() && v.len() == shape.len());
     assert!(slopes.is_empty() || slopes.len() == heads);
@@ -127,7 +130,11 @@ pub fn forward(
         .zip(lse.par_chunks_mut(seq))
         .enumerate()
         .for_each(|(bh, (out_h, lse_h))| {
-            let (q_h, k_h, v_h) = (&q[bh * hl..][..hl], &k[bh * hl..][..hl], &v[bh * hl..][..hl]);
+            let (q_h, k_h, v_h) = (
+                &q[bh * hl..][..hl],
+                &k[bh * hl..][..hl],
+                &v[bh * hl..][..hl],
+            );
             let slope = slopes.get(bh % heads).copied().unwrap_or(0.0);
             out_h
                 .par_chunks_mut(QUERY_BLOCK * d)
@@ -163,7 +170,10 @@ pub fn backward(
     slopes: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let AttentionShape {
-        heads, seq, head_dim: d, ..
+        heads,
+        seq,
+        head_dim: d,
+        ..
     } = shape;
     let len = shape.len();
     assert!([q, k, v, out, grad_out].iter().all(|t| t.len() == len));

@@ -60,7 +60,10 @@ pub fn matmul(
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * dst_stride + n <= dst.len(), "destination out of bounds");
+    assert!(
+        (m - 1) * dst_stride + n <= dst.len(),
+        "destination out of bounds"
+    );
     if k == 0 {
         if !accumulate {
             for row in dst.chunks_mut(dst_stride).take(m) {
@@ -107,10 +110,18 @@ mod tests {
         let b: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.91).cos()).collect(); // stored n × k
         let mut dst = vec![1.0f32; m * n];
         // dst = 1 + 2 · A · Bᵀ
-        matmul(&mut dst, n, View::rows(&a, m, k), View::rows(&b, n, k).t(), 2.0, true);
+        matmul(
+            &mut dst,
+            n,
+            View::rows(&a, m, k),
+            View::rows(&b, n, k).t(),
+            2.0,
+            true,
+        );
         for r in 0..m {
             for c in 0..n {
-                let want: f32 = 1.0 + 2.0 * (0..k).map(|i| a[r * k + i] * b[c * k + i]).sum::<f32>();
+                let want: f32 =
+                    1.0 + 2.0 * (0..k).map(|i| a[r * k + i] * b[c * k + i]).sum::<f32>();
                 assert!((dst[r * n + c] - want).abs() < 1e-5, "({r},{c})");
             }
         }

@@ -94,10 +94,17 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, V
     let d = gamma.len();
     assert!(d > 0 && x.len() % d == 0 && beta.len() == d);
     let rows = x.len() / d;
-    let (mut y, mut mean, mut rstd) = (vec![0.0f32; x.len()], vec![0.0f32; rows], vec![0.0f32; rows]);
+    let (mut y, mut mean, mut rstd) = (
+        vec![0.0f32; x.len()],
+        vec![0.0f32; rows],
+        vec![0.0f32; rows],
+    );
     y.par_chunks_mut(ROWS_PER_TASK * d)
         .zip(x.par_chunks(ROWS_PER_TASK * d))
-        .zip(mean.par_chunks_mut(ROWS_PER_TASK).zip(rstd.par_chunks_mut(ROWS_PER_TASK)))
+        .zip(
+            mean.par_chunks_mut(ROWS_PER_TASK)
+                .zip(rstd.par_chunks_mut(ROWS_PER_TASK)),
+        )
         .for_each(|((y, x), (mean, rstd))| forward_rows(x, y, mean, rstd, gamma, beta, eps));
     (y, mean, rstd)
 }
@@ -115,8 +122,14 @@ pub fn backward(
     let mut dx = vec![0.0f32; x.len()];
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(ROWS_PER_TASK * d)
-        .zip(x.par_chunks(ROWS_PER_TASK * d).zip(dy.par_chunks(ROWS_PER_TASK * d)))
-        .zip(mean.par_chunks(ROWS_PER_TASK).zip(rstd.par_chunks(ROWS_PER_TASK)))
+        .zip(
+            x.par_chunks(ROWS_PER_TASK * d)
+                .zip(dy.par_chunks(ROWS_PER_TASK * d)),
+        )
+        .zip(
+            mean.par_chunks(ROWS_PER_TASK)
+                .zip(rstd.par_chunks(ROWS_PER_TASK)),
+        )
         .map(|((dx, (x, dy)), (mean, rstd))| {
             let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
             backward_rows(x, dy, mean, rstd, gamma, dx, &mut dgamma, &mut dbeta);

@@ -1,6 +1,6 @@
 //! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
 //! hand-written backward passes: causal softmax attention (tiled, masked half skipped, O(n)
-//! memory), LayerNorm and exact GELU.
+//! memory), chunked linear attention, LayerNorm and exact GELU.
 //!
 //! Why: on the flex backend Burn's autodiff runs each elementwise op as its own pass and falls
 //! back to materialised n×n scores for attention, so these three make up most of a training step
@@ -10,6 +10,7 @@
 //! tests use as the reference the fused path must match (outputs and gradients).
 
 pub mod causal_attention;
+pub mod chunked_linear_attention;
 pub mod gelu;
 mod gemm;
 pub mod layer_norm;
@@ -17,6 +18,7 @@ mod simd;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -24,9 +26,9 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
-use burn::backend::TensorMetadata;
 
 use causal_attention::AttentionShape;
+use chunked_linear_attention::{LinearShape, SavedRef};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -57,6 +59,17 @@ pub trait FusedOps: Backend {
         slopes: Vec<f32>,
     ) -> FloatTensor<Self>;
 
+    /// Chunked causal linear attention of feature-mapped q, k [b, h, n, f] and v [b, h, n, dv]
+    /// from a zero state → [b, h, n, dv].
+    fn fused_linear_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        chunk: usize,
+        normalize: bool,
+        eps: f32,
+    ) -> FloatTensor<Self>;
+
     /// LayerNorm over the last axis.
     fn fused_layer_norm(
         x: FloatTensor<Self>,
@@ -83,6 +96,24 @@ pub fn causal_attention(
         v.into_dispatch(),
         scale,
         slopes.to_vec(),
+    ))
+}
+
+pub fn linear_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        chunk,
+        normalize,
+        eps,
     ))
 }
 
@@ -143,18 +174,50 @@ fn attention_forward(
     scale: f32,
     slopes: &[f32],
 ) -> (FlexTensor, FlexTensor) {
-    assert!(q.shape() == k.shape() && q.shape() == v.shape(), "q, k, v shapes differ");
-    let shape = attention_shape(q);
-    let (o, lse) = causal_attention::forward(
-        values(q),
-        values(k),
-        values(v),
-        shape,
-        scale,
-        slopes,
+    assert!(
+        q.shape() == k.shape() && q.shape() == v.shape(),
+        "q, k, v shapes differ"
     );
+    let shape = attention_shape(q);
+    let (o, lse) = causal_attention::forward(values(q), values(k), values(v), shape, scale, slopes);
     let lse_shape = Shape::new([shape.heads_total, shape.seq]);
     (flex_tensor(o, q.shape()), flex_tensor(lse, lse_shape))
+}
+
+fn linear_shape(q: &FlexTensor, v: &FlexTensor, chunk: usize) -> LinearShape {
+    let [b, h, n, f] = q.shape().dims();
+    let [vb, vh, vn, dv] = v.shape().dims();
+    assert!((b, h, n) == (vb, vh, vn), "q and v shapes differ");
+    LinearShape {
+        heads_total: b * h,
+        seq: n,
+        feature_dim: f,
+        value_dim: dv,
+        chunk,
+    }
+}
+
+/// (o, normaliser, per-chunk S, per-chunk z) for contiguous q, k, v.
+fn linear_forward(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+) -> (FlexTensor, [FlexTensor; 3]) {
+    assert!(q.shape() == k.shape(), "q and k shapes differ");
+    let shape = linear_shape(q, v, chunk);
+    let (out, saved) =
+        chunked_linear_attention::forward(values(q), values(k), values(v), shape, normalize, eps);
+    let flat = |t: Vec<f32>| {
+        let len = t.len();
+        flex_tensor(t, Shape::new([len]))
+    };
+    (
+        flex_tensor(out, v.shape()),
+        [flat(saved.den), flat(saved.s_prev), flat(saved.z_prev)],
+    )
 }
 
 fn layer_norm_forward(
@@ -184,7 +247,24 @@ impl FusedOps for Flex {
         attention_forward(&q, &k, &v, scale, &slopes).0
     }
 
-    fn fused_layer_norm(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f32) -> FlexTensor {
+    fn fused_linear_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        chunk: usize,
+        normalize: bool,
+        eps: f32,
+    ) -> FlexTensor {
+        let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
+        linear_forward(&q, &k, &v, chunk, normalize, eps).0
+    }
+
+    fn fused_layer_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        eps: f32,
+    ) -> FlexTensor {
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         layer_norm_forward(&x, &gamma, &beta, eps).0
     }
@@ -234,6 +314,57 @@ impl Backward<Flex, 3> for AttentionBackward {
             if let Some(node) = node {
                 grads.register::<Flex>(node.id, flex_tensor(grad, s.q.shape()));
             }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+#[derive(Clone, Debug)]
+struct LinearSaved {
+    q: FlexTensor,
+    k: FlexTensor,
+    v: FlexTensor,
+    out: FlexTensor,
+    /// Normaliser, per-chunk S and per-chunk z (flat).
+    chunk_state: [FlexTensor; 3],
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+}
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = LinearSaved;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let grad_out = contiguous(grads.consume::<Flex>(&ops.node));
+        let [den, s_prev, z_prev] = &s.chunk_state;
+        let (dq, dk, dv) = chunked_linear_attention::backward(
+            values(&s.q),
+            values(&s.k),
+            values(&s.v),
+            values(&s.out),
+            SavedRef {
+                den: values(den),
+                s_prev: values(s_prev),
+                z_prev: values(z_prev),
+            },
+            values(&grad_out),
+            linear_shape(&s.q, &s.v, s.chunk),
+            s.normalize,
+            s.eps,
+        );
+        let [node_q, node_k, node_v] = ops.parents;
+        if let Some(node) = node_q {
+            grads.register::<Flex>(node.id, flex_tensor(dq, s.q.shape()));
+        }
+        if let Some(node) = node_k {
+            grads.register::<Flex>(node.id, flex_tensor(dk, s.k.shape()));
+        }
+        if let Some(node) = node_v {
+            grads.register::<Flex>(node.id, flex_tensor(dv, s.v.shape()));
         }
     }
 }
@@ -325,6 +456,40 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         }
     }
 
+    fn fused_linear_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        chunk: usize,
+        normalize: bool,
+        eps: f32,
+    ) -> FloatTensor<Self> {
+        let prep = LinearBackward
+            .prepare::<C>([q.node(), k.node(), v.node()])
+            .compute_bound()
+            .stateful();
+        let q = contiguous(q.into_primitive());
+        let k = contiguous(k.into_primitive());
+        let v = contiguous(v.into_primitive());
+        let (out, chunk_state) = linear_forward(&q, &k, &v, chunk, normalize, eps);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let saved = LinearSaved {
+                    q,
+                    k,
+                    v,
+                    out: out.clone(),
+                    chunk_state,
+                    chunk,
+                    normalize,
+                    eps,
+                };
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
     fn fused_layer_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -354,7 +519,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let prep = GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let prep = GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
         let x = contiguous(x.into_primitive());
         let y = flex_tensor(gelu::forward(values(&x)), x.shape());
         match prep {
