@@ -168,7 +168,20 @@ enum EvalCommand {
     },
 }
 
+/// glibc serves allocations above 128 KiB with a fresh mmap and unmaps them on free, so each
+/// training step faulted in (and zeroed) its activation buffers anew: ~10 % of a reference step
+/// was page faults. Serving up to 32 MiB from the heap and not trimming it lets steps reuse them.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     // Burn falls back to Device::default() in a few places; with wgpu compiled in that would
     // initialise a GPU runtime even for CPU runs. Pin the default before any thread starts.
     if std::env::var_os("BURN_DEVICE").is_none() {

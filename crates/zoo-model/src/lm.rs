@@ -203,6 +203,14 @@ pub fn masked_cross_entropy(
     targets: Tensor<2, Int>,
     mask: Tensor<2>,
 ) -> Tensor<1> {
+    if crate::kernels::fused_on(&logits.device()) {
+        let [b, n, v] = logits.dims();
+        return crate::kernels::cross_entropy(
+            logits.reshape([b * n, v]),
+            targets.reshape([b * n]),
+            mask.reshape([b * n]),
+        );
+    }
     let logp = log_softmax(logits, 2); // [b, n, V]
     let picked = logp
         .gather(2, targets.unsqueeze_dim::<3>(2))

@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
-use super::simd::{exp, multiversion};
+use super::simd::{self, exp, multiversion};
 
 /// Queries per tile: 64 rows × d columns stay in L1 while a row block of scores is built.
 pub const QUERY_BLOCK: usize = 64;
@@ -51,12 +51,11 @@ multiversion! {
                     *s -= slope * (i - j) as f32;
                 }
             }
-            let max = valid.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut sum = 0.0f32;
+            let max = simd::max(valid);
             for s in valid.iter_mut() {
                 *s = exp(*s - max);
-                sum += *s;
             }
+            let sum = simd::sum(valid);
             let inv = 1.0 / sum;
             for s in valid.iter_mut() {
                 *s *= inv;
@@ -99,6 +98,15 @@ multiversion! {
             for (dp, &p) in dp_row.iter_mut().zip(p_row) {
                 *dp = p * (*dp - d);
             }
+        }
+    }
+}
+
+multiversion! {
+    // out[i] = a_i · b_i for the rows of two [rows, d] matrices.
+    fn row_dots(a: &[f32], b: &[f32], d: usize, out: &mut [f32]) {
+        for ((a, b), o) in a.chunks_exact(d).zip(b.chunks_exact(d)).zip(out.iter_mut()) {
+            *o = simd::dot(a, b);
         }
     }
 }
@@ -196,11 +204,8 @@ pub fn backward(
             let (q_h, k_h, v_h, o_h, do_h) = (at(q), at(k), at(v), at(out), at(grad_out));
             let lse_h = &lse[bh * seq..][..seq];
             let slope = slopes.get(bh % heads).copied().unwrap_or(0.0);
-            let delta: Vec<f32> = o_h
-                .chunks_exact(d)
-                .zip(do_h.chunks_exact(d))
-                .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
-                .collect(); // Dᵢ = dOᵢ · Oᵢ, [n]
+            let mut delta = vec![0.0f32; seq]; // Dᵢ = dOᵢ · Oᵢ, [n]
+            row_dots(o_h, do_h, d, &mut delta);
             let mut probs = vec![0.0f32; QUERY_BLOCK * seq];
             let mut dprobs = vec![0.0f32; QUERY_BLOCK * seq];
             for row0 in (0..seq).step_by(QUERY_BLOCK) {

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::simd::multiversion;
+use super::simd::{self, multiversion};
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
@@ -31,8 +31,8 @@ multiversion! {
             .zip(mean.iter_mut())
             .zip(rstd.iter_mut())
         {
-            let m = x_row.iter().sum::<f32>() / d as f32;
-            let var = x_row.iter().map(|&v| (v - m) * (v - m)).sum::<f32>() / d as f32;
+            let m = simd::sum(x_row) / d as f32;
+            let var = simd::sum_sq_dev(x_row, m) / d as f32;
             let inv = 1.0 / (var + eps).sqrt();
             for (((out, &v), &g), &b) in y_row.iter_mut().zip(x_row).zip(gamma).zip(beta) {
                 *out = (v - m) * inv * g + b;

@@ -1,6 +1,7 @@
 //! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
 //! hand-written backward passes: causal softmax attention (tiled, masked half skipped, O(n)
-//! memory), chunked linear attention, LayerNorm and exact GELU.
+//! memory), chunked linear attention, LayerNorm, exact GELU, the elu+1 feature map and the
+//! masked cross-entropy loss.
 //!
 //! Why: on the flex backend Burn's autodiff runs each elementwise op as its own pass and falls
 //! back to materialised n×n scores for attention, so these three make up most of a training step
@@ -11,6 +12,8 @@
 
 pub mod causal_attention;
 pub mod chunked_linear_attention;
+pub mod cross_entropy;
+pub mod elu_plus_one;
 pub mod gelu;
 mod gemm;
 pub mod layer_norm;
@@ -23,7 +26,7 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
 
@@ -80,6 +83,17 @@ pub trait FusedOps: Backend {
 
     /// Exact (erf) GELU.
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// elu(x) + 1, the linear-attention feature map.
+    fn fused_elu_plus_one(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Weighted mean cross-entropy of logits [rows, vocab] against targets [rows] with
+    /// weights [rows] (the loss mask) → [1]. Differentiable in the logits only.
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// Tensor-level entry points (callers check `fused_on` first).
@@ -135,6 +149,18 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
 }
 
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, weights: Tensor<1>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_cross_entropy(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+        weights.into_dispatch(),
+    ))
+}
+
+pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_elu_plus_one(x.into_dispatch()))
+}
+
 // ---- flex: host slices in, host slices out -------------------------------------------------
 
 /// A contiguous f32 copy-or-view of a flex tensor.
@@ -150,6 +176,37 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
 fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("contiguous f32 tensor (made so by `contiguous`)")
+}
+
+/// Token ids of an int tensor, checked against the vocabulary.
+fn target_indices(t: FlexTensor, vocab: usize) -> Vec<usize> {
+    let t = t.to_contiguous();
+    match t.dtype() {
+        burn::tensor::DType::I64 => {
+            cross_entropy::target_indices(t.storage::<i64>().iter().copied(), vocab)
+        }
+        burn::tensor::DType::I32 => {
+            cross_entropy::target_indices(t.storage::<i32>().iter().map(|&v| v as i64), vocab)
+        }
+        other => panic!("targets must be i64 or i32 token ids, got {other:?}"),
+    }
+}
+
+/// (loss [1], ℓ [rows], targets) for contiguous logits [rows, vocab] and weights [rows].
+fn cross_entropy_forward(
+    logits: &FlexTensor,
+    targets: FlexTensor,
+    weights: &FlexTensor,
+) -> (FlexTensor, FlexTensor, Vec<usize>) {
+    let [rows, vocab] = logits.shape().dims();
+    let targets = target_indices(targets, vocab);
+    assert!(targets.len() == rows, "one target per row of logits");
+    let (loss, lse) = cross_entropy::forward(values(logits), vocab, &targets, values(weights));
+    (
+        flex_tensor(vec![loss], Shape::new([1])),
+        flex_tensor(lse, Shape::new([rows])),
+        targets,
+    )
 }
 
 fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
@@ -272,6 +329,16 @@ impl FusedOps for Flex {
     fn fused_gelu(x: FlexTensor) -> FlexTensor {
         let x = contiguous(x);
         flex_tensor(gelu::forward(values(&x)), x.shape())
+    }
+
+    fn fused_elu_plus_one(x: FlexTensor) -> FlexTensor {
+        let x = contiguous(x);
+        flex_tensor(elu_plus_one::forward(values(&x)), x.shape())
+    }
+
+    fn fused_cross_entropy(logits: FlexTensor, targets: FlexTensor, weights: FlexTensor) -> FlexTensor {
+        let (logits, weights) = (contiguous(logits), contiguous(weights));
+        cross_entropy_forward(&logits, targets, &weights).0
     }
 }
 
@@ -407,9 +474,45 @@ impl Backward<Flex, 3> for LayerNormBackward {
 }
 
 #[derive(Debug)]
-struct GeluBackward;
+struct CrossEntropyBackward;
 
-impl Backward<Flex, 1> for GeluBackward {
+#[derive(Clone, Debug)]
+struct CrossEntropySaved {
+    logits: FlexTensor,
+    weights: FlexTensor,
+    lse: FlexTensor,
+    targets: Vec<usize>,
+}
+
+impl Backward<Flex, 1> for CrossEntropyBackward {
+    type State = CrossEntropySaved;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let [node_logits] = ops.parents;
+        if let Some(node) = node_logits {
+            let [_, vocab] = s.logits.shape().dims();
+            let dx = cross_entropy::backward(
+                values(&s.logits),
+                vocab,
+                &s.targets,
+                values(&s.weights),
+                values(&s.lse),
+                values(&grad)[0],
+            );
+            grads.register::<Flex>(node.id, flex_tensor(dx, s.logits.shape()));
+        }
+    }
+}
+
+/// Backward of an elementwise map y = f(x): dx = kernel(x, dy).
+#[derive(Debug)]
+struct ElementwiseBackward {
+    kernel: fn(&[f32], &[f32]) -> Vec<f32>,
+}
+
+impl Backward<Flex, 1> for ElementwiseBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -417,9 +520,27 @@ impl Backward<Flex, 1> for GeluBackward {
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
         let [node_x] = ops.parents;
         if let Some(node) = node_x {
-            let dx = gelu::backward(values(&x), values(&dy));
+            let dx = (self.kernel)(values(&x), values(&dy));
             grads.register::<Flex>(node.id, flex_tensor(dx, x.shape()));
         }
+    }
+}
+
+/// An elementwise map under autodiff: forward kernel, and the saved input for the backward one.
+fn elementwise<C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    forward: fn(&[f32]) -> Vec<f32>,
+    backward: fn(&[f32], &[f32]) -> Vec<f32>,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let prep = ElementwiseBackward { kernel: backward }
+        .prepare::<C>([x.node()])
+        .compute_bound()
+        .stateful();
+    let x = contiguous(x.into_primitive());
+    let y = flex_tensor(forward(values(&x)), x.shape());
+    match prep {
+        OpsKind::Tracked(prep) => prep.finish(x, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
@@ -519,15 +640,37 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     }
 
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let prep = GeluBackward
-            .prepare::<C>([x.node()])
+        elementwise::<C>(x, gelu::forward, gelu::backward)
+    }
+
+    fn fused_elu_plus_one(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        elementwise::<C>(x, elu_plus_one::forward, elu_plus_one::backward)
+    }
+
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // The weights are a data mask: a constant, like the targets.
+        let prep = CrossEntropyBackward
+            .prepare::<C>([logits.node()])
             .compute_bound()
             .stateful();
-        let x = contiguous(x.into_primitive());
-        let y = flex_tensor(gelu::forward(values(&x)), x.shape());
+        let logits = contiguous(logits.into_primitive());
+        let weights = contiguous(weights.into_primitive());
+        let (loss, lse, targets) = cross_entropy_forward(&logits, targets, &weights);
         match prep {
-            OpsKind::Tracked(prep) => prep.finish(x, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
+            OpsKind::Tracked(prep) => prep.finish(
+                CrossEntropySaved {
+                    logits,
+                    weights,
+                    lse,
+                    targets,
+                },
+                loss,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(loss),
         }
     }
 }

@@ -125,3 +125,85 @@ mod tests {
         assert!(worst < 4e-7, "erf max absolute error {worst:e}");
     }
 }
+
+/// Lanes of the split accumulators below: without fast-math LLVM keeps a single running sum in
+/// program order (scalar); 16 independent partial sums let it use one vector register.
+const LANES: usize = 16;
+
+/// Σ x, vectorisable.
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// max x (−∞ for an empty slice), vectorisable.
+#[inline(always)]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// x·y, vectorisable.
+#[inline(always)]
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail: f32 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in xc.zip(yc) {
+        for ((s, &u), &v) in acc.iter_mut().zip(a).zip(b) {
+            *s = u.mul_add(v, *s);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Σ (x − m)², vectorisable (two-pass variance: no cancellation when |m| ≫ spread).
+#[inline(always)]
+pub fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| (v - m) * (v - m)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = (v - m).mul_add(v - m, *a);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod reduction_tests {
+    use super::*;
+
+    #[test]
+    fn reductions_match_plain_loops() {
+        for n in [0usize, 1, 15, 16, 17, 100] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.25).collect();
+            let y: Vec<f32> = (0..n).map(|i| ((i * 11 % 7) as f32 - 3.0) * 0.5).collect();
+            let want_sum: f64 = x.iter().map(|&v| v as f64).sum();
+            let want_dot: f64 = x.iter().zip(&y).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let want_max = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            assert!((sum(&x) as f64 - want_sum).abs() < 1e-4, "sum n={n}");
+            assert!((dot(&x, &y) as f64 - want_dot).abs() < 1e-4, "dot n={n}");
+            assert_eq!(max(&x), want_max, "max n={n}");
+            let m = 0.3f32;
+            let want_dev: f64 = x.iter().map(|&v| (v as f64 - m as f64).powi(2)).sum();
+            assert!((sum_sq_dev(&x, m) as f64 - want_dev).abs() < 1e-4, "sum_sq_dev n={n}");
+        }
+    }
+}

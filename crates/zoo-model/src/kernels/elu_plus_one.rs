@@ -1,0 +1,46 @@
+//! Fused elu(x) + 1, the feature map of Katharopoulos et al. 2020 ("Transformers are RNNs"),
+//! forward and backward in one pass each:
+//!
+//!   φ(x) = x + 1 (x > 0),  eˣ (x ≤ 0);    φ'(x) = 1 (x > 0),  eˣ (x ≤ 0)
+//!
+//! The composed form (clamp, clamp, exp, add) costs four passes forward and the clamps' masks
+//! backward, on both q and k of every linear-attention layer.
+
+use rayon::prelude::*;
+
+use super::simd::{exp, multiversion};
+
+const CHUNK: usize = 1 << 14;
+
+multiversion! {
+    fn forward_chunk(x: &[f32], y: &mut [f32]) {
+        for (out, &v) in y.iter_mut().zip(x) {
+            *out = if v > 0.0 { v + 1.0 } else { exp(v) };
+        }
+    }
+}
+
+multiversion! {
+    fn backward_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((out, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+            *out = if v > 0.0 { g } else { g * exp(v) };
+        }
+    }
+}
+
+pub fn forward(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| forward_chunk(x, y));
+    y
+}
+
+pub fn backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(x.len(), dy.len());
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+        .for_each(|(dx, (x, dy))| backward_chunk(x, dy, dx));
+    dx
+}
