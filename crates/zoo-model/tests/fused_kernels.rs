@@ -530,7 +530,13 @@ fn fused_elu_plus_one_matches_the_definition_and_burn() {
     let w = randn_vec(n, 32, 1.0);
     let want: Vec<f64> = x
         .iter()
-        .map(|&v| if v > 0.0 { v as f64 + 1.0 } else { (v as f64).exp() })
+        .map(|&v| {
+            if v > 0.0 {
+                v as f64 + 1.0
+            } else {
+                (v as f64).exp()
+            }
+        })
         .collect();
     let dwant: Vec<f64> = x
         .iter()
@@ -592,9 +598,27 @@ fn fused_cross_entropy_matches_the_definition_and_the_composed_loss() {
     #[allow(deprecated)]
     let ((loss, dx), (loss_ref, dx_ref)) = (run(flex_grad()), run(Device::ndarray().autodiff()));
     let base = to_f64(&logits);
-    assert_close(&loss, &[loss_f64(&base)], 1e-6, 1e-6, "cross-entropy vs f64");
-    assert_close(&loss, &to_f64(&loss_ref), 1e-6, 1e-6, "cross-entropy vs composed");
-    assert_close(&dx, &to_f64(&dx_ref), 1e-7, 1e-5, "cross-entropy gradient vs composed");
+    assert_close(
+        &loss,
+        &[loss_f64(&base)],
+        1e-6,
+        1e-6,
+        "cross-entropy vs f64",
+    );
+    assert_close(
+        &loss,
+        &to_f64(&loss_ref),
+        1e-6,
+        1e-6,
+        "cross-entropy vs composed",
+    );
+    assert_close(
+        &dx,
+        &to_f64(&dx_ref),
+        1e-7,
+        1e-5,
+        "cross-entropy gradient vs composed",
+    );
     let probes: Vec<usize> = (0..base.len()).step_by(13).collect();
     let step = 1e-6;
     let numeric: Vec<f64> = probes
@@ -607,5 +631,11 @@ fn fused_cross_entropy_matches_the_definition_and_the_composed_loss() {
         })
         .collect();
     let analytic: Vec<f32> = probes.iter().map(|&i| dx[i]).collect();
-    assert_close(&analytic, &numeric, 1e-7, 1e-4, "cross-entropy gradient vs f64 differences");
+    assert_close(
+        &analytic,
+        &numeric,
+        1e-7,
+        1e-4,
+        "cross-entropy gradient vs f64 differences",
+    );
 }

@@ -21,9 +21,7 @@ pub fn output_dim(map: FeatureMap, dim: usize) -> usize {
 pub fn apply(map: FeatureMap, x: Tensor<4>) -> Tensor<4> {
     match map {
         // elu(x) + 1 = x + 1 for x > 0 and eˣ otherwise, written without a branch.
-        FeatureMap::Elu if crate::kernels::fused_on(&x.device()) => {
-            crate::kernels::elu_plus_one(x)
-        }
+        FeatureMap::Elu if crate::kernels::fused_on(&x.device()) => crate::kernels::elu_plus_one(x),
         FeatureMap::Elu => x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp(),
         FeatureMap::Relu => x.clamp_min(0.0),
         FeatureMap::Identity => x,

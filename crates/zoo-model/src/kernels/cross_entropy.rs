@@ -63,7 +63,12 @@ pub fn target_indices(targets: impl Iterator<Item = i64>, vocab: usize) -> Vec<u
 }
 
 /// Returns (L, ℓ per row). `logits` is [rows, vocab].
-pub fn forward(logits: &[f32], vocab: usize, targets: &[usize], weights: &[f32]) -> (f32, Vec<f32>) {
+pub fn forward(
+    logits: &[f32],
+    vocab: usize,
+    targets: &[usize],
+    weights: &[f32],
+) -> (f32, Vec<f32>) {
     let rows = targets.len();
     assert!(logits.len() == rows * vocab && weights.len() == rows);
     let mut lse = vec![0.0f32; rows];
@@ -95,7 +100,11 @@ pub fn backward(
     dx.par_chunks_mut(ROWS_PER_TASK * vocab)
         .zip(logits.par_chunks(ROWS_PER_TASK * vocab))
         .zip(lse.par_chunks(ROWS_PER_TASK))
-        .zip(targets.par_chunks(ROWS_PER_TASK).zip(scale.par_chunks(ROWS_PER_TASK)))
+        .zip(
+            targets
+                .par_chunks(ROWS_PER_TASK)
+                .zip(scale.par_chunks(ROWS_PER_TASK)),
+        )
         .for_each(|(((dx, x), l), (t, s))| row_grads(x, vocab, l, t, s, dx));
     dx
 }

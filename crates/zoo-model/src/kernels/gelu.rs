@@ -2,22 +2,33 @@
 //!
 //!   y = x·Φ(x),  Φ(x) = ½(1 + erf(x/√2)),   dy/dx = Φ(x) + x·φ(x),  φ(x) = e^{−x²/2}/√(2π)
 //!
+//! Φ uses the erf of `simd` (Abramowitz & Stegun 7.1.26), here sharing its exponential with φ.
 //! Burn's autodiff builds GELU from erf and four elementwise ops (forward) and more for the
 //! backward, each a separate pass over the [tokens, 4·d] activations.
 
 use rayon::prelude::*;
 
-use super::simd::{erf, exp, multiversion};
+use super::simd::{self, exp, multiversion};
 
 const CHUNK: usize = 1 << 14;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
+/// (Φ(x), φ(x)) sharing one exponential: erf's e^{−a²} with a = |x|/√2 is e^{−x²/2} = √(2π)·φ.
+#[inline(always)]
+fn cdf_pdf(x: f32) -> (f32, f32) {
+    let a = x.abs() * FRAC_1_SQRT_2;
+    let e = exp(-a * a); // e^{−x²/2}
+    let erf_abs = simd::erf_abs(a, e); // erf(|x|/√2)
+    let cdf = 0.5 * (1.0 + erf_abs.copysign(x));
+    (cdf, FRAC_1_SQRT_2PI * e)
+}
+
 multiversion! {
     fn forward_chunk(x: &[f32], y: &mut [f32]) {
         for (out, &v) in y.iter_mut().zip(x) {
-            *out = 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2));
+            *out = v * cdf_pdf(v).0;
         }
     }
 }
@@ -25,9 +36,8 @@ multiversion! {
 multiversion! {
     fn backward_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         for ((out, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-            let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
-            let pdf = FRAC_1_SQRT_2PI * exp(-0.5 * v * v);
-            *out = g * (cdf + v * pdf);
+            let (cdf, pdf) = cdf_pdf(v);
+            *out = g * v.mul_add(pdf, cdf);
         }
     }
 }

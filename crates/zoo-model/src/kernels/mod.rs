@@ -1,7 +1,7 @@
 //! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
 //! hand-written backward passes: causal softmax attention (tiled, masked half skipped, O(n)
-//! memory), chunked linear attention, LayerNorm, exact GELU, the elu+1 feature map and the
-//! masked cross-entropy loss.
+//! memory), chunked linear attention, RoPE, LayerNorm, exact GELU, the elu+1 feature map and
+//! the masked cross-entropy loss.
 //!
 //! Why: on the flex backend Burn's autodiff runs each elementwise op as its own pass and falls
 //! back to materialised n×n scores for attention, so these three make up most of a training step
@@ -17,6 +17,7 @@ pub mod elu_plus_one;
 pub mod gelu;
 mod gemm;
 pub mod layer_norm;
+pub mod rotary;
 mod simd;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,9 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         eps: f32,
     ) -> FloatTensor<Self>;
+
+    /// Rotary embedding of x [b, h, n, dh] with cos/sin tables [n · dh/2] for its positions.
+    fn fused_rope(x: FloatTensor<Self>, cos: Vec<f32>, sin: Vec<f32>) -> FloatTensor<Self>;
 
     /// Exact (erf) GELU.
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -145,6 +149,14 @@ pub fn layer_norm<const D: usize>(
     ))
 }
 
+pub fn rope(x: Tensor<4>, cos: Vec<f32>, sin: Vec<f32>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_rope(
+        x.into_dispatch(),
+        cos,
+        sin,
+    ))
+}
+
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
 }
@@ -158,7 +170,9 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>, weights: Tensor
 }
 
 pub fn elu_plus_one<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_elu_plus_one(x.into_dispatch()))
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_elu_plus_one(
+        x.into_dispatch(),
+    ))
 }
 
 // ---- flex: host slices in, host slices out -------------------------------------------------
@@ -326,6 +340,12 @@ impl FusedOps for Flex {
         layer_norm_forward(&x, &gamma, &beta, eps).0
     }
 
+    fn fused_rope(x: FlexTensor, cos: Vec<f32>, sin: Vec<f32>) -> FlexTensor {
+        let x = contiguous(x);
+        let seq = x.shape().dims::<4>()[2];
+        flex_tensor(rotary::rotate(values(&x), seq, &cos, &sin, 1.0), x.shape())
+    }
+
     fn fused_gelu(x: FlexTensor) -> FlexTensor {
         let x = contiguous(x);
         flex_tensor(gelu::forward(values(&x)), x.shape())
@@ -336,7 +356,11 @@ impl FusedOps for Flex {
         flex_tensor(elu_plus_one::forward(values(&x)), x.shape())
     }
 
-    fn fused_cross_entropy(logits: FlexTensor, targets: FlexTensor, weights: FlexTensor) -> FlexTensor {
+    fn fused_cross_entropy(
+        logits: FlexTensor,
+        targets: FlexTensor,
+        weights: FlexTensor,
+    ) -> FlexTensor {
         let (logits, weights) = (contiguous(logits), contiguous(weights));
         cross_entropy_forward(&logits, targets, &weights).0
     }
@@ -469,6 +493,31 @@ impl Backward<Flex, 3> for LayerNormBackward {
         }
         if let Some(node) = node_beta {
             grads.register::<Flex>(node.id, flex_tensor(dbeta, s.gamma.shape()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RopeBackward;
+
+#[derive(Clone, Debug)]
+struct RopeSaved {
+    shape: Shape,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Backward<Flex, 1> for RopeBackward {
+    type State = RopeSaved;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let [node_x] = ops.parents;
+        if let Some(node) = node_x {
+            let seq = s.shape.dims::<4>()[2];
+            let dx = rotary::rotate(values(&dy), seq, &s.cos, &s.sin, -1.0);
+            grads.register::<Flex>(node.id, flex_tensor(dx, s.shape));
         }
     }
 }
@@ -635,6 +684,25 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 },
                 y,
             ),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_rope(x: FloatTensor<Self>, cos: Vec<f32>, sin: Vec<f32>) -> FloatTensor<Self> {
+        let prep = RopeBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
+        let x = contiguous(x.into_primitive());
+        let shape = x.shape();
+        let seq = shape.dims::<4>()[2];
+        let y = flex_tensor(
+            rotary::rotate(values(&x), seq, &cos, &sin, 1.0),
+            shape.clone(),
+        );
+        match prep {
+            // The rotation's backward needs only the angles, not the input.
+            OpsKind::Tracked(prep) => prep.finish(RopeSaved { shape, cos, sin }, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

@@ -7,7 +7,7 @@
 //! - `exp`: Cody–Waite range reduction x = k·ln2 + r, |r| ≤ ln2/2, then the degree-6 minimax
 //!   polynomial of e^r from Cephes' expf (relative error ≤ 3e-7 over the clamped range), and
 //!   2^k assembled in the exponent bits. Inputs are clamped to [−87.3, 88.3] (no inf/denormals).
-//! - `erf`: Abramowitz & Stegun 7.1.26, erf(x) = 1 − (a₁t + … + a₅t⁵)·e^{−x²}, t = 1/(1 + p|x|),
+//! - `erf_abs`: Abramowitz & Stegun 7.1.26, erf(x) = 1 − (a₁t + … + a₅t⁵)·e^{−x²}, t = 1/(1 + p|x|),
 //!   absolute error ≤ 1.5e-7 in exact arithmetic (≤ 4e-7 evaluated in f32).
 
 /// Compile `$body` (a block using the inputs) once per instruction set and dispatch at run time.
@@ -71,18 +71,17 @@ pub fn exp(x: f32) -> f32 {
     e_r * two_k
 }
 
-/// erf(x), absolute error ≤ 4e-7 in f32.
+/// erf(a) for a ≥ 0 given e = e^{−a²} (callers often need that exponential themselves),
+/// absolute error ≤ 4e-7 in f32.
 #[inline(always)]
-pub fn erf(x: f32) -> f32 {
-    let a = x.abs();
+pub fn erf_abs(a: f32, exp_neg_a2: f32) -> f32 {
     let t = 1.0 / 0.327_591_1_f32.mul_add(a, 1.0);
     let mut p = 1.061_405_4_f32;
     p = p.mul_add(t, -1.453_152_1);
     p = p.mul_add(t, 1.421_413_7);
     p = p.mul_add(t, -0.284_496_74);
     p = p.mul_add(t, 0.254_829_6);
-    let y = 1.0 - p * t * exp(-a * a);
-    y.copysign(x)
+    1.0 - p * t * exp_neg_a2
 }
 
 #[cfg(test)]
@@ -120,7 +119,8 @@ mod tests {
         let mut worst = 0.0f64;
         for i in -600..=600 {
             let x = i as f32 * 0.01;
-            worst = worst.max((erf(x) as f64 - erf_ref(x as f64)).abs());
+            let erf = erf_abs(x.abs(), exp(-x * x)).copysign(x);
+            worst = worst.max((erf as f64 - erf_ref(x as f64)).abs());
         }
         assert!(worst < 4e-7, "erf max absolute error {worst:e}");
     }
@@ -149,7 +149,10 @@ pub fn sum(x: &[f32]) -> f32 {
 pub fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
             *a = if v > *a { v } else { *a };
@@ -163,7 +166,12 @@ pub fn max(x: &[f32]) -> f32 {
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-    let tail: f32 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
     for (a, b) in xc.zip(yc) {
         for ((s, &u), &v) in acc.iter_mut().zip(a).zip(b) {
             *s = u.mul_add(v, *s);
@@ -193,7 +201,9 @@ mod reduction_tests {
     #[test]
     fn reductions_match_plain_loops() {
         for n in [0usize, 1, 15, 16, 17, 100] {
-            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.25).collect();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.25)
+                .collect();
             let y: Vec<f32> = (0..n).map(|i| ((i * 11 % 7) as f32 - 3.0) * 0.5).collect();
             let want_sum: f64 = x.iter().map(|&v| v as f64).sum();
             let want_dot: f64 = x.iter().zip(&y).map(|(&a, &b)| a as f64 * b as f64).sum();
@@ -203,7 +213,10 @@ mod reduction_tests {
             assert_eq!(max(&x), want_max, "max n={n}");
             let m = 0.3f32;
             let want_dev: f64 = x.iter().map(|&v| (v as f64 - m as f64).powi(2)).sum();
-            assert!((sum_sq_dev(&x, m) as f64 - want_dev).abs() < 1e-4, "sum_sq_dev n={n}");
+            assert!(
+                (sum_sq_dev(&x, m) as f64 - want_dev).abs() < 1e-4,
+                "sum_sq_dev n={n}"
+            );
         }
     }
 }

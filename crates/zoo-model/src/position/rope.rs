@@ -48,8 +48,8 @@ impl Rope {
         }
     }
 
-    /// cos and sin tables for positions start..start+len: [len, head_dim/2] each.
-    fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    /// cos and sin of positions start..start+len, row-major [len, head_dim/2] each.
+    fn host_tables(&self, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
@@ -61,6 +61,13 @@ impl Rope {
                 sin.push(s as f32);
             }
         }
+        (cos, sin)
+    }
+
+    /// cos and sin tables for positions start..start+len: [len, head_dim/2] each.
+    fn tables(&self, start: usize, len: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
+        let half = self.inv_freq.len();
+        let (cos, sin) = self.host_tables(start, len);
         (
             Tensor::from_data(TensorData::new(cos, [len, half]), device),
             Tensor::from_data(TensorData::new(sin, [len, half]), device),
@@ -70,6 +77,10 @@ impl Rope {
     /// x: [batch, heads, seq, head_dim], rotated as positions start..start+seq.
     pub fn apply(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
         let [_, _, n, dh] = x.dims();
+        if crate::kernels::fused_on(&x.device()) {
+            let (cos, sin) = self.host_tables(start, n);
+            return crate::kernels::rope(x, cos, sin);
+        }
         let half = dh / 2;
         let (cos, sin) = self.tables(start, n, &x.device());
         let cos = cos.unsqueeze::<4>(); // [1, 1, n, half]
