@@ -37,6 +37,9 @@ pub enum BenchCommand {
         device: String,
         #[arg(long)]
         json: bool,
+        /// Use Burn's composed ops instead of the fused flex kernels (to compare the two).
+        #[arg(long)]
+        unfused: bool,
     },
     /// Forward+backward time of each mixer against sequence length.
     Scaling {
@@ -45,13 +48,18 @@ pub enum BenchCommand {
         /// Mixers to measure (default: all).
         #[arg(long, value_delimiter = ',')]
         mixers: Vec<String>,
-        /// Softmax stops above this length: its autodiff path materialises n² scores.
-        #[arg(long, default_value_t = 8192)]
+        /// Softmax stops above this length (its time is quadratic; off flex, or with
+        /// --unfused, its autodiff path also materialises the n² scores).
+        #[arg(long, default_value_t = 16384)]
         max_softmax_len: usize,
         #[arg(long, default_value = "flex")]
         device: String,
         #[arg(long)]
         json: bool,
+        /// Use Burn's composed ops instead of the fused flex kernels (to compare the two).
+        #[arg(long)]
+        unfused: bool,
+
         /// Folder for the plots (scaling_time.*, scaling_memory.*).
         #[arg(long, default_value = "bench")]
         out: std::path::PathBuf,
@@ -65,6 +73,8 @@ pub enum BenchCommand {
         len: usize,
         #[arg(long, default_value = "flex")]
         device: String,
+        #[arg(long)]
+        unfused: bool,
     },
     /// Time per decoded token at several context lengths.
     Decode {
@@ -123,6 +133,12 @@ pub fn fitted_exponent(points: &[(f64, f64)]) -> f64 {
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
+    if let BenchCommand::Reference { unfused: true, .. }
+    | BenchCommand::Scaling { unfused: true, .. }
+    | BenchCommand::ScalingPoint { unfused: true, .. } = &cmd
+    {
+        zoo_model::kernels::set_enabled(false);
+    }
     match cmd {
         BenchCommand::Reference {
             attention,
@@ -130,6 +146,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             warmup,
             device,
             json,
+            unfused: _,
         } => reference(&attention, steps, warmup, &device, json),
         BenchCommand::Scaling {
             lengths,
@@ -138,8 +155,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             device,
             json,
             out,
-        } => scaling(&lengths, &mixers, max_softmax_len, &device, json, &out),
-        BenchCommand::ScalingPoint { mixer, len, device } => scaling_point(&mixer, len, &device),
+            unfused,
+        } => scaling(&lengths, &mixers, max_softmax_len, &device, json, unfused, &out),
+        BenchCommand::ScalingPoint {
+            mixer, len, device, ..
+        } => scaling_point(&mixer, len, &device),
         BenchCommand::Decode {
             contexts,
             mixers,
@@ -244,14 +264,19 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
     };
     let flops = (6.0 * params as f64 + attn) * tokens_per_s;
     let mfu = flops / 333e9;
+    let kernels = if zoo_model::kernels::fused_on(&dev) {
+        "fused kernels"
+    } else {
+        "composed ops"
+    };
     if json {
         println!(
             "{}",
-            json!({"bench": "reference", "attention": attention, "device": device, "params": params, "median_step_s": step, "forward_s": phases.0, "backward_s": phases.1, "update_s": phases.2, "tokens_per_s": tokens_per_s, "mfu": mfu})
+            json!({"bench": "reference", "attention": attention, "device": device, "kernels": kernels, "params": params, "median_step_s": step, "forward_s": phases.0, "backward_s": phases.1, "update_s": phases.2, "tokens_per_s": tokens_per_s, "mfu": mfu})
         );
     } else {
         println!(
-            "reference workload, {attention} attention, {device}: {params} params, median step {:.3} s",
+            "reference workload, {attention} attention, {device} ({kernels}): {params} params, median step {:.3} s",
             step
         );
         println!(
@@ -306,6 +331,7 @@ fn scaling(
     max_softmax: usize,
     device: &str,
     json: bool,
+    unfused: bool,
     out: &std::path::Path,
 ) -> Result<()> {
     let exe = std::env::current_exe()?;
@@ -337,6 +363,7 @@ fn scaling(
                     "--device",
                     device,
                 ])
+                .args(unfused.then_some("--unfused"))
                 .output()?;
             let point: serde_json::Value = match serde_json::from_slice(&child.stdout) {
                 Ok(v) if child.status.success() => v,
