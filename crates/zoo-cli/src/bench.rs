@@ -156,7 +156,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             json,
             out,
             unfused,
-        } => scaling(&lengths, &mixers, max_softmax_len, &device, json, unfused, &out),
+        } => scaling(
+            &lengths,
+            &mixers,
+            max_softmax_len,
+            &device,
+            json,
+            unfused,
+            &out,
+        ),
         BenchCommand::ScalingPoint {
             mixer, len, device, ..
         } => scaling_point(&mixer, len, &device),

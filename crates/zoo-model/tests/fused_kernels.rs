@@ -639,3 +639,130 @@ fn fused_cross_entropy_matches_the_definition_and_the_composed_loss() {
         "cross-entropy gradient vs f64 differences",
     );
 }
+
+// ---- RWKV-6 WKV recurrence --------------------------------------------------------------------
+
+#[test]
+fn fused_wkv_matches_the_definition_and_the_composed_chunked_form() {
+    use zoo_model::attention::{reference, rwkv};
+    let (b, h, dk, dv) = (2, 2, 4, 5); // dk ≠ dv so a transposed state would not fit
+    for &n in &[1usize, 63, 64, 65, 130] {
+        // spread 0.5: moderate decays; 3: w from ≈ 1 to ≈ e^−20 (the clamp the model applies).
+        for spread in [0.5f32, 3.0] {
+            let what = format!("n={n} spread={spread}");
+            let seed = 900 + n as u64;
+            let r = randn_vec(b * h * n * dk, seed, 1.0);
+            let k = randn_vec(b * h * n * dk, seed + 1, 1.0);
+            let v = randn_vec(b * h * n * dv, seed + 2, 1.0);
+            let lw: Vec<f32> = randn_vec(b * h * n * dk, seed + 3, spread as f64)
+                .iter()
+                .map(|e| (-e.exp()).max(rwkv::LOG_W_MIN as f32))
+                .collect();
+            let u = randn_vec(h * dk, seed + 4, 1.0);
+            let w = randn_vec(b * h * n * dv, seed + 5, 1.0);
+
+            let loss_f64 = |r: &[f64], k: &[f64], v: &[f64], lw: &[f64], u: &[f64]| -> Vec<f64> {
+                let mut out = Vec::with_capacity(b * h * n * dv);
+                for bh in 0..b * h {
+                    let hk = |t: &[f64]| t[bh * n * dk..][..n * dk].to_vec();
+                    let (o, _) = reference::wkv_recurrent(
+                        &hk(r),
+                        &hk(k),
+                        &v[bh * n * dv..][..n * dv],
+                        &hk(lw),
+                        &u[(bh % h) * dk..][..dk],
+                        n,
+                        dk,
+                        dv,
+                        &vec![0.0; dk * dv],
+                    );
+                    out.extend(o);
+                }
+                out
+            };
+            let base = [to_f64(&r), to_f64(&k), to_f64(&v), to_f64(&lw), to_f64(&u)];
+            let want = loss_f64(&base[0], &base[1], &base[2], &base[3], &base[4]);
+
+            let run = |fused: bool| -> (Vec<f32>, Vec<Vec<f32>>) {
+                let device = flex_grad();
+                let leaf = |x: &[f32], shape: [usize; 4]| tensor(x, shape, &device).require_grad();
+                let (tr, tk, tlw) = (
+                    leaf(&r, [b, h, n, dk]),
+                    leaf(&k, [b, h, n, dk]),
+                    leaf(&lw, [b, h, n, dk]),
+                );
+                let tv = leaf(&v, [b, h, n, dv]);
+                let tu = tensor(&u, [h, dk], &device).require_grad();
+                let o = if fused {
+                    kernels::wkv(tr.clone(), tk.clone(), tv.clone(), tlw.clone(), tu.clone())
+                } else {
+                    let s0 = Tensor::zeros([b, h, dk, dv], &device);
+                    rwkv::wkv_chunked(
+                        tr.clone(),
+                        tk.clone(),
+                        tv.clone(),
+                        tlw.clone(),
+                        tu.clone(),
+                        s0,
+                        16,
+                    )
+                    .0
+                };
+                let grads = (o.clone() * tensor(&w, [b, h, n, dv], &device))
+                    .sum()
+                    .backward();
+                let mut g: Vec<Vec<f32>> = [&tr, &tk, &tv, &tlw]
+                    .iter()
+                    .map(|t| values(t.grad(&grads).unwrap()))
+                    .collect();
+                g.push(values(tu.grad(&grads).unwrap()));
+                (values(o), g)
+            };
+            let (o, fused) = run(true);
+            let (_, composed) = run(false);
+            assert_close(&o, &want, 1e-5, 1e-4, &format!("wkv output vs f64, {what}"));
+            for (name, (a, c)) in ["dr", "dk", "dv", "dlog_w", "du"]
+                .iter()
+                .zip(fused.iter().zip(&composed))
+            {
+                assert_close(
+                    a,
+                    &to_f64(c),
+                    2e-4,
+                    1e-3,
+                    &format!("wkv {name} vs composed, {what}"),
+                );
+            }
+            if n <= 65 {
+                let loss = |x: &[Vec<f64>; 5]| -> f64 {
+                    loss_f64(&x[0], &x[1], &x[2], &x[3], &x[4])
+                        .iter()
+                        .zip(&w)
+                        .map(|(o, &w)| o * w as f64)
+                        .sum()
+                };
+                let step = 1e-6;
+                for (which, name) in ["dr", "dk", "dv", "dlog_w", "du"].iter().enumerate() {
+                    let probes: Vec<usize> = (0..base[which].len()).step_by(3).collect();
+                    let numeric: Vec<f64> = probes
+                        .iter()
+                        .map(|&i| {
+                            let (mut plus, mut minus) = (base.clone(), base.clone());
+                            plus[which][i] += step;
+                            minus[which][i] -= step;
+                            (loss(&plus) - loss(&minus)) / (2.0 * step)
+                        })
+                        .collect();
+                    let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
+                    assert_close(
+                        &analytic,
+                        &numeric,
+                        1e-4,
+                        5e-4,
+                        &format!("wkv {name} vs f64 differences, {what}"),
+                    );
+                }
+            }
+        }
+    }
+}

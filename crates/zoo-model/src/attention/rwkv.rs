@@ -11,6 +11,8 @@
 //! RetNet style). The WKV recurrence has a chunked training form: inside a chunk the pairwise
 //! decays exp(b_{t−1} − b_s) (b = running sum of log w, exponent ≤ 0, so stable for any decay)
 //! weight r_t·k_s; across chunks the state is carried by S ← diag(e^{B_c}) S + Σ_s (k_s e^{B_c−b_s})ᵀ v_s.
+//! On flex, training runs the exact recurrence as a fused kernel instead
+//! (`crate::kernels::wkv`: O(n) time and memory, hand-written backward).
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
@@ -295,8 +297,15 @@ impl TokenMixer for RwkvTimeMix {
         let MixerState::Rwkv { s, last_x, .. } = self.init_state(b, &x.device()) else {
             unreachable!()
         };
+        let device = x.device();
         let (heads, g) = self.projections(x, last_x);
-        let (o, _) = self.wkv(heads, s);
+        let o = if crate::kernels::fused_on(&device) {
+            let [r, k, v, log_w] = heads;
+            let log_w = log_w.clamp_min(LOG_W_MIN); // as in the tensor forms
+            crate::kernels::wkv(r, k, v, log_w, self.bonus.val())
+        } else {
+            self.wkv(heads, s).0
+        }; // [b, h, n, dh]
         self.finish(o, g)
     }
 

@@ -1,6 +1,6 @@
 //! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
 //! hand-written backward passes: causal softmax attention (tiled, masked half skipped, O(n)
-//! memory), chunked linear attention, RoPE, LayerNorm, exact GELU, the elu+1 feature map and
+//! memory), chunked linear attention, the RWKV-6 WKV recurrence, RoPE, LayerNorm, exact GELU, the elu+1 feature map and
 //! the masked cross-entropy loss.
 //!
 //! Why: on the flex backend Burn's autodiff runs each elementwise op as its own pass and falls
@@ -19,6 +19,7 @@ mod gemm;
 pub mod layer_norm;
 pub mod rotary;
 mod simd;
+pub mod wkv;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,6 +34,7 @@ use burn::prelude::*;
 
 use causal_attention::AttentionShape;
 use chunked_linear_attention::{LinearShape, SavedRef};
+use wkv::WkvShape;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
@@ -72,6 +74,16 @@ pub trait FusedOps: Backend {
         chunk: usize,
         normalize: bool,
         eps: f32,
+    ) -> FloatTensor<Self>;
+
+    /// RWKV-6 WKV recurrence from a zero state: r, k, log w [b, h, n, dk], v [b, h, n, dv],
+    /// u [h, dk] → o [b, h, n, dv].
+    fn fused_wkv(
+        r: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        log_w: FloatTensor<Self>,
+        u: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
     /// LayerNorm over the last axis.
@@ -132,6 +144,16 @@ pub fn linear_attention(
         chunk,
         normalize,
         eps,
+    ))
+}
+
+pub fn wkv(r: Tensor<4>, k: Tensor<4>, v: Tensor<4>, log_w: Tensor<4>, u: Tensor<2>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_wkv(
+        r.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        log_w.into_dispatch(),
+        u.into_dispatch(),
     ))
 }
 
@@ -291,6 +313,41 @@ fn linear_forward(
     )
 }
 
+fn wkv_shape(r: &FlexTensor, v: &FlexTensor) -> WkvShape {
+    let [b, h, n, dk] = r.shape().dims();
+    let dv = v.shape().dims::<4>()[3];
+    WkvShape {
+        heads_total: b * h,
+        heads: h,
+        seq: n,
+        key_dim: dk,
+        value_dim: dv,
+    }
+}
+
+/// (o, states at chunk starts) for contiguous inputs.
+fn wkv_forward(inputs: &[FlexTensor; 5]) -> (FlexTensor, FlexTensor) {
+    let [r, k, v, log_w, u] = inputs;
+    assert!(
+        r.shape() == k.shape() && r.shape() == log_w.shape(),
+        "r, k, log w shapes differ"
+    );
+    let shape = wkv_shape(r, v);
+    let (o, states) = wkv::forward(
+        values(r),
+        values(k),
+        values(v),
+        values(log_w),
+        values(u),
+        shape,
+    );
+    let len = states.len();
+    (
+        flex_tensor(o, v.shape()),
+        flex_tensor(states, Shape::new([len])),
+    )
+}
+
 fn layer_norm_forward(
     x: &FlexTensor,
     gamma: &FlexTensor,
@@ -328,6 +385,17 @@ impl FusedOps for Flex {
     ) -> FlexTensor {
         let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
         linear_forward(&q, &k, &v, chunk, normalize, eps).0
+    }
+
+    fn fused_wkv(
+        r: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        log_w: FlexTensor,
+        u: FlexTensor,
+    ) -> FlexTensor {
+        let inputs = [r, k, v, log_w, u].map(contiguous);
+        wkv_forward(&inputs).0
     }
 
     fn fused_layer_norm(
@@ -456,6 +524,42 @@ impl Backward<Flex, 3> for LinearBackward {
         }
         if let Some(node) = node_v {
             grads.register::<Flex>(node.id, flex_tensor(dv, s.v.shape()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct WkvBackward;
+
+#[derive(Clone, Debug)]
+struct WkvSaved {
+    /// r, k, v, log w, u (contiguous).
+    inputs: [FlexTensor; 5],
+    states: FlexTensor,
+}
+
+impl Backward<Flex, 5> for WkvBackward {
+    type State = WkvSaved;
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let s = ops.state;
+        let grad_out = contiguous(grads.consume::<Flex>(&ops.node));
+        let [r, k, v, log_w, u] = &s.inputs;
+        let (dr, dk, dv, dlw, du) = wkv::backward(
+            values(r),
+            values(k),
+            values(v),
+            values(log_w),
+            values(u),
+            values(&s.states),
+            values(&grad_out),
+            wkv_shape(r, v),
+        );
+        let grads_out = [dr, dk, dv, dlw, du];
+        for ((node, grad), input) in ops.parents.into_iter().zip(grads_out).zip(&s.inputs) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, flex_tensor(grad, input.shape()));
+            }
         }
     }
 }
@@ -656,6 +760,25 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 };
                 prep.finish(saved, out)
             }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn fused_wkv(
+        r: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        log_w: FloatTensor<Self>,
+        u: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let prep = WkvBackward
+            .prepare::<C>([r.node(), k.node(), v.node(), log_w.node(), u.node()])
+            .compute_bound()
+            .stateful();
+        let inputs = [r, k, v, log_w, u].map(|t| contiguous(t.into_primitive()));
+        let (out, states) = wkv_forward(&inputs);
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(WkvSaved { inputs, states }, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
     }
