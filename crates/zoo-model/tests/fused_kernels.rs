@@ -8,7 +8,8 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
 use common::{assert_close, randn_vec, to_f64, values};
-use zoo_model::kernels;
+use zoo_model::attention::pattern::{BigBirdPattern, WindowPattern};
+use zoo_model::kernels::{self, KeyPattern};
 
 fn flex_grad() -> Device {
     Device::flex().autodiff()
@@ -27,9 +28,18 @@ struct Case {
     d: usize,
     scale: f64,
     slopes: Vec<f32>,
+    pattern: KeyPattern,
 }
 
 impl Case {
+    /// Whether query i sees key j under the case's pattern (pattern.rs is the ground truth).
+    fn allowed(&self, i: usize, j: usize) -> bool {
+        match &self.pattern {
+            KeyPattern::Causal => j <= i,
+            KeyPattern::Window(p) => p.allowed(i, j),
+            KeyPattern::BigBird(p) => p.allowed(i, j),
+        }
+    }
     fn len(&self) -> usize {
         self.b * self.h * self.n * self.d
     }
@@ -46,8 +56,10 @@ fn attention_f64(c: &Case, q: &[f64], k: &[f64], v: &[f64]) -> Vec<f64> {
         let slope = c.slopes.get(bh % c.h).map_or(0.0, |&m| m as f64);
         let at = |t: &[f64], i: usize, x: usize| t[(bh * n + i) * d + x];
         for i in 0..n {
-            let scores: Vec<f64> = (0..=i)
-                .map(|j| {
+            let keys: Vec<usize> = (0..=i).filter(|&j| c.allowed(i, j)).collect();
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|&j| {
                     c.scale * (0..d).map(|x| at(q, i, x) * at(k, j, x)).sum::<f64>()
                         - slope * (i - j) as f64
                 })
@@ -56,8 +68,12 @@ fn attention_f64(c: &Case, q: &[f64], k: &[f64], v: &[f64]) -> Vec<f64> {
             let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
             let total: f64 = weights.iter().sum();
             for x in 0..d {
-                out[(bh * n + i) * d + x] =
-                    (0..=i).map(|j| weights[j] * at(v, j, x)).sum::<f64>() / total;
+                out[(bh * n + i) * d + x] = keys
+                    .iter()
+                    .zip(&weights)
+                    .map(|(&j, w)| w * at(v, j, x))
+                    .sum::<f64>()
+                    / total;
             }
         }
     }
@@ -78,7 +94,7 @@ fn attention_composed(c: &Case, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Ten
             .collect();
         scores = scores + tensor(&bias, [1, c.h, n, n], &device);
     }
-    let blocked: Vec<bool> = (0..n * n).map(|ix| ix % n > ix / n).collect();
+    let blocked: Vec<bool> = (0..n * n).map(|ix| !c.allowed(ix / n, ix % n)).collect();
     let blocked = Tensor::<4, Bool>::from_bool(TensorData::new(blocked, [1, 1, n, n]), &device);
     let scores = scores.mask_fill(blocked.expand(c.shape_scores()), f32::NEG_INFINITY);
     softmax(scores, 3).matmul(v)
@@ -100,6 +116,7 @@ fn cases() -> Vec<Case> {
             d: 8,
             scale: 0.35,
             slopes: vec![],
+            pattern: KeyPattern::Causal,
         });
     }
     cases.push(Case {
@@ -109,7 +126,46 @@ fn cases() -> Vec<Case> {
         d: 16,
         scale: 0.25,
         slopes: vec![0.5, 0.0625],
+        pattern: KeyPattern::Causal,
     });
+    // Sliding windows shorter and longer than a 64-row tile, with dilation and globals.
+    for (window, dilation, global_tokens, slopes) in [
+        (5, 1, 3, vec![]),
+        (40, 2, 0, vec![]),
+        (70, 1, 2, vec![0.25, 0.5]),
+    ] {
+        cases.push(Case {
+            b: 1,
+            h: 2,
+            n: 150,
+            d: 8,
+            scale: 0.35,
+            slopes,
+            pattern: KeyPattern::Window(WindowPattern {
+                window,
+                dilation,
+                global_tokens,
+            }),
+        });
+    }
+    // BigBird with random blocks; the last query block is partial.
+    for (block_size, slopes) in [(16, vec![]), (8, vec![0.125, 0.5])] {
+        cases.push(Case {
+            b: 2,
+            h: 2,
+            n: 130,
+            d: 8,
+            scale: 0.35,
+            slopes,
+            pattern: KeyPattern::BigBird(BigBirdPattern {
+                block_size,
+                window_blocks: 2,
+                global_blocks: 1,
+                random_blocks: 2,
+                seed: 7,
+            }),
+        });
+    }
     cases
 }
 
@@ -123,17 +179,18 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
             randn_vec(c.len(), seed + 2, 1.0),
             randn_vec(c.len(), seed + 3, 1.0),
         );
-        let what = format!("n={} slopes={:?}", c.n, c.slopes);
+        let what = format!("n={} slopes={:?} {:?}", c.n, c.slopes, c.pattern);
         let want = attention_f64(c, &to_f64(&q), &to_f64(&k), &to_f64(&v));
 
         // Plain flex (no autodiff) and flex under autodiff share the kernel; check both.
         for device in [Device::flex(), flex_grad()] {
-            let o = kernels::causal_attention(
+            let o = kernels::sparse_attention(
                 tensor(&q, c.shape(), &device),
                 tensor(&k, c.shape(), &device),
                 tensor(&v, c.shape(), &device),
                 c.scale as f32,
                 &c.slopes,
+                c.pattern.clone(),
             );
             assert_close(&values(o), &want, 2e-5, 1e-4, &format!("output, {what}"));
         }
@@ -147,7 +204,7 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
                 .collect();
             let (tq, tk, tv) = (leaves[0].clone(), leaves[1].clone(), leaves[2].clone());
             let o = if fused {
-                kernels::causal_attention(tq, tk, tv, c.scale as f32, &c.slopes)
+                kernels::sparse_attention(tq, tk, tv, c.scale as f32, &c.slopes, c.pattern.clone())
             } else {
                 attention_composed(c, tq, tk, tv)
             };
@@ -169,7 +226,7 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
         }
 
         // Gradients against f64 central differences, on the smaller cases (cost n²·d per probe).
-        if c.n <= 65 {
+        if c.n <= 65 || !matches!(c.pattern, KeyPattern::Causal) {
             let loss = |q: &[f64], k: &[f64], v: &[f64]| -> f64 {
                 attention_f64(c, q, k, v)
                     .iter()
@@ -180,8 +237,10 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
             let base = [to_f64(&q), to_f64(&k), to_f64(&v)];
             let step = 1e-5;
             for (which, name) in ["dq", "dk", "dv"].iter().enumerate() {
-                // Every 7th coordinate keeps the test fast while touching every row and column.
-                let probes: Vec<usize> = (0..c.len()).step_by(7).collect();
+                // A sparse set of coordinates keeps the test fast while touching every row and
+                // column (step coprime with d) and every head.
+                let stride = if c.n <= 65 { 7 } else { 41 };
+                let probes: Vec<usize> = (0..c.len()).step_by(stride).collect();
                 let numeric: Vec<f64> = probes
                     .iter()
                     .map(|&i| {
@@ -216,6 +275,7 @@ fn fused_attention_is_causal() {
         d: 8,
         scale: 0.35,
         slopes: vec![],
+        pattern: KeyPattern::Causal,
     };
     let device = Device::flex();
     let (q, k, v) = (

@@ -5,7 +5,8 @@
 //!
 //! causally masked inside the blocks (pattern.rs, `BigBirdPattern`). Computed by gathering, for
 //! every query block, its K = W+G+R key blocks into a [n/b, b, K·b] score tensor — cost and
-//! memory O(n·b·(W+G+R)). The random blocks are a pure function of (seed, query block), fixed
+//! memory O(n·b·(W+G+R)) (on flex, the fused tiled kernel of `crate::kernels::causal_attention`
+//! reads the same key blocks range by range, with hand-written backward). The random blocks are a pure function of (seed, query block), fixed
 //! when the model is built, identical across forwards and after reload (unlike implementations
 //! that redraw them on every call).
 
@@ -156,7 +157,14 @@ impl TokenMixer for BigBirdAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = self.qkv(x, 0);
         let g = self.heads.groups();
-        let o = self.gathered(q, repeat_kv(k, g), repeat_kv(v, g));
+        let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
+        let o = if crate::kernels::fused_on(&q.device()) {
+            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
+            let pattern = crate::kernels::KeyPattern::BigBird(self.pattern.clone());
+            crate::kernels::sparse_attention(q, k, v, self.scale as f32, slopes, pattern)
+        } else {
+            self.gathered(q, k, v)
+        }; // [b, h, n, dh]
         self.out.forward(merge_heads(o))
     }
 

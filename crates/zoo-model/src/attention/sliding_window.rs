@@ -6,7 +6,8 @@
 //!
 //! Computed banded: queries in blocks of B ≥ span = (w−1)δ+1; block q's window keys all lie in
 //! key blocks q−1 and q, so scores are [n/B, B, 2B] plus [n, g] for the globals — cost and memory
-//! O(n·(B + g)) = O(n·w) for fixed dilation. Decoding keeps only the globals and a rolling cache
+//! O(n·(B + g)) = O(n·w) for fixed dilation (on flex, the fused tiled kernel of
+//! `crate::kernels::causal_attention` reads the same globals + band, with hand-written backward). Decoding keeps only the globals and a rolling cache
 //! of the last span−1 positions, so the state stays bounded however long the context.
 
 use burn::module::Module;
@@ -248,7 +249,14 @@ impl TokenMixer for SlidingWindowAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = self.qkv(x, 0);
         let g = self.heads.groups();
-        let o = self.banded(q, repeat_kv(k, g), repeat_kv(v, g));
+        let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
+        let o = if crate::kernels::fused_on(&q.device()) {
+            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
+            let pattern = crate::kernels::KeyPattern::Window(self.pattern.clone());
+            crate::kernels::sparse_attention(q, k, v, self.scale as f32, slopes, pattern)
+        } else {
+            self.banded(q, k, v)
+        }; // [b, h, n, dh]
         self.out.forward(merge_heads(o))
     }
 

@@ -12,13 +12,21 @@
 //! the per-row log-sum-exp ℓ from the forward and recomputes the probabilities.
 //! m_h is the ALiBi slope of the head (0 without ALiBi).
 //!
+//! The same tiles serve the sparse patterns (`KeyPattern`): a query tile lists the key ranges it
+//! can see (sliding window: the globals and the band; BigBird: its key blocks), scores are built
+//! range by range with one gemm each (no gathering copies), and `pattern.rs`'s predicate masks
+//! inside the ranges. Cost and memory are then O(n · keys per tile) like the banded forms.
+//!
 //! Layout: q, k, v, o, dO are [heads_total, n, d] row-major (heads_total = batch · heads, head
 //! index h = row % heads), ℓ is [heads_total, n].
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
 use super::simd::{self, exp, multiversion};
+use crate::attention::pattern::{BigBirdPattern, WindowPattern};
 
 /// Queries per tile: 64 rows × d columns stay in L1 while a row block of scores is built.
 pub const QUERY_BLOCK: usize = 64;
@@ -37,6 +45,211 @@ impl AttentionShape {
     }
     fn len(&self) -> usize {
         self.heads_total * self.head_len()
+    }
+}
+
+/// Which keys each query sees (always j ≤ i).
+#[derive(Clone, Debug)]
+pub enum KeyPattern {
+    Causal,
+    Window(WindowPattern),
+    BigBird(BigBirdPattern),
+}
+
+/// One query tile: its rows, the key ranges it reads, and (sparse patterns) the visibility mask.
+struct Tile {
+    row0: usize,
+    rows: usize,
+    ranges: Vec<Range<usize>>,
+    /// Key position of each score column.
+    keys: Vec<f32>,
+    /// rows × cols, 1 where the query sees the key; None for the causal prefix.
+    visible: Option<Vec<u8>>,
+}
+
+impl Tile {
+    fn cols(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+impl KeyPattern {
+    fn query_block(&self) -> usize {
+        match self {
+            KeyPattern::BigBird(p) => p.block_size,
+            _ => QUERY_BLOCK,
+        }
+    }
+
+    fn tile(&self, row0: usize, rows: usize) -> Tile {
+        let end = row0 + rows;
+        let ranges = match self {
+            KeyPattern::Causal => vec![0..end],
+            KeyPattern::Window(p) => {
+                let lo = row0.saturating_sub(p.span() - 1);
+                let globals = p.global_tokens.min(lo);
+                if globals > 0 {
+                    vec![0..globals, lo..end]
+                } else {
+                    vec![lo..end]
+                }
+            }
+            KeyPattern::BigBird(p) => {
+                let b = p.block_size;
+                let mut ranges: Vec<Range<usize>> = Vec::new();
+                for block in p.key_blocks(row0 / b) {
+                    let r = block * b..((block + 1) * b).min(end);
+                    match ranges.last_mut() {
+                        Some(last) if last.end == r.start => last.end = r.end,
+                        _ => ranges.push(r),
+                    }
+                }
+                ranges
+            }
+        };
+        let keys: Vec<f32> = ranges
+            .iter()
+            .flat_map(|r| r.clone())
+            .map(|j| j as f32)
+            .collect();
+        let visible = match self {
+            KeyPattern::Causal => None,
+            KeyPattern::Window(p) => Some(self.mask(row0, rows, &ranges, |i, j| p.allowed(i, j))),
+            KeyPattern::BigBird(_) => Some(self.mask(row0, rows, &ranges, |i, j| j <= i)),
+        };
+        Tile {
+            row0,
+            rows,
+            ranges,
+            keys,
+            visible,
+        }
+    }
+
+    fn mask(
+        &self,
+        row0: usize,
+        rows: usize,
+        ranges: &[Range<usize>],
+        sees: impl Fn(usize, usize) -> bool,
+    ) -> Vec<u8> {
+        let mut mask = Vec::new();
+        for i in row0..row0 + rows {
+            mask.extend(
+                ranges
+                    .iter()
+                    .flat_map(|r| r.clone())
+                    .map(|j| sees(i, j) as u8),
+            );
+        }
+        mask
+    }
+}
+
+/// dst[:, columns of each range] = scale · a · (rows of b in that range)ᵀ.
+fn scores_by_range(
+    dst: &mut [f32],
+    cols: usize,
+    a: View,
+    b_all: &[f32],
+    d: usize,
+    ranges: &[Range<usize>],
+    scale: f32,
+) {
+    let mut c0 = 0;
+    for r in ranges {
+        let b = View::rows(&b_all[r.start * d..], r.len(), d);
+        matmul(&mut dst[c0..], cols, a, b.t(), scale, false);
+        c0 += r.len();
+    }
+}
+
+/// dst += Σ_ranges p[:, range columns] · (rows of b in that range); `dst` is overwritten first
+/// unless `accumulate`.
+fn weighted_rows(
+    dst: &mut [f32],
+    d: usize,
+    p: &[f32],
+    rows: usize,
+    cols: usize,
+    b_all: &[f32],
+    ranges: &[Range<usize>],
+    scale: f32,
+    accumulate: bool,
+) {
+    let mut c0 = 0;
+    for (n, r) in ranges.iter().enumerate() {
+        let pv = View {
+            data: &p[c0..],
+            rows,
+            cols: r.len(),
+            row_stride: cols,
+            col_stride: 1,
+        };
+        let b = View::rows(&b_all[r.start * d..], r.len(), d);
+        matmul(dst, d, pv, b, scale, accumulate || n > 0);
+        c0 += r.len();
+    }
+}
+
+/// For each range, dst rows of that range += scale · p[:, range columns]ᵀ · b.
+fn scatter_transposed(
+    dst_all: &mut [f32],
+    d: usize,
+    p: &[f32],
+    rows: usize,
+    cols: usize,
+    b: View,
+    ranges: &[Range<usize>],
+    scale: f32,
+) {
+    let mut c0 = 0;
+    for r in ranges {
+        let pv = View {
+            data: &p[c0..],
+            rows,
+            cols: r.len(),
+            row_stride: cols,
+            col_stride: 1,
+        };
+        matmul(&mut dst_all[r.start * d..], d, pv.t(), b, scale, true);
+        c0 += r.len();
+    }
+}
+
+multiversion! {
+    // Softmax of rows whose visible keys are flagged in `visible`; masked entries become 0.
+    #[allow(clippy::too_many_arguments)]
+    fn masked_softmax_rows(scores: &mut [f32], cols: usize, visible: &[u8], keys: &[f32], row0: usize, slope: f32, lse: &mut [f32]) {
+        for (r, (row, vis)) in scores.chunks_exact_mut(cols).zip(visible.chunks_exact(cols)).enumerate() {
+            let i = (row0 + r) as f32;
+            let mut max = f32::NEG_INFINITY;
+            for ((s, &m), &j) in row.iter_mut().zip(vis).zip(keys) {
+                *s -= slope * (i - j);
+                max = if m != 0 && *s > max { *s } else { max };
+            }
+            for (s, &m) in row.iter_mut().zip(vis) {
+                *s = if m != 0 { exp(*s - max) } else { 0.0 };
+            }
+            let sum = simd::sum(row);
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|s| *s *= inv);
+            lse[r] = max + sum.ln();
+        }
+    }
+}
+
+multiversion! {
+    // Recompute probabilities of masked rows from raw scores and ℓ.
+    #[allow(clippy::too_many_arguments)]
+    fn masked_probability_rows(scores: &mut [f32], cols: usize, visible: &[u8], keys: &[f32], row0: usize, slope: f32, lse: &[f32]) {
+        for (r, (row, vis)) in scores.chunks_exact_mut(cols).zip(visible.chunks_exact(cols)).enumerate() {
+            let i = (row0 + r) as f32;
+            let l = lse[r];
+            for ((s, &m), &j) in row.iter_mut().zip(vis).zip(keys) {
+                *s = if m != 0 { exp(*s - slope * (i - j) - l) } else { 0.0 };
+            }
+        }
     }
 }
 
@@ -119,6 +332,7 @@ pub fn forward(
     shape: AttentionShape,
     scale: f32,
     slopes: &[f32],
+    pattern: &KeyPattern,
 ) -> (Vec<f32>, Vec<f32>) {
     let AttentionShape {
         heads,
@@ -134,6 +348,12 @@ pub fn forward(
         return (out, lse);
     }
     let hl = shape.head_len();
+    let qb = pattern.query_block();
+    // Tiles depend on positions only: build them once for every head.
+    let tiles: Vec<Tile> = (0..seq)
+        .step_by(qb)
+        .map(|row0| pattern.tile(row0, qb.min(seq - row0)))
+        .collect();
     out.par_chunks_mut(hl)
         .zip(lse.par_chunks_mut(seq))
         .enumerate()
@@ -145,20 +365,27 @@ pub fn forward(
             );
             let slope = slopes.get(bh % heads).copied().unwrap_or(0.0);
             out_h
-                .par_chunks_mut(QUERY_BLOCK * d)
-                .zip(lse_h.par_chunks_mut(QUERY_BLOCK))
-                .enumerate()
-                .for_each(|(block, (out_b, lse_b))| {
-                    let row0 = block * QUERY_BLOCK;
-                    let rows = lse_b.len();
-                    let cols = row0 + rows; // keys 0..=last row of the block
+                .par_chunks_mut(qb * d)
+                .zip(lse_h.par_chunks_mut(qb))
+                .zip(&tiles)
+                .for_each(|((out_b, lse_b), tile)| {
+                    let (row0, rows, cols) = (tile.row0, tile.rows, tile.cols());
                     let mut scores = vec![0.0f32; rows * cols]; // [rows, cols]
                     let q_b = View::rows(&q_h[row0 * d..], rows, d);
-                    let k_t = View::rows(k_h, cols, d).t(); // [d, cols]
-                    matmul(&mut scores, cols, q_b, k_t, scale, false);
-                    softmax_rows(&mut scores, cols, row0, slope, lse_b);
-                    let v_b = View::rows(v_h, cols, d); // [cols, d]
-                    matmul(out_b, d, View::rows(&scores, rows, cols), v_b, 1.0, false);
+                    scores_by_range(&mut scores, cols, q_b, k_h, d, &tile.ranges, scale);
+                    match &tile.visible {
+                        None => softmax_rows(&mut scores, cols, row0, slope, lse_b),
+                        Some(vis) => masked_softmax_rows(
+                            &mut scores,
+                            cols,
+                            vis,
+                            &tile.keys,
+                            row0,
+                            slope,
+                            lse_b,
+                        ),
+                    }
+                    weighted_rows(out_b, d, &scores, rows, cols, v_h, &tile.ranges, 1.0, false);
                 });
         });
     (out, lse)
@@ -176,6 +403,7 @@ pub fn backward(
     shape: AttentionShape,
     scale: f32,
     slopes: &[f32],
+    pattern: &KeyPattern,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let AttentionShape {
         heads,
@@ -191,6 +419,12 @@ pub fn backward(
         return (dq, dk, dv);
     }
     let hl = shape.head_len();
+    let qb = pattern.query_block();
+    let tiles: Vec<Tile> = (0..seq)
+        .step_by(qb)
+        .map(|row0| pattern.tile(row0, qb.min(seq - row0)))
+        .collect();
+    let max_cols = tiles.iter().map(Tile::cols).max().unwrap_or(0);
     // dK and dV of a head collect from every query block, so one task owns a whole head.
     dq.par_chunks_mut(hl)
         .zip(dk.par_chunks_mut(hl))
@@ -206,26 +440,38 @@ pub fn backward(
             let slope = slopes.get(bh % heads).copied().unwrap_or(0.0);
             let mut delta = vec![0.0f32; seq]; // Dᵢ = dOᵢ · Oᵢ, [n]
             row_dots(o_h, do_h, d, &mut delta);
-            let mut probs = vec![0.0f32; QUERY_BLOCK * seq];
-            let mut dprobs = vec![0.0f32; QUERY_BLOCK * seq];
-            for row0 in (0..seq).step_by(QUERY_BLOCK) {
-                let rows = QUERY_BLOCK.min(seq - row0);
-                let cols = row0 + rows;
+            let mut probs = vec![0.0f32; qb * max_cols];
+            let mut dprobs = vec![0.0f32; qb * max_cols];
+            for tile in &tiles {
+                let (row0, rows, cols) = (tile.row0, tile.rows, tile.cols());
+                let ranges = &tile.ranges;
                 let p = &mut probs[..rows * cols]; // [rows, cols]
                 let dp = &mut dprobs[..rows * cols]; // [rows, cols]
                 let q_b = View::rows(&q_h[row0 * d..], rows, d);
                 let do_b = View::rows(&do_h[row0 * d..], rows, d);
-                let k_all = View::rows(k_h, cols, d); // [cols, d]
-                let v_all = View::rows(v_h, cols, d);
-                matmul(p, cols, q_b, k_all.t(), scale, false);
-                probability_rows(p, cols, row0, slope, &lse_h[row0..row0 + rows]);
-                let p_view = View::rows(p, rows, cols);
-                matmul(dv_h, d, p_view.t(), do_b, 1.0, true); // dV += Pᵀ dO
-                matmul(dp, cols, do_b, v_all.t(), 1.0, false); // dP = dO Vᵀ
+                let lse_b = &lse_h[row0..row0 + rows];
+                scores_by_range(p, cols, q_b, k_h, d, ranges, scale);
+                match &tile.visible {
+                    None => probability_rows(p, cols, row0, slope, lse_b),
+                    Some(vis) => {
+                        masked_probability_rows(p, cols, vis, &tile.keys, row0, slope, lse_b)
+                    }
+                }
+                scatter_transposed(dv_h, d, p, rows, cols, do_b, ranges, 1.0); // dV += Pᵀ dO
+                scores_by_range(dp, cols, do_b, v_h, d, ranges, 1.0); // dP = dO Vᵀ
                 score_grad_rows(p, dp, cols, &delta[row0..row0 + rows]);
-                let ds = View::rows(dp, rows, cols);
-                matmul(&mut dq_h[row0 * d..], d, ds, k_all, scale, false); // dQ = c dS K
-                matmul(dk_h, d, ds.t(), q_b, scale, true); // dK += c dSᵀ Q
+                weighted_rows(
+                    &mut dq_h[row0 * d..],
+                    d,
+                    dp,
+                    rows,
+                    cols,
+                    k_h,
+                    ranges,
+                    scale,
+                    false,
+                ); // dQ = c dS K
+                scatter_transposed(dk_h, d, dp, rows, cols, q_b, ranges, scale); // dK += c dSᵀ Q
             }
         });
     (dq, dk, dv)

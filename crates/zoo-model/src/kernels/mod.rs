@@ -33,6 +33,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_e
 use burn::prelude::*;
 
 use causal_attention::AttentionShape;
+pub use causal_attention::KeyPattern;
 use chunked_linear_attention::{LinearShape, SavedRef};
 use wkv::WkvShape;
 
@@ -55,14 +56,15 @@ pub fn fused_on(device: &Device) -> bool {
 /// The extension: one primitive per fused kernel.
 #[backend_extension(Flex, Autodiff)]
 pub trait FusedOps: Backend {
-    /// Causal softmax attention of q, k, v [b, h, n, d] with logit scale and per-head ALiBi
-    /// slopes (empty for none) → [b, h, n, d].
+    /// Causal softmax attention of q, k, v [b, h, n, d] with logit scale, per-head ALiBi
+    /// slopes (empty for none) and a key pattern → [b, h, n, d].
     fn fused_causal_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f32,
         slopes: Vec<f32>,
+        pattern: KeyPattern,
     ) -> FloatTensor<Self>;
 
     /// Chunked causal linear attention of feature-mapped q, k [b, h, n, f] and v [b, h, n, dv]
@@ -120,12 +122,25 @@ pub fn causal_attention(
     scale: f32,
     slopes: &[f32],
 ) -> Tensor<4> {
+    sparse_attention(q, k, v, scale, slopes, KeyPattern::Causal)
+}
+
+/// Causal attention restricted to a key pattern (sliding window, BigBird).
+pub fn sparse_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f32,
+    slopes: &[f32],
+    pattern: KeyPattern,
+) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_causal_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
         scale,
         slopes.to_vec(),
+        pattern,
     ))
 }
 
@@ -266,13 +281,22 @@ fn attention_forward(
     v: &FlexTensor,
     scale: f32,
     slopes: &[f32],
+    pattern: &KeyPattern,
 ) -> (FlexTensor, FlexTensor) {
     assert!(
         q.shape() == k.shape() && q.shape() == v.shape(),
         "q, k, v shapes differ"
     );
     let shape = attention_shape(q);
-    let (o, lse) = causal_attention::forward(values(q), values(k), values(v), shape, scale, slopes);
+    let (o, lse) = causal_attention::forward(
+        values(q),
+        values(k),
+        values(v),
+        shape,
+        scale,
+        slopes,
+        pattern,
+    );
     let lse_shape = Shape::new([shape.heads_total, shape.seq]);
     (flex_tensor(o, q.shape()), flex_tensor(lse, lse_shape))
 }
@@ -370,9 +394,10 @@ impl FusedOps for Flex {
         v: FlexTensor,
         scale: f32,
         slopes: Vec<f32>,
+        pattern: KeyPattern,
     ) -> FlexTensor {
         let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
-        attention_forward(&q, &k, &v, scale, &slopes).0
+        attention_forward(&q, &k, &v, scale, &slopes, &pattern).0
     }
 
     fn fused_linear_attention(
@@ -448,6 +473,7 @@ struct AttentionSaved {
     lse: FlexTensor,
     scale: f32,
     slopes: Vec<f32>,
+    pattern: KeyPattern,
 }
 
 impl Backward<Flex, 3> for AttentionBackward {
@@ -467,6 +493,7 @@ impl Backward<Flex, 3> for AttentionBackward {
             shape,
             s.scale,
             &s.slopes,
+            &s.pattern,
         );
         let [node_q, node_k, node_v] = ops.parents;
         for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
@@ -704,6 +731,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         v: FloatTensor<Self>,
         scale: f32,
         slopes: Vec<f32>,
+        pattern: KeyPattern,
     ) -> FloatTensor<Self> {
         let prep = AttentionBackward
             .prepare::<C>([q.node(), k.node(), v.node()])
@@ -712,7 +740,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let q = contiguous(q.into_primitive());
         let k = contiguous(k.into_primitive());
         let v = contiguous(v.into_primitive());
-        let (out, lse) = attention_forward(&q, &k, &v, scale, &slopes);
+        let (out, lse) = attention_forward(&q, &k, &v, scale, &slopes, &pattern);
         match prep {
             OpsKind::Tracked(prep) => {
                 let saved = AttentionSaved {
@@ -723,6 +751,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                     lse,
                     scale,
                     slopes,
+                    pattern,
                 };
                 prep.finish(saved, out)
             }
