@@ -84,14 +84,14 @@ impl KeyPattern {
     fn tile(&self, row0: usize, rows: usize) -> Tile {
         let end = row0 + rows;
         let ranges = match self {
-            KeyPattern::Causal => vec![0..end],
+            KeyPattern::Causal => std::iter::once(0..end).collect(),
             KeyPattern::Window(p) => {
                 let lo = row0.saturating_sub(p.span() - 1);
                 let globals = p.global_tokens.min(lo);
                 if globals > 0 {
                     vec![0..globals, lo..end]
                 } else {
-                    vec![lo..end]
+                    std::iter::once(lo..end).collect()
                 }
             }
             KeyPattern::BigBird(p) => {
@@ -164,6 +164,7 @@ fn scores_by_range(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// dst += Σ_ranges p[:, range columns] · (rows of b in that range); `dst` is overwritten first
 /// unless `accumulate`.
 fn weighted_rows(
@@ -192,6 +193,7 @@ fn weighted_rows(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// For each range, dst rows of that range += scale · p[:, range columns]ᵀ · b.
 fn scatter_transposed(
     dst_all: &mut [f32],

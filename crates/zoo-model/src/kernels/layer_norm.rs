@@ -92,7 +92,7 @@ multiversion! {
 /// Returns (y, μ, r) for x viewed as [rows, gamma.len()].
 pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = gamma.len();
-    assert!(d > 0 && x.len() % d == 0 && beta.len() == d);
+    assert!(d > 0 && x.len().is_multiple_of(d) && beta.len() == d);
     let rows = x.len() / d;
     let (mut y, mut mean, mut rstd) = (
         vec![0.0f32; x.len()],

@@ -37,7 +37,7 @@ multiversion! {
 pub fn rotate(x: &[f32], seq: usize, cos: &[f32], sin: &[f32], sign: f32) -> Vec<f32> {
     assert_eq!(cos.len(), sin.len());
     let half = cos.len() / seq.max(1);
-    assert!(half > 0 && cos.len() == seq * half && x.len() % (seq * 2 * half) == 0);
+    assert!(half > 0 && cos.len() == seq * half && x.len().is_multiple_of(seq * 2 * half));
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(seq * 2 * half)
         .zip(x.par_chunks(seq * 2 * half))

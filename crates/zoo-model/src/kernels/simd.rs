@@ -65,7 +65,7 @@ pub fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 8.333_452e-3);
     p = p.mul_add(r, 4.166_579_6e-2);
     p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5.000_000_1e-1);
+    p = p.mul_add(r, 0.5);
     let e_r = (p * r).mul_add(r, r) + 1.0;
     let two_k = f32::from_bits(((k as i32 + 127) as u32) << 23);
     e_r * two_k
