@@ -67,7 +67,10 @@ pub fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 0.5);
     let e_r = (p * r).mul_add(r, r) + 1.0;
-    let two_k = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // k as an integer without `as i32`: Rust's saturating float→int cast does not vectorise
+    // (per-lane NaN and range checks), while adding 1.5·2²³ leaves k in the low mantissa bits.
+    let k_int = (k + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let two_k = f32::from_bits(k_int.wrapping_add(127) << 23);
     e_r * two_k
 }
 
