@@ -302,7 +302,8 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
 }
 
 /// Forward+backward of one mixer layer at length `len`; prints one JSON line with the median
-/// time of 3 runs and the peak memory above the process's resident size before the first run.
+/// time (after a warm-up run, of ≥ 5 runs and ≥ 0.5 s of them) and the peak memory above the
+/// process's resident size before the first run.
 fn scaling_point(kind: &str, len: usize, device: &str) -> Result<()> {
     let mixer_cfg = bench_mixers(&[kind.to_string()])
         .pop()
@@ -317,14 +318,19 @@ fn scaling_point(kind: &str, len: usize, device: &str) -> Result<()> {
     )
     .require_grad();
     let base = status_mib("VmRSS");
-    let mut times = Vec::new();
-    for _ in 0..3 {
+    let run = || {
         let start = Instant::now();
         let grads = mixer.forward(x.clone()).sum().backward();
         let _ = x
             .grad(&grads)
             .map(|g| g.slice([0..1, 0..1, 0..1]).into_scalar::<f32>());
-        times.push(start.elapsed().as_secs_f64());
+        start.elapsed().as_secs_f64()
+    };
+    run(); // warm-up: first-touch page faults and lazily built tables
+    // Short points are noisy on a shared machine: time at least 5 runs and at least 0.5 s.
+    let mut times = Vec::new();
+    while times.len() < 5 || (times.iter().sum::<f64>() < 0.5 && times.len() < 100) {
+        times.push(run());
     }
     println!(
         "{}",

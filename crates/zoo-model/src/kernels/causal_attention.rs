@@ -225,11 +225,12 @@ multiversion! {
     fn masked_softmax_rows(scores: &mut [f32], cols: usize, visible: &[u8], keys: &[f32], row0: usize, slope: f32, lse: &mut [f32]) {
         for (r, (row, vis)) in scores.chunks_exact_mut(cols).zip(visible.chunks_exact(cols)).enumerate() {
             let i = (row0 + r) as f32;
-            let mut max = f32::NEG_INFINITY;
+            // Bias and mask first, then a separate (vectorised) max: a max carried through the
+            // masking loop keeps it scalar.
             for ((s, &m), &j) in row.iter_mut().zip(vis).zip(keys) {
-                *s -= slope * (i - j);
-                max = if m != 0 && *s > max { *s } else { max };
+                *s = if m != 0 { *s - slope * (i - j) } else { f32::NEG_INFINITY };
             }
+            let max = simd::max(row);
             for (s, &m) in row.iter_mut().zip(vis) {
                 *s = if m != 0 { exp(*s - max) } else { 0.0 };
             }
