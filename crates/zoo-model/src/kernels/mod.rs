@@ -1,14 +1,18 @@
 //! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
-//! hand-written backward passes: causal softmax attention (tiled, masked half skipped, O(n)
-//! memory), chunked linear attention, the RWKV-6 WKV recurrence, RoPE, LayerNorm, exact GELU, the elu+1 feature map and
-//! the masked cross-entropy loss.
+//! hand-written backward passes: causal softmax attention over a key pattern (dense causal,
+//! sliding window, BigBird; tiled, masked half skipped, O(n) memory), chunked linear attention,
+//! the RWKV-6 WKV recurrence, RoPE, LayerNorm, exact GELU, the elu+1 feature map and the masked
+//! cross-entropy loss. Each kernel file states its mechanism and formulas; this file is the
+//! plumbing: the extension trait, its flex implementation (host slices in and out) and its
+//! autodiff implementation (what each forward saves for its backward).
 //!
-//! Why: on the flex backend Burn's autodiff runs each elementwise op as its own pass and falls
-//! back to materialised n×n scores for attention, so these three make up most of a training step
-//! that is not a dense matmul (shared/bench/reference-workload.md). They run only on flex
-//! (with or without autodiff), and only while `set_enabled(true)` (the default); every other
-//! backend, and flex with the kernels disabled, takes the composed tensor-op path — which the
-//! tests use as the reference the fused path must match (outputs and gradients).
+//! Why: on the flex backend Burn's autodiff runs each elementwise op as its own pass with its
+//! own saved tensor and falls back to materialised n×n scores for attention, which made a plain
+//! Burn model 4–6× slower than PyTorch on the reference workload (docs/benchmarks.md). The
+//! kernels run only on flex (with or without autodiff), and only while `set_enabled(true)` (the
+//! default); every other backend, and flex with the kernels disabled, takes the composed
+//! tensor-op path — which the tests use as the reference the fused path must match (outputs and
+//! gradients, crates/zoo-model/tests/fused_kernels.rs).
 
 pub mod causal_attention;
 pub mod chunked_linear_attention;
