@@ -6,9 +6,9 @@
 //! causally masked inside the blocks (pattern.rs, `BigBirdPattern`). Computed by gathering, for
 //! every query block, its K = W+G+R key blocks into a [n/b, b, K·b] score tensor — cost and
 //! memory O(n·b·(W+G+R)) (on flex, the fused tiled kernel of `crate::kernels::causal_attention`
-//! reads the same key blocks range by range, with hand-written backward). The random blocks are a pure function of (seed, query block), fixed
-//! when the model is built, identical across forwards and after reload (unlike implementations
-//! that redraw them on every call).
+//! reads the same key blocks range by range, with hand-written backward). The random blocks are a
+//! pure function of (seed, query block), fixed when the model is built, identical across forwards
+//! and after reload (unlike implementations that redraw them on every call).
 
 use burn::module::Module;
 use burn::nn::Linear;

@@ -4,11 +4,12 @@
 //!   o_i = Σ_{j ∈ N(i)} softmax_j(s·q_i·k_j + b(i, j)) v_j,
 //!   N(i) = {j ≤ i : j < g} ∪ {i − m·δ : 0 ≤ m < w}            (pattern.rs, `WindowPattern`)
 //!
-//! Computed banded: queries in blocks of B ≥ span = (w−1)δ+1; block q's window keys all lie in
-//! key blocks q−1 and q, so scores are [n/B, B, 2B] plus [n, g] for the globals — cost and memory
+//! Computed banded: queries in blocks of B ≥ span = (w−1)δ+1; block q's window keys all lie in key
+//! blocks q−1 and q, so scores are [n/B, B, 2B] plus [n, g] for the globals — cost and memory
 //! O(n·(B + g)) = O(n·w) for fixed dilation (on flex, the fused tiled kernel of
-//! `crate::kernels::causal_attention` reads the same globals + band, with hand-written backward). Decoding keeps only the globals and a rolling cache
-//! of the last span−1 positions, so the state stays bounded however long the context.
+//! `crate::kernels::causal_attention` reads the same globals + band, with hand-written backward).
+//! Decoding keeps only the globals and a rolling cache of the last span−1 positions, so the state
+//! stays bounded however long the context.
 
 use burn::module::Module;
 use burn::nn::Linear;
