@@ -443,6 +443,21 @@ fn fused_gelu_matches_the_definition_and_burn() {
 
 // ---- chunked linear attention ---------------------------------------------------------------
 
+/// Swap the second and third axes of a row-major [a, b, c, width] host array.
+fn permute_heads(x: &[f32], [a, b, c, width]: [usize; 4]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for i in 0..a {
+        for j in 0..b {
+            for l in 0..c {
+                let from = ((i * b + j) * c + l) * width;
+                let to = ((i * c + l) * b + j) * width;
+                out[to..to + width].copy_from_slice(&x[from..from + width]);
+            }
+        }
+    }
+    out
+}
+
 /// o_t = Σ_{s≤t} (q_t·k_s) v_s [/ Σ_{s≤t} q_t·k_s], from the definition in f64.
 fn linear_f64(
     [bh, n, f, dv]: [usize; 4],
@@ -534,6 +549,40 @@ fn fused_linear_attention_matches_the_definition_and_the_composed_path() {
                 1e-4,
                 &format!("linear output vs f64, {what}"),
             );
+
+            // Token-major layout [b, n, h, ·]: the same numbers, permuted.
+            let to_tm = |x: &[f32], width: usize| permute_heads(x, [b, h, n, width]);
+            let device = flex_grad();
+            let tq = tensor(&to_tm(&q, f), [b, n, h, f], &device).require_grad();
+            let tk = tensor(&to_tm(&k, f), [b, n, h, f], &device).require_grad();
+            let tv = tensor(&to_tm(&v, dv), [b, n, h, dv], &device).require_grad();
+            let o_tm = kernels::linear_attention_token_major(
+                tq.clone(),
+                tk.clone(),
+                tv.clone(),
+                chunk,
+                normalize,
+                1e-6,
+            );
+            let w_tm = tensor(&to_tm(&w, dv), [b, n, h, dv], &device);
+            let grads = (o_tm.clone() * w_tm).sum().backward();
+            let back = |x: Vec<f32>, width: usize| permute_heads(&x, [b, n, h, width]);
+            let what_tm = format!("token-major, {what}");
+            assert_close(&back(values(o_tm), dv), &to_f64(&o), 1e-6, 1e-6, &what_tm);
+            for (name, (t, width, head_major)) in ["dq", "dk", "dv"].iter().zip([
+                (&tq, f, &fused[0]),
+                (&tk, f, &fused[1]),
+                (&tv, dv, &fused[2]),
+            ]) {
+                let g = back(values(t.grad(&grads).unwrap()), width);
+                assert_close(
+                    &g,
+                    &to_f64(head_major),
+                    1e-6,
+                    1e-6,
+                    &format!("{name} {what_tm}"),
+                );
+            }
             for (name, (a, r)) in ["dq", "dk", "dv"].iter().zip(fused.iter().zip(&composed)) {
                 assert_close(
                     a,

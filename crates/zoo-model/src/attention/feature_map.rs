@@ -17,7 +17,8 @@ pub fn output_dim(map: FeatureMap, dim: usize) -> usize {
     }
 }
 
-/// x: [batch, heads, seq, dim] → [batch, heads, seq, output_dim]
+/// x: [batch, heads, seq, dim] → [batch, heads, seq, output_dim]; φ acts on the last axis only,
+/// so the token-major [batch, seq, heads, dim] layout works the same.
 pub fn apply(map: FeatureMap, x: Tensor<4>) -> Tensor<4> {
     match map {
         // elu(x) + 1 = x + 1 for x > 0 and eˣ otherwise, written without a branch.

@@ -209,7 +209,27 @@ impl LinearAttention {
 impl TokenMixer for LinearAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let device = x.device();
-        let b = x.dims()[0];
+        let [b, n, _] = x.dims();
+        if kernels::fused_on(&device) && self.rope.is_none() && self.heads.groups() == 1 {
+            // The projections' own [b, n, h, ·] layout: no head split / merge copies around
+            // the kernel, forward or backward.
+            let (h, f, dv) = (self.heads.heads, self.feature_dim, self.heads.head_dim);
+            let features = |proj: &Linear| {
+                let t = proj.forward(x.clone()).reshape([b, n, h, f]);
+                feature_map::apply(self.feature_map, t) // [b, n, h, F]
+            };
+            let (phi_q, phi_k) = (features(&self.query), features(&self.key));
+            let v = self.value.forward(x).reshape([b, n, h, dv]);
+            let o = kernels::linear_attention_token_major(
+                phi_q,
+                phi_k,
+                v,
+                self.chunk_size,
+                self.normalize,
+                NORM_EPS as f32,
+            ); // [b, n, h, dv]
+            return self.out.forward(o.reshape([b, n, h * dv]));
+        }
         let (phi_q, phi_k, v) = self.features(x, 0);
         let o = if kernels::fused_on(&device) {
             kernels::linear_attention(

@@ -14,7 +14,9 @@
 //! The per-chunk states S_c, z_c are kept from the forward (n/C · f · d_v per head: linear in n).
 //! Burn's composed version materialises every per-chunk product as a separate autodiff node.
 //!
-//! Layout: q, k [heads_total, n, f], v and o [heads_total, n, d_v].
+//! Layout (`RowLayout`): head-major q, k [heads_total, n, f], v and o [heads_total, n, d_v]; or
+//! token-major [batch, n, heads, f] — the layout the projections produce, so the mixer needs no
+//! head split / merge copies (forward or backward) around the kernel.
 
 use rayon::prelude::*;
 
@@ -27,6 +29,105 @@ pub struct LinearShape {
     pub feature_dim: usize,
     pub value_dim: usize,
     pub chunk: usize,
+    pub layout: RowLayout,
+}
+
+/// Where the rows of head bh (= batch · heads + head) live in q, k, v, o and their gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowLayout {
+    /// [heads_total, n, width]
+    HeadMajor,
+    /// [batch, n, heads, width]
+    TokenMajor { heads: usize },
+}
+
+impl RowLayout {
+    /// (offset of row 0, row stride) of head bh in a buffer of n rows of `width` per head.
+    fn head(self, bh: usize, n: usize, width: usize) -> (usize, usize) {
+        match self {
+            RowLayout::HeadMajor => (bh * n * width, width),
+            RowLayout::TokenMajor { heads } => (
+                (bh / heads) * n * heads * width + (bh % heads) * width,
+                heads * width,
+            ),
+        }
+    }
+}
+
+/// Read access to one head's rows.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    base: usize,
+    stride: usize,
+    width: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn of(data: &'a [f32], layout: RowLayout, bh: usize, n: usize, width: usize) -> Self {
+        let (base, stride) = layout.head(bh, n, width);
+        Rows {
+            data,
+            base,
+            stride,
+            width,
+        }
+    }
+
+    fn row(&self, t: usize) -> &'a [f32] {
+        &self.data[self.base + t * self.stride..][..self.width]
+    }
+
+    /// Rows r0..r0+rows as a matrix view.
+    fn view(&self, r0: usize, rows: usize) -> View<'a> {
+        View {
+            data: &self.data[self.base + r0 * self.stride..],
+            rows,
+            cols: self.width,
+            row_stride: self.stride,
+            col_stride: 1,
+        }
+    }
+}
+
+/// An output buffer that parallel tasks fill with disjoint rows: each head's rows belong to the
+/// one task that computes that head. Writes go through a raw pointer, so no two tasks ever hold
+/// overlapping `&mut` slices (token-major heads interleave within every row of the buffer).
+struct SharedRows<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buffer: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: tasks write disjoint element ranges (see `write`), and the buffer is borrowed mutably
+// for the writer's lifetime, so nothing else reads or writes it meanwhile.
+unsafe impl Sync for SharedRows<'_> {}
+
+impl<'a> SharedRows<'a> {
+    fn new(buffer: &'a mut [f32]) -> Self {
+        SharedRows {
+            ptr: buffer.as_mut_ptr(),
+            len: buffer.len(),
+            _buffer: std::marker::PhantomData,
+        }
+    }
+
+    /// Copy `values` to row t of head (base, stride).
+    ///
+    /// # Safety
+    /// No other task writes the same elements concurrently: callers write only the rows of the
+    /// head they own, and `RowLayout::head` gives distinct heads disjoint rows.
+    unsafe fn write_row(&self, (base, stride): (usize, usize), t: usize, values: &[f32]) {
+        let offset = base + t * stride;
+        assert!(
+            offset + values.len() <= self.len,
+            "row outside the output buffer"
+        );
+        // SAFETY: in bounds (checked above); disjointness is the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(offset), values.len())
+        };
+    }
 }
 
 impl LinearShape {
@@ -74,6 +175,7 @@ pub fn forward(
         feature_dim: f,
         value_dim: dv,
         chunk,
+        layout,
     } = shape;
     assert!(chunk > 0);
     assert!(
@@ -94,35 +196,37 @@ pub fn forward(
             },
         );
     }
-    out.par_chunks_mut(n * dv)
-        .zip(den.par_chunks_mut(n))
+    let out_rows = SharedRows::new(&mut out);
+    den.par_chunks_mut(n)
         .zip(s_prev.par_chunks_mut(nc * f * dv))
         .zip(z_prev.par_chunks_mut(nc * f))
         .enumerate()
-        .for_each(|(bh, (((out_h, den_h), s_h), z_h))| {
-            let q_h = &q[bh * n * f..][..n * f];
-            let k_h = &k[bh * n * f..][..n * f];
-            let v_h = &v[bh * n * dv..][..n * dv];
+        .for_each(|(bh, ((den_h, s_h), z_h))| {
+            let q_h = Rows::of(q, layout, bh, n, f);
+            let k_h = Rows::of(k, layout, bh, n, f);
+            let v_h = Rows::of(v, layout, bh, n, dv);
+            let out_head = layout.head(bh, n, dv);
             let mut state = vec![0.0f32; f * dv]; // S [f, dv]
             let mut z = vec![0.0f32; f];
             let mut att = vec![0.0f32; chunk * chunk];
+            let mut o_chunk = vec![0.0f32; chunk * dv];
             for c in 0..nc {
                 let r0 = c * chunk;
                 let rows = chunk.min(n - r0);
                 s_h[c * f * dv..][..f * dv].copy_from_slice(&state);
                 z_h[c * f..][..f].copy_from_slice(&z);
-                let q_c = View::rows(&q_h[r0 * f..], rows, f);
-                let k_c = View::rows(&k_h[r0 * f..], rows, f);
-                let v_c = View::rows(&v_h[r0 * dv..], rows, dv);
+                let q_c = q_h.view(r0, rows);
+                let k_c = k_h.view(r0, rows);
+                let v_c = v_h.view(r0, rows);
                 let a = &mut att[..rows * rows];
                 matmul(a, rows, q_c, k_c.t(), 1.0, false); // [rows, rows]
                 keep_lower(a, rows);
-                let o_c = &mut out_h[r0 * dv..][..rows * dv];
+                let o_c = &mut o_chunk[..rows * dv];
                 matmul(o_c, dv, View::rows(a, rows, rows), v_c, 1.0, false); // A V
                 matmul(o_c, dv, q_c, View::rows(&state, f, dv), 1.0, true); // + Q S
                 if normalize {
                     for i in 0..rows {
-                        let q_i = &q_h[(r0 + i) * f..][..f];
+                        let q_i = q_h.row(r0 + i);
                         let d: f32 = a[i * rows..][..=i].iter().sum::<f32>()
                             + q_i.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>();
                         den_h[r0 + i] = d;
@@ -130,9 +234,13 @@ pub fn forward(
                         o_c[i * dv..][..dv].iter_mut().for_each(|o| *o *= inv);
                     }
                 }
+                for (i, o_i) in o_c.chunks_exact(dv).enumerate() {
+                    // SAFETY: this task owns head bh, whose rows no other task writes.
+                    unsafe { out_rows.write_row(out_head, r0 + i, o_i) };
+                }
                 matmul(&mut state, dv, k_c.t(), v_c, 1.0, true); // S += Kᵀ V
-                for k_i in k_h[r0 * f..][..rows * f].chunks_exact(f) {
-                    z.iter_mut().zip(k_i).for_each(|(z, k)| *z += k);
+                for i in 0..rows {
+                    z.iter_mut().zip(k_h.row(r0 + i)).for_each(|(z, k)| *z += k);
                 }
             }
         });
@@ -146,7 +254,7 @@ pub fn forward(
     )
 }
 
-/// Returns (dq, dk, dv).
+/// Returns (dq, dk, dv) in the inputs' layout.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     q: &[f32],
@@ -165,98 +273,116 @@ pub fn backward(
         feature_dim: f,
         value_dim: dv,
         chunk,
+        layout,
     } = shape;
     let nc = shape.chunks();
     assert!(saved.den.len() == heads_total * n && saved.z_prev.len() == heads_total * nc * f);
     assert_eq!(saved.s_prev.len(), heads_total * nc * f * dv);
+    assert!(out.len() == v.len() && grad_out.len() == v.len());
     let mut dq = vec![0.0f32; q.len()];
     let mut dk = vec![0.0f32; k.len()];
     let mut dvv = vec![0.0f32; v.len()];
     if out.is_empty() {
         return (dq, dk, dvv);
     }
-    dq.par_chunks_mut(n * f)
-        .zip(dk.par_chunks_mut(n * f))
-        .zip(dvv.par_chunks_mut(n * dv))
-        .enumerate()
-        .for_each(|(bh, ((dq_h, dk_h), dv_h))| {
-            let q_h = &q[bh * n * f..][..n * f];
-            let k_h = &k[bh * n * f..][..n * f];
-            let v_h = &v[bh * n * dv..][..n * dv];
-            let o_h = &out[bh * n * dv..][..n * dv];
-            let do_h = &grad_out[bh * n * dv..][..n * dv];
-            let mut ds = vec![0.0f32; f * dv]; // gradient of the state after this chunk
-            let mut dz = vec![0.0f32; f];
-            let mut att = vec![0.0f32; chunk * chunk];
-            let mut datt = vec![0.0f32; chunk * chunk];
-            let mut dnum = vec![0.0f32; chunk * dv];
-            let mut dden = vec![0.0f32; chunk];
-            for c in (0..nc).rev() {
-                let r0 = c * chunk;
-                let rows = chunk.min(n - r0);
-                let s_c = View::rows(&saved.s_prev[(bh * nc + c) * f * dv..], f, dv);
-                let z_c = &saved.z_prev[(bh * nc + c) * f..][..f];
-                let q_c = View::rows(&q_h[r0 * f..], rows, f);
-                let k_c = View::rows(&k_h[r0 * f..], rows, f);
-                let v_c = View::rows(&v_h[r0 * dv..], rows, dv);
-                let a = &mut att[..rows * rows];
-                matmul(a, rows, q_c, k_c.t(), 1.0, false);
-                keep_lower(a, rows);
+    let (dq_rows, dk_rows, dv_rows) = (
+        SharedRows::new(&mut dq),
+        SharedRows::new(&mut dk),
+        SharedRows::new(&mut dvv),
+    );
+    (0..heads_total).into_par_iter().for_each(|bh| {
+        let q_h = Rows::of(q, layout, bh, n, f);
+        let k_h = Rows::of(k, layout, bh, n, f);
+        let v_h = Rows::of(v, layout, bh, n, dv);
+        let o_h = Rows::of(out, layout, bh, n, dv);
+        let do_h = Rows::of(grad_out, layout, bh, n, dv);
+        let (fk_head, v_head) = (layout.head(bh, n, f), layout.head(bh, n, dv));
+        let mut ds = vec![0.0f32; f * dv]; // gradient of the state after this chunk
+        let mut dz = vec![0.0f32; f];
+        let mut att = vec![0.0f32; chunk * chunk];
+        let mut datt = vec![0.0f32; chunk * chunk];
+        let mut dnum = vec![0.0f32; chunk * dv];
+        let mut dden = vec![0.0f32; chunk];
+        let (mut dq_chunk, mut dk_chunk) = (vec![0.0f32; chunk * f], vec![0.0f32; chunk * f]);
+        let mut dv_chunk = vec![0.0f32; chunk * dv];
+        for c in (0..nc).rev() {
+            let r0 = c * chunk;
+            let rows = chunk.min(n - r0);
+            let s_c = View::rows(&saved.s_prev[(bh * nc + c) * f * dv..], f, dv);
+            let z_c = &saved.z_prev[(bh * nc + c) * f..][..f];
+            let q_c = q_h.view(r0, rows);
+            let k_c = k_h.view(r0, rows);
+            let v_c = v_h.view(r0, rows);
+            let a = &mut att[..rows * rows];
+            matmul(a, rows, q_c, k_c.t(), 1.0, false);
+            keep_lower(a, rows);
 
-                let g = &mut dnum[..rows * dv];
-                let gd = &mut dden[..rows];
-                g.copy_from_slice(&do_h[r0 * dv..][..rows * dv]);
-                gd.fill(0.0);
-                if normalize {
-                    let den_h = &saved.den[bh * n..][..n];
-                    for i in 0..rows {
-                        let d = den_h[r0 + i];
-                        let inv = 1.0 / d.max(eps);
-                        let row = &mut g[i * dv..][..dv];
-                        if d > eps {
-                            let o = &o_h[(r0 + i) * dv..][..dv];
-                            gd[i] = -inv * row.iter().zip(o).map(|(a, b)| a * b).sum::<f32>();
-                        }
-                        row.iter_mut().for_each(|x| *x *= inv);
+            let g = &mut dnum[..rows * dv];
+            let gd = &mut dden[..rows];
+            for (i, row) in g.chunks_exact_mut(dv).enumerate() {
+                row.copy_from_slice(do_h.row(r0 + i));
+            }
+            gd.fill(0.0);
+            if normalize {
+                let den_h = &saved.den[bh * n..][..n];
+                for i in 0..rows {
+                    let d = den_h[r0 + i];
+                    let inv = 1.0 / d.max(eps);
+                    let row = &mut g[i * dv..][..dv];
+                    if d > eps {
+                        let o = o_h.row(r0 + i);
+                        gd[i] = -inv * row.iter().zip(o).map(|(a, b)| a * b).sum::<f32>();
                     }
-                }
-                let g_view = View::rows(g, rows, dv);
-
-                // dA = tril(dnum Vᵀ + dden 1ᵀ)
-                let da = &mut datt[..rows * rows];
-                matmul(da, rows, g_view, v_c.t(), 1.0, false);
-                for (i, row) in da.chunks_exact_mut(rows).enumerate() {
-                    row[..=i].iter_mut().for_each(|x| *x += gd[i]);
-                    row[i + 1..].fill(0.0);
-                }
-                let da_view = View::rows(da, rows, rows);
-                let a_view = View::rows(a, rows, rows);
-
-                let dq_c = &mut dq_h[r0 * f..][..rows * f];
-                matmul(dq_c, f, da_view, k_c, 1.0, false); // dA K
-                matmul(dq_c, f, g_view, s_c.t(), 1.0, true); // + dnum Sᵀ
-                let dk_c = &mut dk_h[r0 * f..][..rows * f];
-                matmul(dk_c, f, da_view.t(), q_c, 1.0, false); // dAᵀ Q
-                matmul(dk_c, f, v_c, View::rows(&ds, f, dv).t(), 1.0, true); // + V dSᵀ
-                let dv_c = &mut dv_h[r0 * dv..][..rows * dv];
-                matmul(dv_c, dv, a_view.t(), g_view, 1.0, false); // Aᵀ dnum
-                matmul(dv_c, dv, k_c, View::rows(&ds, f, dv), 1.0, true); // + K dS
-                if normalize {
-                    for i in 0..rows {
-                        let dq_i = &mut dq_c[i * f..][..f];
-                        dq_i.iter_mut().zip(z_c).for_each(|(x, z)| *x += gd[i] * z);
-                        let dk_i = &mut dk_c[i * f..][..f];
-                        dk_i.iter_mut().zip(&dz).for_each(|(x, z)| *x += z);
-                    }
-                }
-                // This chunk's state S_c, z_c came from all earlier chunks: pass its gradient on.
-                matmul(&mut ds, dv, q_c.t(), g_view, 1.0, true); // dS += Qᵀ dnum
-                if normalize {
-                    for (i, q_i) in q_h[r0 * f..][..rows * f].chunks_exact(f).enumerate() {
-                        dz.iter_mut().zip(q_i).for_each(|(x, q)| *x += gd[i] * q);
-                    }
+                    row.iter_mut().for_each(|x| *x *= inv);
                 }
             }
-        });
+            let g_view = View::rows(g, rows, dv);
+
+            // dA = tril(dnum Vᵀ + dden 1ᵀ)
+            let da = &mut datt[..rows * rows];
+            matmul(da, rows, g_view, v_c.t(), 1.0, false);
+            for (i, row) in da.chunks_exact_mut(rows).enumerate() {
+                row[..=i].iter_mut().for_each(|x| *x += gd[i]);
+                row[i + 1..].fill(0.0);
+            }
+            let da_view = View::rows(da, rows, rows);
+            let a_view = View::rows(a, rows, rows);
+
+            let dq_c = &mut dq_chunk[..rows * f];
+            matmul(dq_c, f, da_view, k_c, 1.0, false); // dA K
+            matmul(dq_c, f, g_view, s_c.t(), 1.0, true); // + dnum Sᵀ
+            let dk_c = &mut dk_chunk[..rows * f];
+            matmul(dk_c, f, da_view.t(), q_c, 1.0, false); // dAᵀ Q
+            matmul(dk_c, f, v_c, View::rows(&ds, f, dv).t(), 1.0, true); // + V dSᵀ
+            let dv_c = &mut dv_chunk[..rows * dv];
+            matmul(dv_c, dv, a_view.t(), g_view, 1.0, false); // Aᵀ dnum
+            matmul(dv_c, dv, k_c, View::rows(&ds, f, dv), 1.0, true); // + K dS
+            if normalize {
+                for i in 0..rows {
+                    let dq_i = &mut dq_c[i * f..][..f];
+                    dq_i.iter_mut().zip(z_c).for_each(|(x, z)| *x += gd[i] * z);
+                    let dk_i = &mut dk_c[i * f..][..f];
+                    dk_i.iter_mut().zip(&dz).for_each(|(x, z)| *x += z);
+                }
+            }
+            for i in 0..rows {
+                // SAFETY: this task owns head bh, whose rows no other task writes.
+                unsafe {
+                    dq_rows.write_row(fk_head, r0 + i, &dq_c[i * f..][..f]);
+                    dk_rows.write_row(fk_head, r0 + i, &dk_c[i * f..][..f]);
+                    dv_rows.write_row(v_head, r0 + i, &dv_c[i * dv..][..dv]);
+                }
+            }
+            // This chunk's state S_c, z_c came from all earlier chunks: pass its gradient on.
+            matmul(&mut ds, dv, q_c.t(), g_view, 1.0, true); // dS += Qᵀ dnum
+            if normalize {
+                for (i, &gd_i) in gd.iter().enumerate() {
+                    dz.iter_mut()
+                        .zip(q_h.row(r0 + i))
+                        .for_each(|(x, q)| *x += gd_i * q);
+                }
+            }
+        }
+    });
     (dq, dk, dvv)
 }

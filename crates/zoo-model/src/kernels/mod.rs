@@ -38,7 +38,7 @@ use burn::prelude::*;
 
 use causal_attention::AttentionShape;
 pub use causal_attention::KeyPattern;
-use chunked_linear_attention::{LinearShape, SavedRef};
+use chunked_linear_attention::{LinearShape, RowLayout, SavedRef};
 use wkv::WkvShape;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -72,7 +72,7 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self>;
 
     /// Chunked causal linear attention of feature-mapped q, k [b, h, n, f] and v [b, h, n, dv]
-    /// from a zero state → [b, h, n, dv].
+    /// from a zero state → [b, h, n, dv]; with `token_major`, every tensor is [b, n, h, ·].
     fn fused_linear_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -80,6 +80,7 @@ pub trait FusedOps: Backend {
         chunk: usize,
         normalize: bool,
         eps: f32,
+        token_major: bool,
     ) -> FloatTensor<Self>;
 
     /// RWKV-6 WKV recurrence from a zero state: r, k, log w [b, h, n, dk], v [b, h, n, dv],
@@ -156,6 +157,31 @@ pub fn linear_attention(
     normalize: bool,
     eps: f32,
 ) -> Tensor<4> {
+    linear_attention_in(q, k, v, chunk, normalize, eps, false)
+}
+
+/// [`linear_attention`] on token-major q, k [b, n, h, f] and v [b, n, h, dv] → [b, n, h, dv]:
+/// the projections' own layout, so no head split / merge copies are needed around it.
+pub fn linear_attention_token_major(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+) -> Tensor<4> {
+    linear_attention_in(q, k, v, chunk, normalize, eps, true)
+}
+
+fn linear_attention_in(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+    token_major: bool,
+) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear_attention(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -163,6 +189,7 @@ pub fn linear_attention(
         chunk,
         normalize,
         eps,
+        token_major,
     ))
 }
 
@@ -305,16 +332,23 @@ fn attention_forward(
     (flex_tensor(o, q.shape()), flex_tensor(lse, lse_shape))
 }
 
-fn linear_shape(q: &FlexTensor, v: &FlexTensor, chunk: usize) -> LinearShape {
+fn linear_shape(q: &FlexTensor, v: &FlexTensor, chunk: usize, token_major: bool) -> LinearShape {
     let [b, h, n, f] = q.shape().dims();
     let [vb, vh, vn, dv] = v.shape().dims();
     assert!((b, h, n) == (vb, vh, vn), "q and v shapes differ");
+    // Token-major tensors are [b, n, h, ·]: the second and third axes swap meaning.
+    let (heads, seq) = if token_major { (n, h) } else { (h, n) };
     LinearShape {
-        heads_total: b * h,
-        seq: n,
+        heads_total: b * heads,
+        seq,
         feature_dim: f,
         value_dim: dv,
         chunk,
+        layout: if token_major {
+            RowLayout::TokenMajor { heads }
+        } else {
+            RowLayout::HeadMajor
+        },
     }
 }
 
@@ -326,9 +360,10 @@ fn linear_forward(
     chunk: usize,
     normalize: bool,
     eps: f32,
+    token_major: bool,
 ) -> (FlexTensor, [FlexTensor; 3]) {
     assert!(q.shape() == k.shape(), "q and k shapes differ");
-    let shape = linear_shape(q, v, chunk);
+    let shape = linear_shape(q, v, chunk, token_major);
     let (out, saved) =
         chunked_linear_attention::forward(values(q), values(k), values(v), shape, normalize, eps);
     let flat = |t: Vec<f32>| {
@@ -411,9 +446,10 @@ impl FusedOps for Flex {
         chunk: usize,
         normalize: bool,
         eps: f32,
+        token_major: bool,
     ) -> FlexTensor {
         let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
-        linear_forward(&q, &k, &v, chunk, normalize, eps).0
+        linear_forward(&q, &k, &v, chunk, normalize, eps, token_major).0
     }
 
     fn fused_wkv(
@@ -522,6 +558,7 @@ struct LinearSaved {
     chunk: usize,
     normalize: bool,
     eps: f32,
+    token_major: bool,
 }
 
 impl Backward<Flex, 3> for LinearBackward {
@@ -542,7 +579,7 @@ impl Backward<Flex, 3> for LinearBackward {
                 z_prev: values(z_prev),
             },
             values(&grad_out),
-            linear_shape(&s.q, &s.v, s.chunk),
+            linear_shape(&s.q, &s.v, s.chunk, s.token_major),
             s.normalize,
             s.eps,
         );
@@ -770,6 +807,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         chunk: usize,
         normalize: bool,
         eps: f32,
+        token_major: bool,
     ) -> FloatTensor<Self> {
         let prep = LinearBackward
             .prepare::<C>([q.node(), k.node(), v.node()])
@@ -778,7 +816,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let q = contiguous(q.into_primitive());
         let k = contiguous(k.into_primitive());
         let v = contiguous(v.into_primitive());
-        let (out, chunk_state) = linear_forward(&q, &k, &v, chunk, normalize, eps);
+        let (out, chunk_state) = linear_forward(&q, &k, &v, chunk, normalize, eps, token_major);
         match prep {
             OpsKind::Tracked(prep) => {
                 let saved = LinearSaved {
@@ -790,6 +828,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                     chunk,
                     normalize,
                     eps,
+                    token_major,
                 };
                 prep.finish(saved, out)
             }
