@@ -19,6 +19,25 @@ fn tensor<const D: usize>(v: &[f32], shape: [usize; D], device: &Device) -> Tens
     Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
 }
 
+/// Central differences of `loss` in input `which` at the probed coordinates, in f64.
+fn central_differences<const N: usize>(
+    base: &[Vec<f64>; N],
+    which: usize,
+    probes: &[usize],
+    step: f64,
+    loss: impl Fn(&[Vec<f64>; N]) -> f64,
+) -> Vec<f64> {
+    probes
+        .iter()
+        .map(|&i| {
+            let (mut plus, mut minus) = (base.clone(), base.clone());
+            plus[which][i] += step;
+            minus[which][i] -= step;
+            (loss(&plus) - loss(&minus)) / (2.0 * step)
+        })
+        .collect()
+}
+
 // ---- causal attention ---------------------------------------------------------------------
 
 struct Case {
@@ -241,17 +260,8 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
                 // column (step coprime with d) and every head.
                 let stride = if c.n <= 65 { 7 } else { 41 };
                 let probes: Vec<usize> = (0..c.len()).step_by(stride).collect();
-                let numeric: Vec<f64> = probes
-                    .iter()
-                    .map(|&i| {
-                        let mut plus = base.clone();
-                        let mut minus = base.clone();
-                        plus[which][i] += step;
-                        minus[which][i] -= step;
-                        (loss(&plus[0], &plus[1], &plus[2]) - loss(&minus[0], &minus[1], &minus[2]))
-                            / (2.0 * step)
-                    })
-                    .collect();
+                let numeric =
+                    central_differences(&base, which, &probes, step, |x| loss(&x[0], &x[1], &x[2]));
                 let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
                 assert_close(
                     &analytic,
@@ -605,17 +615,9 @@ fn fused_linear_attention_matches_the_definition_and_the_composed_path() {
                 let step = 1e-6;
                 for (which, name) in ["dq", "dk", "dv"].iter().enumerate() {
                     let probes: Vec<usize> = (0..base[which].len()).step_by(5).collect();
-                    let numeric: Vec<f64> = probes
-                        .iter()
-                        .map(|&i| {
-                            let (mut plus, mut minus) = (base.clone(), base.clone());
-                            plus[which][i] += step;
-                            minus[which][i] -= step;
-                            (loss(&plus[0], &plus[1], &plus[2])
-                                - loss(&minus[0], &minus[1], &minus[2]))
-                                / (2.0 * step)
-                        })
-                        .collect();
+                    let numeric = central_differences(&base, which, &probes, step, |x| {
+                        loss(&x[0], &x[1], &x[2])
+                    });
                     let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
                     assert_close(
                         &analytic,
@@ -730,15 +732,7 @@ fn fused_cross_entropy_matches_the_definition_and_the_composed_loss() {
     );
     let probes: Vec<usize> = (0..base.len()).step_by(13).collect();
     let step = 1e-6;
-    let numeric: Vec<f64> = probes
-        .iter()
-        .map(|&i| {
-            let (mut plus, mut minus) = (base.clone(), base.clone());
-            plus[i] += step;
-            minus[i] -= step;
-            (loss_f64(&plus) - loss_f64(&minus)) / (2.0 * step)
-        })
-        .collect();
+    let numeric = central_differences(&[base], 0, &probes, step, |x| loss_f64(&x[0]));
     let analytic: Vec<f32> = probes.iter().map(|&i| dx[i]).collect();
     assert_close(
         &analytic,
@@ -853,15 +847,7 @@ fn fused_wkv_matches_the_definition_and_the_composed_chunked_form() {
                 let step = 1e-6;
                 for (which, name) in ["dr", "dk", "dv", "dlog_w", "du"].iter().enumerate() {
                     let probes: Vec<usize> = (0..base[which].len()).step_by(3).collect();
-                    let numeric: Vec<f64> = probes
-                        .iter()
-                        .map(|&i| {
-                            let (mut plus, mut minus) = (base.clone(), base.clone());
-                            plus[which][i] += step;
-                            minus[which][i] -= step;
-                            (loss(&plus) - loss(&minus)) / (2.0 * step)
-                        })
-                        .collect();
+                    let numeric = central_differences(&base, which, &probes, step, loss);
                     let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
                     assert_close(
                         &analytic,

@@ -146,6 +146,31 @@ impl KeyPattern {
     }
 }
 
+/// Each key range with the score column where it starts.
+fn segments(ranges: &[Range<usize>]) -> impl Iterator<Item = (usize, &Range<usize>)> {
+    ranges.iter().scan(0, |c0, r| {
+        let start = *c0;
+        *c0 += r.len();
+        Some((start, r))
+    })
+}
+
+/// Columns c0..c0+width of a rows × cols row-major block.
+fn columns(p: &[f32], rows: usize, cols: usize, c0: usize, width: usize) -> View<'_> {
+    View {
+        data: &p[c0..],
+        rows,
+        cols: width,
+        row_stride: cols,
+        col_stride: 1,
+    }
+}
+
+/// The rows of a [n, d] head matrix that a key range covers.
+fn range_rows<'a>(all: &'a [f32], d: usize, r: &Range<usize>) -> View<'a> {
+    View::rows(&all[r.start * d..], r.len(), d)
+}
+
 /// dst[:, columns of each range] = scale · a · (rows of b in that range)ᵀ.
 fn scores_by_range(
     dst: &mut [f32],
@@ -156,17 +181,20 @@ fn scores_by_range(
     ranges: &[Range<usize>],
     scale: f32,
 ) {
-    let mut c0 = 0;
-    for r in ranges {
-        let b = View::rows(&b_all[r.start * d..], r.len(), d);
-        matmul(&mut dst[c0..], cols, a, b.t(), scale, false);
-        c0 += r.len();
+    for (c0, r) in segments(ranges) {
+        matmul(
+            &mut dst[c0..],
+            cols,
+            a,
+            range_rows(b_all, d, r).t(),
+            scale,
+            false,
+        );
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-/// dst += Σ_ranges p[:, range columns] · (rows of b in that range); `dst` is overwritten first
-/// unless `accumulate`.
+/// dst = scale · Σ_ranges p[:, range columns] · (rows of b in that range).
 fn weighted_rows(
     dst: &mut [f32],
     d: usize,
@@ -176,20 +204,10 @@ fn weighted_rows(
     b_all: &[f32],
     ranges: &[Range<usize>],
     scale: f32,
-    accumulate: bool,
 ) {
-    let mut c0 = 0;
-    for (n, r) in ranges.iter().enumerate() {
-        let pv = View {
-            data: &p[c0..],
-            rows,
-            cols: r.len(),
-            row_stride: cols,
-            col_stride: 1,
-        };
-        let b = View::rows(&b_all[r.start * d..], r.len(), d);
-        matmul(dst, d, pv, b, scale, accumulate || n > 0);
-        c0 += r.len();
+    for (n, (c0, r)) in segments(ranges).enumerate() {
+        let pv = columns(p, rows, cols, c0, r.len());
+        matmul(dst, d, pv, range_rows(b_all, d, r), scale, n > 0);
     }
 }
 
@@ -205,17 +223,9 @@ fn scatter_transposed(
     ranges: &[Range<usize>],
     scale: f32,
 ) {
-    let mut c0 = 0;
-    for r in ranges {
-        let pv = View {
-            data: &p[c0..],
-            rows,
-            cols: r.len(),
-            row_stride: cols,
-            col_stride: 1,
-        };
+    for (c0, r) in segments(ranges) {
+        let pv = columns(p, rows, cols, c0, r.len());
         matmul(&mut dst_all[r.start * d..], d, pv.t(), b, scale, true);
-        c0 += r.len();
     }
 }
 
@@ -388,7 +398,7 @@ pub fn forward(
                             lse_b,
                         ),
                     }
-                    weighted_rows(out_b, d, &scores, rows, cols, v_h, &tile.ranges, 1.0, false);
+                    weighted_rows(out_b, d, &scores, rows, cols, v_h, &tile.ranges, 1.0);
                 });
         });
     (out, lse)
@@ -463,17 +473,7 @@ pub fn backward(
                 scatter_transposed(dv_h, d, p, rows, cols, do_b, ranges, 1.0); // dV += Pᵀ dO
                 scores_by_range(dp, cols, do_b, v_h, d, ranges, 1.0); // dP = dO Vᵀ
                 score_grad_rows(p, dp, cols, &delta[row0..row0 + rows]);
-                weighted_rows(
-                    &mut dq_h[row0 * d..],
-                    d,
-                    dp,
-                    rows,
-                    cols,
-                    k_h,
-                    ranges,
-                    scale,
-                    false,
-                ); // dQ = c dS K
+                weighted_rows(&mut dq_h[row0 * d..], d, dp, rows, cols, k_h, ranges, scale); // dQ = c dS K
                 scatter_transposed(dk_h, d, dp, rows, cols, q_b, ranges, scale); // dK += c dSᵀ Q
             }
         });

@@ -6,11 +6,7 @@
 //! The composed form (clamp, clamp, exp, add) costs four passes forward and the clamps' masks
 //! backward, on both q and k of every linear-attention layer.
 
-use rayon::prelude::*;
-
-use super::simd::{exp, multiversion};
-
-const CHUNK: usize = 1 << 14;
+use super::simd::{self, exp, multiversion};
 
 multiversion! {
     fn forward_chunk(x: &[f32], y: &mut [f32]) {
@@ -29,18 +25,9 @@ multiversion! {
 }
 
 pub fn forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| forward_chunk(x, y));
-    y
+    simd::par_map(x, forward_chunk)
 }
 
 pub fn backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
-    assert_eq!(x.len(), dy.len());
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| backward_chunk(x, dy, dx));
-    dx
+    simd::par_map2(x, dy, backward_chunk)
 }

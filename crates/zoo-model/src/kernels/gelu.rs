@@ -6,11 +6,8 @@
 //! Burn's autodiff builds GELU from erf and four elementwise ops (forward) and more for the
 //! backward, each a separate pass over the [tokens, 4·d] activations.
 
-use rayon::prelude::*;
-
 use super::simd::{self, exp, multiversion};
 
-const CHUNK: usize = 1 << 14;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -43,18 +40,9 @@ multiversion! {
 }
 
 pub fn forward(x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| forward_chunk(x, y));
-    y
+    simd::par_map(x, forward_chunk)
 }
 
 pub fn backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
-    assert_eq!(x.len(), dy.len());
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| backward_chunk(x, dy, dx));
-    dx
+    simd::par_map2(x, dy, backward_chunk)
 }

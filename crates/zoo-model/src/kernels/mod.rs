@@ -28,6 +28,7 @@ pub mod wkv;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::TensorMetadata;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -501,6 +502,19 @@ impl FusedOps for Flex {
 
 // ---- autodiff on flex: forward saves what the hand-written backward needs ------------------
 
+/// Register each input's gradient (host values in the input's shape) where the input is tracked.
+fn register_grads<const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    computed: [(Vec<f32>, Shape); N],
+) {
+    for (parent, (values, shape)) in parents.into_iter().zip(computed) {
+        if let Some(id) = parent {
+            grads.register::<Flex>(id, flex_tensor(values, shape));
+        }
+    }
+}
+
 #[derive(Debug)]
 struct AttentionBackward;
 
@@ -535,12 +549,9 @@ impl Backward<Flex, 3> for AttentionBackward {
             &s.slopes,
             &s.pattern,
         );
-        let [node_q, node_k, node_v] = ops.parents;
-        for (node, grad) in [(node_q, dq), (node_k, dk), (node_v, dv)] {
-            if let Some(node) = node {
-                grads.register::<Flex>(node.id, flex_tensor(grad, s.q.shape()));
-            }
-        }
+        let shape = s.q.shape();
+        let computed = [(dq, shape.clone()), (dk, shape.clone()), (dv, shape)];
+        register_grads(grads, ops.parents.map(|p| p.map(|node| node.id)), computed);
     }
 }
 
@@ -583,16 +594,8 @@ impl Backward<Flex, 3> for LinearBackward {
             s.normalize,
             s.eps,
         );
-        let [node_q, node_k, node_v] = ops.parents;
-        if let Some(node) = node_q {
-            grads.register::<Flex>(node.id, flex_tensor(dq, s.q.shape()));
-        }
-        if let Some(node) = node_k {
-            grads.register::<Flex>(node.id, flex_tensor(dk, s.k.shape()));
-        }
-        if let Some(node) = node_v {
-            grads.register::<Flex>(node.id, flex_tensor(dv, s.v.shape()));
-        }
+        let computed = [(dq, s.q.shape()), (dk, s.k.shape()), (dv, s.v.shape())];
+        register_grads(grads, ops.parents.map(|p| p.map(|node| node.id)), computed);
     }
 }
 
@@ -623,12 +626,10 @@ impl Backward<Flex, 5> for WkvBackward {
             values(&grad_out),
             wkv_shape(r, v),
         );
-        let grads_out = [dr, dk, dv, dlw, du];
-        for ((node, grad), input) in ops.parents.into_iter().zip(grads_out).zip(&s.inputs) {
-            if let Some(node) = node {
-                grads.register::<Flex>(node.id, flex_tensor(grad, input.shape()));
-            }
-        }
+        let shapes = s.inputs.each_ref().map(|t| t.shape());
+        let [sr, sk, sv, slw, su] = shapes;
+        let computed = [(dr, sr), (dk, sk), (dv, sv), (dlw, slw), (du, su)];
+        register_grads(grads, ops.parents.map(|p| p.map(|node| node.id)), computed);
     }
 }
 
@@ -656,16 +657,9 @@ impl Backward<Flex, 3> for LayerNormBackward {
             values(&s.rstd),
             values(&dy),
         );
-        let [node_x, node_gamma, node_beta] = ops.parents;
-        if let Some(node) = node_x {
-            grads.register::<Flex>(node.id, flex_tensor(dx, s.x.shape()));
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Flex>(node.id, flex_tensor(dgamma, s.gamma.shape()));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Flex>(node.id, flex_tensor(dbeta, s.gamma.shape()));
-        }
+        let d = s.gamma.shape();
+        let computed = [(dx, s.x.shape()), (dgamma, d.clone()), (dbeta, d)];
+        register_grads(grads, ops.parents.map(|p| p.map(|node| node.id)), computed);
     }
 }
 

@@ -129,6 +129,30 @@ mod tests {
     }
 }
 
+/// Elements per parallel task of the elementwise kernels.
+const MAP_CHUNK: usize = 1 << 14;
+
+/// y = f(x) chunk by chunk in parallel (`f` is a multiversioned chunk kernel).
+pub fn par_map(x: &[f32], f: fn(&[f32], &mut [f32])) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(MAP_CHUNK)
+        .zip(x.par_chunks(MAP_CHUNK))
+        .for_each(|(y, x)| f(x, y));
+    y
+}
+
+/// dx = f(x, dy) chunk by chunk in parallel (the backward of an elementwise map).
+pub fn par_map2(x: &[f32], dy: &[f32], f: fn(&[f32], &[f32], &mut [f32])) -> Vec<f32> {
+    use rayon::prelude::*;
+    assert_eq!(x.len(), dy.len());
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(MAP_CHUNK)
+        .zip(x.par_chunks(MAP_CHUNK).zip(dy.par_chunks(MAP_CHUNK)))
+        .for_each(|(dx, (x, dy))| f(x, dy, dx));
+    dx
+}
+
 /// Lanes of the split accumulators below: without fast-math LLVM keeps a single running sum in
 /// program order (scalar); 16 independent partial sums let it use one vector register.
 const LANES: usize = 16;
