@@ -971,9 +971,7 @@ impl RunConfig {
         let fail = |m: String| Err(ConfigError::new(m));
         let t = &self.train;
 
-        if self.run.name.trim().is_empty() {
-            return fail("run.name is empty (give the run a name, e.g. name = \"my-run\")".into());
-        }
+        crate::run_dir::check_name(&self.run.name).map_err(ConfigError::new)?;
         self.model
             .validate()
             .map_err(|e| ConfigError::new(e.to_string()))?;
