@@ -7,7 +7,9 @@
 //!       target/release/deps/prefill_measure-<hash> --ignored --nocapture
 //!
 //! ZOO_PREFILL_MODE=forward_with_state reads the prompt as `zoo generate` did before `Lm::prefill`
-//! (all logits, then the last position); `prefill` uses `Lm::prefill`.
+//! (all logits, then the last position); `prefill` uses `Lm::prefill`. ZOO_PREFILL_MIXER swaps
+//! the softmax mixer for `sliding_window` (window 128, 4 globals) or `bigbird` (blocks of 16,
+//! 3 window, 1 global, 2 random).
 
 mod common;
 
@@ -23,16 +25,32 @@ fn measure_long_prompt_prefill() {
         .map(|v| v.parse().unwrap())
         .unwrap_or(30_000);
     let mode = std::env::var("ZOO_PREFILL_MODE").unwrap_or_else(|_| "prefill".into());
+    let mixer = match std::env::var("ZOO_PREFILL_MIXER").as_deref() {
+        Err(_) | Ok("softmax") => MixerConfig::Softmax {
+            logit_scale: None,
+            log_n_scaling: false,
+        },
+        Ok("sliding_window") => MixerConfig::SlidingWindow {
+            window: 128,
+            dilation: 1,
+            global_tokens: 4,
+        },
+        Ok("bigbird") => MixerConfig::Bigbird {
+            block_size: 16,
+            window_blocks: 3,
+            global_blocks: 1,
+            random_blocks: 2,
+            seed: 0,
+        },
+        Ok(other) => panic!("ZOO_PREFILL_MIXER={other}: use softmax, sliding_window or bigbird"),
+    };
     let cfg = ModelConfig {
         vocab_size: Some(256),
         d_model: 64,
         n_layers: 2,
         n_heads: 4,
         mlp_ratio: 2.0,
-        mixer: MixerConfig::Softmax {
-            logit_scale: None,
-            log_n_scaling: false,
-        },
+        mixer,
         position: PositionConfig::Rope {
             theta: 10_000.0,
             interpolation: 1.0,
@@ -60,7 +78,9 @@ fn measure_long_prompt_prefill() {
         .max_by(|&a, &b| last[a].total_cmp(&last[b]))
         .unwrap();
     println!(
-        "mode={mode} n={n} seconds={seconds:.2} state_pos={} argmax={argmax} logit={:.6}",
-        state.pos, last[argmax]
+        "mixer={} mode={mode} n={n} seconds={seconds:.2} state_pos={} argmax={argmax} logit={:.6}",
+        cfg.mixer.kind(),
+        state.pos,
+        last[argmax]
     );
 }
