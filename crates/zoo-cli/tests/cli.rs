@@ -290,6 +290,88 @@ fn train_eval_report_end_to_end() {
         page.contains("mqar-softmax"),
         "the report does not name the run"
     );
+    // Replacing an earlier report is allowed; a second run of the command succeeds.
+    expect_success(zoo(&["report", "run", "--out", path(&html)]).current_dir(t.path()));
+
+    // A finished run resumes to a message and changes nothing.
+    let before: Vec<(String, Vec<u8>)> = walk(&run_dir);
+    let stdout = expect_success(&mut zoo(&["train", "--resume", path(&run_dir)]));
+    assert!(stdout.contains("already finished"), "{stdout}");
+    assert!(
+        walk(&run_dir) == before,
+        "resuming a finished run changed files"
+    );
+
+    // generate --ids: the prompt's ids, the output's ids and top-k logits per generated position,
+    // the first of which is the greedy choice.
+    let stdout = expect_success(&mut zoo(&[
+        "generate",
+        "--run",
+        path(&run_dir),
+        "--prompt",
+        "3 9 27",
+        "--max-tokens",
+        "4",
+        "--ids",
+        "--top-k",
+        "3",
+    ]));
+    let field = |name: &str| -> Vec<u32> {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no `{name}` line:\n{stdout}"));
+        line.split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(field("prompt_ids:"), vec![3, 9, 27]);
+    let output = field("output_ids:");
+    assert_eq!(output.len(), 4, "{stdout}");
+    let positions: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("position "))
+        .collect();
+    assert_eq!(positions.len(), 4, "{stdout}");
+    for (i, line) in positions.iter().enumerate() {
+        let (head, cells) = line.split_once(": ").unwrap();
+        assert_eq!(head, format!("position {}", 3 + i));
+        let cells: Vec<(u32, f32)> = cells
+            .split_whitespace()
+            .map(|c| {
+                let (id, logit) = c.split_once(':').unwrap();
+                (id.parse().unwrap(), logit.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(cells.len(), 3, "{line}");
+        assert_eq!(
+            cells[0].0, output[i],
+            "greedy choice differs from top-1: {line}"
+        );
+        assert!(
+            cells.windows(2).all(|w| w[0].1 >= w[1].1),
+            "not sorted: {line}"
+        );
+    }
+}
+
+/// (relative path, bytes) of every file under `dir`, sorted.
+fn walk(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[test]
