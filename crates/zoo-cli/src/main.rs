@@ -9,7 +9,7 @@ mod observe;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use zoo_eval::{EvalOptions, load_run};
 use zoo_train::config::{self, RunConfig};
@@ -82,6 +82,13 @@ enum Command {
         max_tokens: usize,
         #[arg(long, default_value = "flex")]
         device: String,
+        /// Also print the prompt and output token ids and, for each generated position, the
+        /// top-k logits (to compare with an outside implementation of the model).
+        #[arg(long)]
+        ids: bool,
+        /// How many logits --ids prints per generated position.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
     },
     /// Evaluate a trained run.
     #[command(subcommand)]
@@ -145,8 +152,9 @@ enum EvalCommand {
         common: EvalCommon,
         #[arg(long, value_delimiter = ',')]
         lengths: Vec<usize>,
-        #[arg(long, default_value_t = 16)]
-        max_windows: usize,
+        /// Windows per length (default: the run's eval.ppl.max_windows).
+        #[arg(long)]
+        max_windows: Option<usize>,
         /// RoPE position interpolation factor.
         #[arg(long)]
         rope_interpolation: Option<f64>,
@@ -199,7 +207,18 @@ fn main() -> ExitCode {
             msg.unwrap_or_default().replace('\n', " ")
         );
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {}", one_line_clap_error(&e));
+            return ExitCode::from(2);
+        }
+    };
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
@@ -211,6 +230,35 @@ fn main() -> ExitCode {
         }
         Err(_) => ExitCode::FAILURE,
     }
+}
+
+/// Clap's error without its blank lines, usage block and "For more information" trailer, on
+/// one line, with the user's text cut to 200 characters.
+fn one_line_clap_error(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    for line in rendered.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("Usage:") || line.starts_with("For more information")
+        {
+            continue;
+        }
+        parts.push(line.strip_prefix("error: ").unwrap_or(line));
+    }
+    // Quoted values (clap quotes the user's text in '…') are cut to 200 characters.
+    let text = parts
+        .join("; ")
+        .split('\'')
+        .enumerate()
+        .map(|(i, piece)| {
+            if i % 2 == 1 {
+                zoo_train::run_dir::clip(piece, 200)
+            } else {
+                piece.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("'");
+    format!("{} (see `zoo --help`)", text.replace('\n', " "))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -235,9 +283,12 @@ fn run(cli: Cli) -> Result<()> {
             prompt,
             max_tokens,
             device,
-        } => cmd_generate(&run, &prompt, max_tokens, &device),
+            ids,
+            top_k,
+        } => cmd_generate(&run, &prompt, max_tokens, &device, ids.then_some(top_k)),
         Command::Eval(e) => cmd_eval(e),
         Command::Report { runs, out } => {
+            check_report_out(&out)?;
             let summary = zoo_eval::write_report(&runs, &out)?;
             println!(
                 "wrote {} ({} runs, {} figures)",
@@ -249,6 +300,37 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(b) => bench::run(b),
     }
+}
+
+/// `zoo report --out FILE` writes a new page or replaces an earlier report, never another file
+/// (a typo such as `--out runs/x/config.toml` must not destroy a run).
+fn check_report_out(out: &Path) -> Result<()> {
+    let shown = zoo_train::run_dir::clip(&out.display().to_string(), 200);
+    let is_html = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+    anyhow::ensure!(
+        is_html,
+        "--out {shown}: the report is an HTML page; give a file name ending in .html"
+    );
+    let Ok(meta) = std::fs::symlink_metadata(out) else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        meta.is_file(),
+        "--out {shown} exists and is not a regular file (choose another --out)"
+    );
+    let mut head = [0u8; 15];
+    let starts_as_report = std::fs::File::open(out)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && head.eq_ignore_ascii_case(b"<!DOCTYPE html>");
+    anyhow::ensure!(
+        starts_as_report,
+        "--out {shown} exists and is not an HTML page; the zoo only replaces earlier reports (choose another --out)"
+    );
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -269,12 +351,12 @@ fn cmd_train(
                     "--set cannot change a run being resumed (the curve would no longer match); start a new run instead"
                 );
             }
-            let path = dir.join(zoo_train::trainer::CONFIG_FILE);
             anyhow::ensure!(
-                path.exists(),
-                "{} is not a run directory (no config.toml); train it first with `zoo train CONFIG`",
-                dir.display()
+                zoo_train::run_dir::is_run(&dir),
+                "{} is not a run directory (no config.toml and metrics.jsonl); train it first with `zoo train CONFIG`",
+                zoo_train::run_dir::clip(&dir.display().to_string(), 200)
             );
+            let path = dir.join(zoo_train::trainer::CONFIG_FILE);
             (config::load(&path, &[])?, dir, true)
         }
         None => {
@@ -285,22 +367,8 @@ fn cmd_train(
             };
             let cfg = config::load(&path, &set)?;
             let dir = out.unwrap_or_else(|| Path::new("runs").join(&cfg.run.name));
-            if dir.exists()
-                && dir
-                    .read_dir()
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(true)
-            {
-                if !overwrite {
-                    bail!(
-                        "{} already exists; add --overwrite to replace it, or --resume {} to continue it",
-                        dir.display(),
-                        dir.display()
-                    );
-                }
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("cannot remove {}", dir.display()))?;
-            }
+            // Refuse before any work; the trainer checks again right before it writes.
+            zoo_train::run_dir::check_target(&dir, overwrite)?;
             (cfg, dir, false)
         }
     };
@@ -308,23 +376,35 @@ fn cmd_train(
         cfg.run.device = d;
     }
     let dev = device::select(&cfg.run.device)?;
-    if !resuming {
-        std::fs::create_dir_all(&run_dir).with_context(|| {
-            format!(
-                "cannot create the run directory {} (choose another with --out)",
-                run_dir.display()
-            )
-        })?;
-    }
     let opts = TrainOptions {
         run_dir: run_dir.clone(),
         device: dev.clone(),
         resume: resuming,
+        overwrite,
         base_dir: PathBuf::from("."),
     };
     let mut observer = observe::Progress::new(output.quiet, output.json);
     let summary = train(cfg.clone(), &opts, &mut observer)?;
     observer.finish();
+    let eval_missing = !no_eval && !post_train_eval_done(&run_dir, &cfg);
+    if summary.already_finished && !eval_missing {
+        let line = format!(
+            "{} already finished: {} steps, final loss {:.4}; nothing to do (evaluate it again with `zoo eval … --run {}`)",
+            run_dir.display(),
+            summary.steps,
+            summary.final_loss,
+            run_dir.display()
+        );
+        if output.json {
+            println!(
+                "{}",
+                serde_json::json!({"kind": "done", "run_dir": run_dir, "steps": summary.steps, "final_loss": summary.final_loss, "already_finished": true})
+            );
+        } else {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let final_eval = summary
         .evals
         .last()
@@ -354,6 +434,22 @@ fn cmd_train(
         println!("run saved to {}", run_dir.display());
     }
     Ok(())
+}
+
+/// The file the post-training evaluation writes last for this task.
+fn post_train_eval_file(cfg: &RunConfig) -> &'static str {
+    match cfg.task.kind() {
+        "needle" => "niah.json",
+        "mqar" => "mqar.json",
+        _ => "state.json",
+    }
+}
+
+fn post_train_eval_done(run_dir: &Path, cfg: &RunConfig) -> bool {
+    run_dir
+        .join("eval")
+        .join(post_train_eval_file(cfg))
+        .is_file()
 }
 
 /// The evaluation that fits the task, with the lengths of the config's [eval] section.
@@ -459,6 +555,38 @@ fn print_niah(r: &zoo_eval::NiahResult) {
     }
 }
 
+/// Refuses evaluation arguments that cannot give a meaningful result, before anything is loaded
+/// or written (a zero-sample grid would overwrite a run's real results with zeros).
+fn check_eval_args(
+    c: &EvalCommon,
+    lengths: &[usize],
+    samples: Option<usize>,
+    other: &[(&str, Option<usize>)],
+) -> Result<()> {
+    anyhow::ensure!(c.batch_size > 0, "--batch-size is 0 (use at least 1)");
+    if let Some(i) = lengths.iter().position(|&l| l == 0) {
+        bail!("--lengths: entry {} is 0 (lengths must be positive)", i + 1);
+    }
+    anyhow::ensure!(
+        samples != Some(0),
+        "--samples is 0, which would evaluate nothing and overwrite the run's results (use at least 1)"
+    );
+    for (flag, value) in other {
+        anyhow::ensure!(*value != Some(0), "{flag} is 0 (use at least 1)");
+    }
+    Ok(())
+}
+
+/// The resolved list of lengths must be non-empty and positive (a default such as half the
+/// training length can be 0 for a 1-token run).
+fn check_lengths(lengths: &[usize]) -> Result<()> {
+    anyhow::ensure!(
+        !lengths.is_empty() && !lengths.contains(&0),
+        "no positive evaluation length (got {lengths:?}); give --lengths, e.g. --lengths 64,128"
+    );
+    Ok(())
+}
+
 fn eval_options(c: &EvalCommon) -> Result<EvalOptions> {
     Ok(EvalOptions {
         device: device::select(&c.device)?,
@@ -486,6 +614,7 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             samples,
             variant,
         } => {
+            check_eval_args(&common, &lengths, samples, &[])?;
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let c = &run.config.eval.niah;
@@ -493,7 +622,12 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             let lengths = first_given(&[&lengths, &c.lengths], || {
                 vec![final_len / 2, final_len, 2 * final_len]
             });
+            check_lengths(&lengths)?;
             let depths = first_given(&[&depths, &c.depths], Vec::new);
+            anyhow::ensure!(
+                !depths.is_empty(),
+                "no depths to evaluate; give --depths, e.g. --depths 0,0.5,1"
+            );
             if let Some(bad) = depths.iter().find(|d| !(0.0..=1.0).contains(*d)) {
                 bail!(
                     "--depths: {bad} is outside [0, 1] (depth is the fraction of the haystack before the needle)"
@@ -523,6 +657,10 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             pairs,
             samples,
         } => {
+            if let Some(i) = pairs.iter().position(|&p| p == 0) {
+                bail!("--pairs: entry {} is 0 (use at least 1 pair)", i + 1);
+            }
+            check_eval_args(&common, &lengths, samples, &[])?;
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let c = &run.config.eval.mqar;
@@ -536,6 +674,11 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
                     .map(|t| t.config().pair_counts())
                     .unwrap_or_default()
             });
+            check_lengths(&lengths)?;
+            anyhow::ensure!(
+                !pairs.is_empty(),
+                "no pair counts to evaluate; give --pairs, e.g. --pairs 4,8"
+            );
             let r = zoo_eval::mqar::run_mqar(
                 &run,
                 &lengths,
@@ -565,6 +708,15 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             ntk,
             log_n,
         } => {
+            check_eval_args(&common, &lengths, None, &[("--max-windows", max_windows)])?;
+            for (flag, f) in [("--rope-interpolation", rope_interpolation), ("--ntk", ntk)] {
+                if let Some(f) = f {
+                    anyhow::ensure!(
+                        f.is_finite() && f >= 1.0,
+                        "{flag} = {f} must be a finite factor ≥ 1 (1 = no scaling)"
+                    );
+                }
+            }
             let opts = eval_options(&common)?;
             let mut labels = Vec::new();
             let run = load_run(&common.run, &opts, |m| {
@@ -608,11 +760,13 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             let lengths = first_given(&[&lengths, &run.config.eval.ppl.lengths], || {
                 vec![final_len / 2, final_len, 2 * final_len, 4 * final_len]
             });
+            check_lengths(&lengths)?;
             let scaling = if labels.is_empty() {
                 "none".to_string()
             } else {
                 labels.join("+")
             };
+            let max_windows = max_windows.unwrap_or(run.config.eval.ppl.max_windows);
             let r = zoo_eval::ppl::run_ppl(&run, &lengths, max_windows, &scaling, &opts)?;
             println!(
                 "{:>8} {:>9} {:>10}   (scaling: {})",
@@ -631,12 +785,14 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             lengths,
             samples,
         } => {
+            check_eval_args(&common, &lengths, Some(samples), &[])?;
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let final_len = run.config.final_seq_len();
             let lengths = first_given(&[&lengths], || {
                 vec![final_len / 2, final_len, 2 * final_len]
             });
+            check_lengths(&lengths)?;
             let r = zoo_eval::attention::run_attention(&run, &lengths, samples, &opts)?;
             let state = zoo_eval::attention::state_table(&run.name, &run.model, &lengths);
             let dir = run.eval_dir()?;
@@ -664,8 +820,24 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
     Ok(())
 }
 
-fn cmd_generate(run_dir: &Path, prompt: &str, max_tokens: usize, device: &str) -> Result<()> {
+/// The `top_k` largest (id, logit) pairs of one row, largest first (ties: lower id first).
+fn top_logits(row: &[f32], top_k: usize) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.into_iter().take(top_k).map(|i| (i, row[i])).collect()
+}
+
+fn cmd_generate(
+    run_dir: &Path,
+    prompt: &str,
+    max_tokens: usize,
+    device: &str,
+    ids_top_k: Option<usize>,
+) -> Result<()> {
     use burn::prelude::*;
+    if ids_top_k == Some(0) {
+        bail!("--top-k is 0 (use at least 1)");
+    }
     let dev = device::select(device)?;
     let opts = EvalOptions {
         device: dev.clone(),
@@ -674,21 +846,29 @@ fn cmd_generate(run_dir: &Path, prompt: &str, max_tokens: usize, device: &str) -
         progress: false,
         base_dir: PathBuf::from("."),
     };
-    let run = load_run(run_dir, &opts, |_| {})?;
-    let tokenizer = run.task.tokenizer();
-    let ids: Vec<u32> = match tokenizer {
+    // Only the model and the run's own tokenizer: generating needs no task files.
+    let (config, model) = zoo_eval::load_model(run_dir, &opts, |_| {})?;
+    let tokenizer = zoo_eval::run_tokenizer(run_dir, &config)?;
+    let ids: Vec<u32> = match &tokenizer {
         Some(t) => t.try_encode(prompt)?,
         None => prompt
             .split_whitespace()
-            .map(|s| s.parse::<u32>().map_err(|_| anyhow::anyhow!("this run's task has no tokenizer: give --prompt as space-separated token ids, not `{s}`")))
+            .map(|s| {
+                s.parse::<u32>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "this run's task has no tokenizer: give --prompt as space-separated token ids, not `{}`",
+                        zoo_train::run_dir::clip(s, 200)
+                    )
+                })
+            })
             .collect::<Result<_>>()?,
     };
     anyhow::ensure!(!ids.is_empty(), "--prompt is empty");
-    let vocab = run.model.config().vocab()?;
+    let vocab = model.config().vocab()?;
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
         bail!("token id {bad} is outside the model's vocabulary of {vocab}");
     }
-    run.config.model.check_length(ids.len() + max_tokens)?;
+    config.model.check_length(ids.len() + max_tokens)?;
     let tokens = Tensor::<2, Int>::from_data(
         TensorData::new(
             ids.iter().map(|&t| t as i64).collect::<Vec<_>>(),
@@ -696,27 +876,26 @@ fn cmd_generate(run_dir: &Path, prompt: &str, max_tokens: usize, device: &str) -
         ),
         &dev,
     );
-    let (logits, mut state) = run
-        .model
-        .forward_with_state(tokens, run.model.init_state(1, &dev));
-    let mut next = logits
-        .narrow(1, ids.len() - 1, 1)
-        .reshape([1, vocab])
-        .argmax(1)
-        .reshape([1]);
+    let (mut logits, mut state) = model.prefill(tokens, model.init_state(1, &dev)); // [1, vocab]
     let mut out = Vec::new();
-    let eos = tokenizer.and_then(|t| t.eos_id());
+    let mut tops = Vec::new();
+    let eos = tokenizer.as_ref().and_then(|t| t.eos_id());
     for _ in 0..max_tokens {
-        let id = next.clone().into_data().try_into_vec_as::<i64>()?[0] as u32;
+        let row = logits.clone().into_data().try_into_vec_as::<f32>()?;
+        let id = top_logits(&row, 1)[0].0 as u32;
+        if let Some(k) = ids_top_k {
+            tops.push(top_logits(&row, k));
+        }
         if Some(id) == eos {
             break;
         }
         out.push(id);
-        let (logits, s) = run.model.step(next, state);
+        let next = Tensor::<1, Int>::from_data(TensorData::new(vec![id as i64], [1]), &dev);
+        let (l, s) = model.step(next, state);
+        logits = l;
         state = s;
-        next = logits.argmax(1).reshape([1]);
     }
-    match tokenizer {
+    match &tokenizer {
         Some(t) => println!("{}{}", prompt, t.try_decode(&out)?),
         None => println!(
             "{}",
@@ -725,6 +904,15 @@ fn cmd_generate(run_dir: &Path, prompt: &str, max_tokens: usize, device: &str) -
                 .collect::<Vec<_>>()
                 .join(" ")
         ),
+    }
+    if ids_top_k.is_some() {
+        let join = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+        println!("prompt_ids: {}", join(&ids));
+        println!("output_ids: {}", join(&out));
+        for (i, top) in tops.iter().enumerate() {
+            let cells: Vec<String> = top.iter().map(|(id, l)| format!("{id}:{l:.6}")).collect();
+            println!("position {}: {}", ids.len() + i, cells.join(" "));
+        }
     }
     Ok(())
 }

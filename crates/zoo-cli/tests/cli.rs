@@ -2,124 +2,12 @@
 //! panic), a tiny training run writes everything the docs promise, the eval / report / info
 //! commands work on it, and a small MQAR model actually learns.
 
+mod common;
+
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Output};
 
+use common::*;
 use serde_json::Value;
-
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-fn zoo(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zoo"));
-    cmd.args(args).current_dir(WORKSPACE);
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("the zoo binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("a UTF-8 temp path")
-}
-
-/// Fails unless the command failed with exactly one stderr line `error: ...` and no panic text;
-/// returns that line.
-fn expect_error(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(
-        !out.status.success(),
-        "{cmd:?} succeeded; stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    for bad in ["panicked", "RUST_BACKTRACE", "internal failure"] {
-        assert!(
-            !stderr.contains(bad) && !stdout.contains(bad),
-            "{cmd:?}: panic text `{bad}` in output:\n{stderr}"
-        );
-    }
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{cmd:?}: expected one stderr line, got:\n{stderr}"
-    );
-    assert!(
-        lines[0].starts_with("error: "),
-        "{cmd:?}: stderr line does not start with `error:`: {}",
-        lines[0]
-    );
-    lines[0].to_string()
-}
-
-fn expect_success(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}); stdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    assert!(!stderr.contains("panicked"), "{cmd:?}: {stderr}");
-    stdout
-}
-
-/// Overrides that shrink configs/mqar/softmax.toml to a run of seconds with every output kind:
-/// periodic logs, evals and checkpoints, two stages, and a small post-training MQAR grid.
-const TINY: &[&str] = &[
-    "model.d_model=32",
-    "model.n_heads=2",
-    "task.vocab=64",
-    "task.num_kv_pairs=4",
-    "train.batch_size=4",
-    "train.warmup_steps=2",
-    "train.stages.0.seq_len=32",
-    "train.stages.0.steps=6",
-    "train.stages.1.seq_len=48",
-    "train.stages.1.steps=4",
-    "train.log_every=2",
-    "train.eval_every=5",
-    "train.eval_batches=1",
-    "train.checkpoint_every=5",
-    "eval.batch_size=4",
-    "eval.mqar.lengths=[32, 64]",
-    "eval.mqar.num_kv_pairs=[2, 4]",
-    "eval.mqar.samples=4",
-];
-
-fn tiny_train(out: &Path, extra: &[&str]) -> Command {
-    let mut args = vec!["train", "configs/mqar/softmax.toml", "--out", path(out)];
-    for s in TINY {
-        args.extend(["--set", s]);
-    }
-    args.extend(extra);
-    zoo(&args)
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
-
-fn assert_files(dir: &Path, names: &[&str]) {
-    for name in names {
-        let p = dir.join(name);
-        let len = fs::metadata(&p)
-            .unwrap_or_else(|_| panic!("{} is missing", p.display()))
-            .len();
-        assert!(len > 0, "{} is empty", p.display());
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Bad input
@@ -185,6 +73,7 @@ fn existing_run_directory_is_refused_and_left_alone() {
     let t = tmp();
     let dir = t.path().join("run");
     fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("config.toml"), "precious\n").unwrap();
     fs::write(dir.join("metrics.jsonl"), "precious\n").unwrap();
     let line = expect_error(&mut tiny_train(&dir, &["--quiet"]));
     assert!(
@@ -197,7 +86,7 @@ fn existing_run_directory_is_refused_and_left_alone() {
     );
     assert_eq!(
         fs::read_dir(&dir).unwrap().count(),
-        1,
+        2,
         "files were added to the refused directory"
     );
 }

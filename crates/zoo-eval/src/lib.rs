@@ -29,4 +29,4 @@ pub mod niah;
 pub mod ppl;
 pub mod runner;
 
-pub use runner::{EvalOptions, LoadedRun, load_run};
+pub use runner::{EvalOptions, LoadedRun, load_model, load_run, run_tokenizer};

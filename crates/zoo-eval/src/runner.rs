@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use zoo_data::{Batch, Sample, Task};
+use zoo_data::tokenizer::ZooTokenizer;
+use zoo_data::{Batch, Sample, Task, TaskConfig};
 use zoo_model::{Lm, ModelConfig, checkpoint, masked_cross_entropy};
 use zoo_train::config::RunConfig;
-use zoo_train::trainer::{CONFIG_FILE, MODEL_DIR, batch_tensors};
+use zoo_train::trainer::{CONFIG_FILE, MODEL_DIR, batch_tensors, with_run_tokenizer};
 
 pub struct LoadedRun {
     pub dir: PathBuf,
@@ -39,6 +40,27 @@ pub fn load_run(
     opts: &EvalOptions,
     adjust: impl FnOnce(&mut ModelConfig),
 ) -> Result<LoadedRun> {
+    let (config, model) = load_model(dir, opts, adjust)?;
+    // The run's own tokenizer.json, not one trained again from task.path: a changed or deleted
+    // text file must not hand the same weights other ids.
+    let task = with_run_tokenizer(&config.task, dir)?.build(&opts.base_dir)?;
+    let name = config.run.name.clone();
+    Ok(LoadedRun {
+        dir: dir.to_path_buf(),
+        name,
+        config,
+        task,
+        model,
+    })
+}
+
+/// The run's resolved config and final weights (checksums verified), without building its task
+/// (no task files are read).
+pub fn load_model(
+    dir: &Path,
+    opts: &EvalOptions,
+    adjust: impl FnOnce(&mut ModelConfig),
+) -> Result<(RunConfig, Lm)> {
     anyhow::ensure!(
         dir.is_dir(),
         "run directory {} does not exist (train one with `zoo train CONFIG`)",
@@ -46,7 +68,6 @@ pub fn load_run(
     );
     let config = zoo_train::config::load(&dir.join(CONFIG_FILE), &[])
         .with_context(|| format!("{} is not a run directory", dir.display()))?;
-    let task = config.task.build(&opts.base_dir)?;
     let model_dir = dir.join(MODEL_DIR);
     let mut model_config = checkpoint::read_config(&model_dir)
         .map_err(|e| anyhow::anyhow!("{e} (has the run finished training?)"))?;
@@ -59,14 +80,18 @@ pub fn load_run(
     )?;
     adjust(&mut model_config);
     let model = checkpoint::load_with_config(&model_dir, &model_config, &opts.device)?;
-    let name = config.run.name.clone();
-    Ok(LoadedRun {
-        dir: dir.to_path_buf(),
-        name,
-        config,
-        task,
-        model,
-    })
+    Ok((config, model))
+}
+
+/// The tokenizer a run was trained with (`DIR/tokenizer.json`), for tasks that have one.
+pub fn run_tokenizer(dir: &Path, config: &RunConfig) -> Result<Option<ZooTokenizer>> {
+    let task = with_run_tokenizer(&config.task, dir)?;
+    let path = match &task {
+        TaskConfig::Needle(c) => c.tokenizer.clone(),
+        TaskConfig::Text(c) => c.tokenizer.clone(),
+        _ => None,
+    };
+    Ok(path.map(ZooTokenizer::from_file).transpose()?)
 }
 
 impl LoadedRun {

@@ -3,7 +3,10 @@
 //! docs/checkpoint-format.md. Loading checks every name and shape against the model built from
 //! the config first, so a mismatch is one error naming the first differing tensor.
 //!
-//! Writes are atomic: a temporary file in the same folder, then a rename.
+//! Writes are atomic: a temporary file in the same folder, then a rename. The folder ends with a
+//! `SHA256SUMS` manifest ([`crate::manifest`]) that loading verifies before reading a byte of the
+//! weights, and the weights file is laid out canonically, so identical weights give identical
+//! bytes (and checksums).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -51,15 +54,85 @@ pub fn save(model: &Lm, dir: &Path) -> Result<(), ModelError> {
     let weights = dir.join(WEIGHTS_FILE);
     let tmp = tmp_path(&weights);
     let mut store = SafetensorsStore::from_file(&tmp);
-    model
-        .save_into(&mut store)
-        .map_err(|e| ModelError::checkpoint(&weights, format!("cannot write: {e}")))?;
-    fs::rename(&tmp, &weights)
-        .map_err(|e| ModelError::checkpoint(&weights, format!("cannot write: {e}")))?;
+    let write_err =
+        |e: &dyn std::fmt::Display| ModelError::checkpoint(&weights, format!("cannot write: {e}"));
+    model.save_into(&mut store).map_err(|e| write_err(&e))?;
+    // Burn writes its metadata from a HashMap, so the header's key order (and with it the
+    // file's bytes) changed from save to save; rewrite it in one canonical layout.
+    let bytes = fs::read(&tmp).map_err(|e| write_err(&e))?;
+    let canonical = canonical_safetensors(&bytes).map_err(|e| write_err(&e))?;
+    fs::write(&tmp, canonical).map_err(|e| write_err(&e))?;
+    fs::rename(&tmp, &weights).map_err(|e| write_err(&e))?;
     let config = serde_json::to_vec_pretty(model.config()).expect("model config serialises");
     let config_path = dir.join(CONFIG_FILE);
     write_atomic(&config_path, &config)
-        .map_err(|e| ModelError::checkpoint(&config_path, format!("cannot write: {e}")))
+        .map_err(|e| ModelError::checkpoint(&config_path, format!("cannot write: {e}")))?;
+    crate::manifest::write_manifest(dir)
+}
+
+/// Re-lays a safetensors file canonically: header keys sorted (`__metadata__` first, then the
+/// tensors by name, each as `dtype`, `shape`, `data_offsets`), tensor bytes in that order, the
+/// header padded with spaces to a multiple of 8 bytes. Identical weights give identical bytes.
+pub fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use serde_json::Value;
+    let header_len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+        .ok_or("shorter than its header")?;
+    let header_end = 8usize
+        .checked_add(header_len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("truncated header")?;
+    let header: BTreeMap<String, Value> =
+        serde_json::from_slice(&bytes[8..header_end]).map_err(|e| format!("bad header: {e}"))?;
+    let data = &bytes[header_end..];
+    let mut out_header = String::from("{");
+    let mut out_data = Vec::with_capacity(data.len());
+    let mut first = true;
+    let mut push_entry = |key: &str, value: String, out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key).expect("a string serialises"));
+        out.push(':');
+        out.push_str(&value);
+    };
+    if let Some(meta) = header.get("__metadata__") {
+        let sorted: BTreeMap<String, Value> =
+            serde_json::from_value(meta.clone()).map_err(|e| format!("bad __metadata__: {e}"))?;
+        let text = serde_json::to_string(&sorted).map_err(|e| e.to_string())?;
+        push_entry("__metadata__", text, &mut out_header);
+    }
+    for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        let offsets = info
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .and_then(|o| Some((o.first()?.as_u64()? as usize, o.get(1)?.as_u64()? as usize)))
+            .ok_or_else(|| format!("tensor `{name}` has no data_offsets"))?;
+        let slice = data
+            .get(offsets.0..offsets.1)
+            .ok_or_else(|| format!("tensor `{name}` points past the data"))?;
+        let start = out_data.len();
+        out_data.extend_from_slice(slice);
+        let entry = format!(
+            "{{\"dtype\":{},\"shape\":{},\"data_offsets\":[{start},{}]}}",
+            info.get("dtype")
+                .map_or("null".to_string(), |d| d.to_string()),
+            info.get("shape")
+                .map_or("null".to_string(), |s| s.to_string()),
+            out_data.len()
+        );
+        push_entry(name, entry, &mut out_header);
+    }
+    out_header.push('}');
+    while out_header.len() % 8 != 0 {
+        out_header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + out_header.len() + out_data.len());
+    out.extend_from_slice(&(out_header.len() as u64).to_le_bytes());
+    out.extend_from_slice(out_header.as_bytes());
+    out.extend_from_slice(&out_data);
+    Ok(out)
 }
 
 /// Largest `config.json` read (a model config is a few hundred bytes).
@@ -251,6 +324,7 @@ pub fn load_with_config(
     config: &ModelConfig,
     device: &Device,
 ) -> Result<Lm, ModelError> {
+    crate::manifest::verify_manifest(dir)?;
     let model = Lm::new(config, device)?;
     load_weights(model, &dir.join(WEIGHTS_FILE))
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod init;
 pub mod kernels;
 pub mod lm;
+pub mod manifest;
 pub mod memory;
 pub mod mlp;
 pub mod position;

@@ -3,8 +3,9 @@
 //!   h₀ = E[tokens] (+ P[positions] for sinusoidal / learned),  h_ℓ = Block_ℓ(h_{ℓ−1}),
 //!   logits = Norm(h_L) Eᵀ (tied) or W_head Norm(h_L)
 //!
-//! plus incremental decoding over per-layer mixer states, per-layer decoding-state accounting
-//! and attention weights for the diagnostics.
+//! plus incremental decoding over per-layer mixer states (`prefill` reads a prompt and returns
+//! only the last position's logits), per-layer decoding-state accounting and attention weights
+//! for the diagnostics.
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
@@ -140,6 +141,24 @@ impl Lm {
         tokens: Tensor<2, Int>,
         state: LmState,
     ) -> (Tensor<3>, LmState) {
+        let (h, state) = self.hidden_with_state(tokens, state);
+        (self.logits(h), state)
+    }
+
+    /// Read a prompt for generation: tokens [batch, n ≥ 1] from `state` → (logits of the last
+    /// position [batch, vocab], state). Only the last position goes through the final norm and
+    /// the head, so a long prompt never builds its [batch, n, vocab] logits; from an empty state
+    /// the attention mixers run their full forward (fused O(n) memory on flex).
+    pub fn prefill(&self, tokens: Tensor<2, Int>, state: LmState) -> (Tensor<2>, LmState) {
+        let n = tokens.dims()[1];
+        assert!(n > 0, "Lm::prefill needs at least one token");
+        let (h, state) = self.hidden_with_state(tokens, state); // [b, n, d]
+        let last = self.logits(h.narrow(1, n - 1, 1)); // [b, 1, V]
+        (last.squeeze_dim::<2>(1), state)
+    }
+
+    /// The blocks from `state`: tokens [batch, n] → (final hidden states [batch, n, d], state).
+    fn hidden_with_state(&self, tokens: Tensor<2, Int>, state: LmState) -> (Tensor<3>, LmState) {
         let n = tokens.dims()[1];
         let mut h = self.embed_tokens(tokens, state.pos);
         let mut layers = Vec::with_capacity(self.blocks.len());
@@ -149,7 +168,7 @@ impl Lm {
             layers.push(s);
         }
         (
-            self.logits(h),
+            h,
             LmState {
                 layers,
                 pos: state.pos + n,

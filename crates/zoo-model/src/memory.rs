@@ -390,20 +390,17 @@ pub fn inference_bytes(
     Ok(param_bytes(config)? + activation_bytes(config, batch, seq_len, Pass::Infer, fused))
 }
 
-/// Peak bytes of `zoo generate`: the prompt's forward pass with a state (its causal mask is a
-/// dense prompt × prompt table of bools, kept on the host and on the device), then one token at
-/// a time; the state grows to prompt + max_tokens and is copied when it grows.
+/// Peak bytes of `zoo generate`: the prompt's forward pass from an empty state (`Lm::prefill`:
+/// the mixers' full forward), then one token at a time; the state grows to prompt + max_tokens
+/// tokens and is copied when it grows.
 pub fn generation_bytes(
     config: &ModelConfig,
     prompt_len: usize,
     max_tokens: usize,
     fused: bool,
 ) -> Result<f64, ModelError> {
-    let p = prompt_len as f64;
     let total = prompt_len.saturating_add(max_tokens);
-    Ok(inference_bytes(config, 1, prompt_len, fused)?
-        + 2.0 * p * p
-        + 2.0 * decode_state_bytes(config, total))
+    Ok(inference_bytes(config, 1, prompt_len, fused)? + 2.0 * decode_state_bytes(config, total))
 }
 
 /// Bytes of the attention diagnostics at `seq_len`: `Lm::attention_weights` returns the dense

@@ -408,8 +408,6 @@ pub mod limits {
     pub const TOKENS_PER_STEP: usize = 1 << 32;
     /// Samples per evaluation cell and perplexity windows (2^20).
     pub const SAMPLES: usize = 1 << 20;
-    /// `run.name` names a directory; most file systems allow 255 bytes.
-    pub const RUN_NAME_BYTES: usize = 128;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1059,9 +1057,7 @@ impl RunConfig {
         let fail = |m: String| Err(ConfigError::new(m));
         let t = &self.train;
 
-        if self.run.name.trim().is_empty() {
-            return fail("run.name is empty (give the run a name, e.g. name = \"my-run\")".into());
-        }
+        crate::run_dir::check_name(&self.run.name).map_err(ConfigError::new)?;
         self.check_limits()?;
         self.model
             .validate()
@@ -1330,13 +1326,6 @@ impl RunConfig {
             zoo_model::config::limits::check(path, value, max)
                 .map_err(|e| ConfigError::new(e.to_string()))
         };
-        if self.run.name.len() > limits::RUN_NAME_BYTES {
-            return Err(ConfigError::new(format!(
-                "run.name = {} is longer than {} bytes (it names the run directory; shorten it)",
-                clip(&self.run.name),
-                limits::RUN_NAME_BYTES
-            )));
-        }
         let t = &self.train;
         check("train.batch_size", t.batch_size, limits::BATCH)?;
         check("train.grad_accum", t.grad_accum, limits::BATCH)?;

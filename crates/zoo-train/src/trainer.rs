@@ -22,12 +22,13 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use zoo_data::{Batch, Task};
+use zoo_data::{Batch, Task, TaskConfig};
 use zoo_model::sync::{derive_seed, seeded};
-use zoo_model::{Lm, checkpoint, masked_cross_entropy};
+use zoo_model::{Lm, checkpoint, manifest, masked_cross_entropy};
 
 use crate::config::RunConfig;
 use crate::optim::{adamw, clip_global_norm, scale_grads};
+use crate::run_dir::{self, Target};
 use crate::schedule::{LengthPlan, lr_at};
 
 /// One training line of metrics.jsonl.
@@ -70,6 +71,9 @@ pub struct TrainOptions {
     /// The plain device; training wraps it in autodiff.
     pub device: Device,
     pub resume: bool,
+    /// Replace the run already in `run_dir` (only a run or an empty folder is ever replaced; the
+    /// new run is built beside it and swapped in once its start succeeded).
+    pub overwrite: bool,
     /// Folder that relative task paths are resolved against.
     pub base_dir: PathBuf,
 }
@@ -80,12 +84,16 @@ pub struct TrainSummary {
     pub final_loss: f64,
     pub evals: Vec<EvalLog>,
     pub num_params: usize,
+    /// A resumed run whose training, final evaluation and export were all complete already:
+    /// nothing was computed or written.
+    pub already_finished: bool,
 }
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const MODEL_DIR: &str = "model";
 pub const CHECKPOINT_DIR: &str = "checkpoints";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Turn task samples into tensors on `device`: inputs, targets [b, n] and the loss mask [b, n].
 pub fn batch_tensors(
@@ -183,10 +191,12 @@ fn checkpoint_dir(run_dir: &Path, step: usize) -> PathBuf {
     run_dir.join(CHECKPOINT_DIR).join(format!("step-{step}"))
 }
 
-/// The highest complete checkpoint step in a run directory.
-pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
-    fs::read_dir(run_dir.join(CHECKPOINT_DIR))
-        .ok()?
+/// Steps of the complete checkpoints in a run directory (those whose checksum manifest, written
+/// last, exists), highest first.
+pub fn checkpoint_steps(run_dir: &Path) -> Vec<usize> {
+    let mut steps: Vec<usize> = fs::read_dir(run_dir.join(CHECKPOINT_DIR))
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             e.file_name()
@@ -195,8 +205,47 @@ pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
                 .parse::<usize>()
                 .ok()
         })
-        .filter(|s| checkpoint_dir(run_dir, *s).join("state.json").exists())
-        .max()
+        .filter(|s| {
+            checkpoint_dir(run_dir, *s)
+                .join(manifest::MANIFEST_FILE)
+                .is_file()
+        })
+        .collect();
+    steps.sort_unstable_by(|a, b| b.cmp(a));
+    steps
+}
+
+/// The highest complete checkpoint step in a run directory.
+pub fn latest_checkpoint(run_dir: &Path) -> Option<usize> {
+    checkpoint_steps(run_dir).first().copied()
+}
+
+/// The newest checkpoint, verified against its checksums. A corrupted one is an error naming the
+/// file and the newest checkpoint that still verifies.
+fn verified_latest_checkpoint(run_dir: &Path) -> Result<usize> {
+    let steps = checkpoint_steps(run_dir);
+    let Some(&latest) = steps.first() else {
+        bail!(
+            "{} has no checkpoint to resume from (train without --resume, or with --overwrite)",
+            run_dir.display()
+        );
+    };
+    let Err(e) = manifest::verify_manifest(&checkpoint_dir(run_dir, latest)) else {
+        return Ok(latest);
+    };
+    let good = steps[1..]
+        .iter()
+        .find(|&&s| manifest::verify_manifest(&checkpoint_dir(run_dir, s)).is_ok());
+    let advice = match good {
+        Some(&s) => format!(
+            "the last good checkpoint is {}; delete {} to resume from it",
+            checkpoint_dir(run_dir, s).display(),
+            checkpoint_dir(run_dir, latest).display()
+        ),
+        None => "no earlier checkpoint verifies either; start the run again with --overwrite"
+            .to_string(),
+    };
+    bail!("{e}; {advice}")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -232,6 +281,7 @@ fn save_checkpoint(
         tmp.join("state.json"),
         serde_json::to_vec(&CheckpointState { step, seed })?,
     )?;
+    manifest::write_manifest(&tmp)?;
     if final_dir.exists() {
         fs::remove_dir_all(&final_dir)?;
     }
@@ -239,23 +289,57 @@ fn save_checkpoint(
     Ok(())
 }
 
-/// Keep only the metrics lines of steps ≤ `step` (a resumed run rewrites the rest).
-fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
-    let Ok(text) = fs::read_to_string(path) else {
-        return Ok(());
+/// The leading lines of metrics.jsonl (as written, and parsed) that are JSON objects with a
+/// step ≤ `step`, up to the first line that is not: bytes that are not UTF-8, a half-written
+/// line, a later step.
+fn metrics_prefix(path: &Path, step: usize) -> Vec<(String, serde_json::Value)> {
+    let Ok(bytes) = fs::read(path) else {
+        return Vec::new();
     };
-    let kept: String = text
-        .lines()
-        .filter(|line| {
-            serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                .is_some_and(|s| s as usize <= step)
+    bytes
+        .split(|&b| b == b'\n')
+        .map(|line| {
+            let text = std::str::from_utf8(line).ok()?;
+            let value = serde_json::from_str::<serde_json::Value>(text).ok()?;
+            let line_step = value.get("step")?.as_u64()?;
+            (line_step as usize <= step).then(|| (text.to_string(), value))
         })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    checkpoint::write_atomic(path, kept.as_bytes())?;
-    Ok(())
+        .take_while(Option::is_some)
+        .flatten()
+        .collect()
+}
+
+/// Cuts metrics.jsonl back to the lines of steps ≤ `step` (a resumed run rewrites the rest),
+/// whatever the later bytes hold; returns the kept lines, parsed.
+fn truncate_metrics(path: &Path, step: usize) -> Result<Vec<serde_json::Value>> {
+    let kept = metrics_prefix(path, step);
+    let text: String = kept.iter().map(|(line, _)| format!("{line}\n")).collect();
+    let unchanged = fs::metadata(path).is_ok_and(|m| m.len() == text.len() as u64);
+    if !unchanged {
+        checkpoint::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("cannot rewrite {}", path.display()))?;
+    }
+    Ok(kept.into_iter().map(|(_, v)| v).collect())
+}
+
+/// The task config with the run's own tokenizer.json in place of the configured one, so that the
+/// ids of a saved run never depend on files outside it.
+pub fn with_run_tokenizer(task: &TaskConfig, run_dir: &Path) -> Result<TaskConfig> {
+    let mut task = task.clone();
+    let slot = match &mut task {
+        TaskConfig::Needle(c) => &mut c.tokenizer,
+        TaskConfig::Text(c) => &mut c.tokenizer,
+        _ => return Ok(task),
+    };
+    let path = run_dir.join(TOKENIZER_FILE);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} is missing: the run's {} task maps text to ids with the tokenizer it was trained with, and nothing else gives the same ids (restore the file, or train the run again)",
+        path.display(),
+        task.kind()
+    );
+    *slot = Some(std::path::absolute(&path).unwrap_or(path));
+    Ok(task)
 }
 
 /// Train `config` into `opts.run_dir`.
@@ -264,7 +348,11 @@ pub fn train(
     opts: &TrainOptions,
     observer: &mut dyn Observer,
 ) -> Result<TrainSummary> {
-    let task = config.task.build(&opts.base_dir)?;
+    let task = if opts.resume {
+        with_run_tokenizer(&config.task, &opts.run_dir)?.build(&opts.base_dir)?
+    } else {
+        config.task.build(&opts.base_dir)?
+    };
     config.check_task_vocab(task.vocab_size())?;
     config.resolve(task.vocab_size());
     config.validate()?;
@@ -285,13 +373,9 @@ pub fn train(
     let ad = opts.device.clone().autodiff();
     let metrics = run_dir.join(METRICS_FILE);
 
+    let mut logged = Vec::new();
     let (mut model, mut optim, first_step) = if opts.resume {
-        let step = latest_checkpoint(run_dir).with_context(|| {
-            format!(
-                "{} has no checkpoint to resume from (train without --resume, or with --overwrite)",
-                run_dir.display()
-            )
-        })?;
+        let step = verified_latest_checkpoint(run_dir)?;
         let dir = checkpoint_dir(run_dir, step);
         let model = Lm::new(&config.model, &ad)?
             .try_load_file(dir.join("model"))
@@ -307,19 +391,16 @@ pub fn train(
                 dir.display()
             )
         })?;
-        truncate_metrics(&metrics, step)?;
-        observer.message(&format!("resuming {} from step {step}", run_dir.display()));
+        logged = truncate_metrics(&metrics, step)?;
+        if step < total {
+            observer.message(&format!("resuming {} from step {step}", run_dir.display()));
+        }
         (model, optim, step)
     } else {
-        fs::create_dir_all(run_dir)
-            .with_context(|| format!("cannot create the run directory {}", run_dir.display()))?;
-        checkpoint::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())
-            .with_context(|| format!("cannot write into {}", run_dir.display()))?;
-        if let Some(tok) = task.tokenizer() {
-            tok.save(run_dir.join("tokenizer.json"))?;
-        }
-        checkpoint::write_atomic(&metrics, b"")?;
-        (Lm::new(&config.model, &ad)?, adamw(&train_cfg), 0)
+        let target = run_dir::check_target(run_dir, opts.overwrite)?;
+        let model = Lm::new(&config.model, &ad)?;
+        start_run_dir(run_dir, target, &config, &task)?;
+        (model, adamw(&train_cfg), 0)
     };
     let num_params = model.num_params();
     observer.start(total, first_step);
@@ -359,8 +440,13 @@ pub fn train(
 
     let dropout = config.model.dropout > 0.0;
     let accum = train_cfg.grad_accum.max(1);
-    let mut last_loss = f64::NAN;
-    let mut evals = Vec::new();
+    // A resumed run that trains no further step reports the loss it logged last.
+    let mut last_loss = logged
+        .iter()
+        .rev()
+        .find(|v| v.get("kind").is_none())
+        .and_then(|v| v.get("loss")?.as_f64())
+        .unwrap_or(f64::NAN);
     let mut last_saved = latest_checkpoint(run_dir);
     for step in first_step..total {
         let started = Instant::now();
@@ -428,7 +514,7 @@ pub fn train(
         }
         observer.step(&log);
         if train_cfg.eval_every > 0 && done % train_cfg.eval_every == 0 && done != total {
-            evals = run_eval(&model, done, observer)?;
+            run_eval(&model, done, observer)?;
         }
         if (train_cfg.checkpoint_every > 0 && done % train_cfg.checkpoint_every == 0)
             || done == total
@@ -437,13 +523,36 @@ pub fn train(
             last_saved = Some(done);
         }
     }
-    evals = if first_step < total || evals.is_empty() {
-        run_eval(&model, total, observer)?
+    // Finish what a run killed after its last checkpoint left undone, without repeating lines:
+    // the final evaluation (unless metrics.jsonl has it) and the export (unless it verifies).
+    let logged_final: Vec<EvalLog> = logged
+        .iter()
+        .filter(|v| v.get("kind").and_then(|k| k.as_str()) == Some("eval"))
+        .filter_map(|v| serde_json::from_value::<EvalLog>(v.clone()).ok())
+        .filter(|e| e.step == total)
+        .collect();
+    let trained = first_step < total;
+    let eval_done = !trained && !logged_final.is_empty();
+    let evals = if eval_done {
+        logged_final
     } else {
-        evals
+        run_eval(&model, total, observer)?
     };
+    let model_dir = run_dir.join(MODEL_DIR);
+    let export_done = !trained
+        && manifest::verify_manifest(&model_dir).is_ok()
+        && model_dir.join("summary.json").is_file();
+    if export_done {
+        return Ok(TrainSummary {
+            steps: total,
+            final_loss: last_loss,
+            evals,
+            num_params,
+            already_finished: eval_done,
+        });
+    }
     let valid = model.valid();
-    checkpoint::save(&valid, &run_dir.join(MODEL_DIR))?;
+    checkpoint::save(&valid, &model_dir)?;
     let summary = serde_json::json!({
         "num_params": num_params,
         "steps": total,
@@ -452,13 +561,51 @@ pub fn train(
         "position": config.model.position.kind(),
     });
     checkpoint::write_atomic(
-        &run_dir.join(MODEL_DIR).join("summary.json"),
+        &model_dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
+    manifest::write_manifest(&model_dir)?;
     Ok(TrainSummary {
         steps: total,
         final_loss: last_loss,
         evals,
         num_params,
+        already_finished: false,
     })
+}
+
+/// Writes the files a new run starts with (resolved config, tokenizer, empty metrics). A run
+/// that replaces another is written beside it and swapped in, so nothing of the old run is lost
+/// unless the new one has started.
+fn start_run_dir(run_dir: &Path, target: Target, config: &RunConfig, task: &Task) -> Result<()> {
+    let dir = match target {
+        Target::Fresh => run_dir.to_path_buf(),
+        Target::Replace => run_dir::staging_dir(run_dir),
+    };
+    let write = || -> Result<()> {
+        fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "cannot create the run directory {} (choose another with --out)",
+                dir.display()
+            )
+        })?;
+        checkpoint::write_atomic(&dir.join(CONFIG_FILE), config.to_toml().as_bytes())
+            .with_context(|| format!("cannot write into {}", dir.display()))?;
+        if let Some(tok) = task.tokenizer() {
+            tok.save(dir.join(TOKENIZER_FILE))?;
+        }
+        checkpoint::write_atomic(&dir.join(METRICS_FILE), b"")
+            .with_context(|| format!("cannot write into {}", dir.display()))?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        if target == Target::Replace {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        return Err(e);
+    }
+    if target == Target::Replace {
+        run_dir::swap_in(&dir, run_dir)?;
+    }
+    Ok(())
 }

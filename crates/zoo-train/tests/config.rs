@@ -542,8 +542,8 @@ fn valid_overrides_change_values() {
     assert_eq!(c.train.stages[0].batch_size, Some(2));
 
     // Later overrides win; a quoted string stays a string.
-    let c = parse(BASE, &["run.name=a", r#"run.name="b c""#]).unwrap();
-    assert_eq!(c.run.name, "b c");
+    let c = parse(BASE, &["run.name=a", r#"run.name="b-c""#]).unwrap();
+    assert_eq!(c.run.name, "b-c");
 }
 
 #[test]

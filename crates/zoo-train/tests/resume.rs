@@ -77,6 +77,7 @@ fn opts(run_dir: &Path, resume: bool) -> TrainOptions {
         run_dir: run_dir.to_path_buf(),
         device: Device::flex(),
         resume,
+        overwrite: false,
         base_dir: PathBuf::from("."),
     }
 }
@@ -169,7 +170,13 @@ fn resumed_run_matches_the_uninterrupted_run_bitwise() {
     cut.push_str(&later.replace("\"loss\":", "\"loss\":1"));
     cut.push('\n');
     cut.push_str(&later[..later.len() / 2]); // a partial line, no newline
-    fs::write(b.join("metrics.jsonl"), cut).unwrap();
+    let mut bytes = cut.into_bytes();
+    // Bytes that are not UTF-8 (a disk that returned garbage), then a valid-looking early line
+    // that must not be kept either: everything after the first bad line goes.
+    bytes.extend_from_slice(b"\n\xff\xfe\x00garbage\n");
+    bytes.extend_from_slice(a_lines[0].as_bytes());
+    bytes.push(b'\n');
+    fs::write(b.join("metrics.jsonl"), bytes).unwrap();
 
     let resumed = train(cfg(&[]), &opts(&b, true), &mut Silent).expect("run B resumes");
     assert_eq!(resumed.steps, 12);
@@ -204,6 +211,17 @@ fn resumed_run_matches_the_uninterrupted_run_bitwise() {
         );
     }
 
+    // Identical weights give an identical file, byte for byte (and so identical checksums).
+    let weights = |d: &Path| fs::read(d.join("model/model.safetensors")).unwrap();
+    assert!(
+        weights(&a) == weights(&b),
+        "model.safetensors differs between A and B"
+    );
+    assert_eq!(
+        fs::read_to_string(a.join("model/SHA256SUMS")).unwrap(),
+        fs::read_to_string(b.join("model/SHA256SUMS")).unwrap()
+    );
+
     let (la, lb) = (logits_of(&a.join("model")), logits_of(&b.join("model")));
     assert_eq!(la.len(), 2 * 40 * 64);
     let differing = la
@@ -218,6 +236,182 @@ fn resumed_run_matches_the_uninterrupted_run_bitwise() {
         la.len()
     );
 
+    fs::remove_dir_all(&root).unwrap();
+}
+
+/// Files and their bytes under `dir`, for "nothing changed" checks.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn resume_finishes_an_unexported_run_once_and_then_says_it_is_finished() {
+    let root = scratch("finish");
+    let a = root.join("a");
+    let b = root.join("b");
+    let summary = train(cfg(&[]), &opts(&a, false), &mut Silent).expect("run A trains");
+    assert!(!summary.already_finished);
+
+    // B = A killed after its last checkpoint, before the final evaluation and the export.
+    copy_dir(&a, &b);
+    fs::remove_dir_all(b.join("model")).unwrap();
+    let a_metrics = fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let without_eval: String = a_metrics
+        .lines()
+        .filter(|l| !l.contains("\"kind\":\"eval\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(b.join("metrics.jsonl"), &without_eval).unwrap();
+    let resumed = train(cfg(&[]), &opts(&b, true), &mut Silent).expect("B completes");
+    assert!(!resumed.already_finished);
+    assert_eq!(resumed.final_loss.to_bits(), summary.final_loss.to_bits());
+    let b_metrics = fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        b_metrics.lines().map(without_timing).collect::<Vec<_>>(),
+        a_metrics.lines().map(without_timing).collect::<Vec<_>>()
+    );
+    assert!(
+        fs::read(a.join("model/model.safetensors")).unwrap()
+            == fs::read(b.join("model/model.safetensors")).unwrap()
+    );
+
+    // C = A killed after the final evaluation, before the export: the eval lines stay once.
+    let c = root.join("c");
+    copy_dir(&a, &c);
+    fs::remove_dir_all(c.join("model")).unwrap();
+    let resumed = train(cfg(&[]), &opts(&c, true), &mut Silent).expect("C completes");
+    assert_eq!(resumed.final_loss.to_bits(), summary.final_loss.to_bits());
+    assert_eq!(resumed.evals, summary.evals);
+    assert_eq!(
+        fs::read_to_string(c.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(without_timing)
+            .collect::<Vec<_>>(),
+        a_metrics.lines().map(without_timing).collect::<Vec<_>>()
+    );
+
+    // A finished run says so and changes nothing.
+    let before = snapshot(&a);
+    let again = train(cfg(&[]), &opts(&a, true), &mut Silent).expect("A resumes as finished");
+    assert!(again.already_finished);
+    assert_eq!(again.final_loss.to_bits(), summary.final_loss.to_bits());
+    assert!(
+        snapshot(&a) == before,
+        "resuming a finished run changed files"
+    );
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn corrupted_checkpoint_names_the_file_and_the_last_good_checkpoint() {
+    let root = scratch("corrupt");
+    let a = root.join("a");
+    train(cfg(&[]), &opts(&a, false), &mut Silent).expect("run A trains");
+    fs::remove_dir_all(a.join("model")).unwrap();
+    // Flip one byte in the middle of the newest checkpoint's weights.
+    let newest = a.join("checkpoints/step-12");
+    let weights = fs::read_dir(&newest)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("model")
+        })
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .expect("a model file in the checkpoint");
+    let mut bytes = fs::read(&weights).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&weights, bytes).unwrap();
+    let before = snapshot(&a);
+    let err = train(cfg(&[]), &opts(&a, true), &mut Silent).expect_err("corruption is refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&weights.display().to_string()), "{msg}");
+    assert!(msg.contains("corrupted"), "{msg}");
+    assert!(
+        msg.contains(&a.join("checkpoints/step-8").display().to_string()),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+    assert!(snapshot(&a) == before, "a refused resume changed files");
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn overwrite_replaces_only_runs_and_a_failed_start_keeps_the_old_run() {
+    let root = scratch("overwrite");
+    let a = root.join("a");
+    train(
+        cfg(&["train.stages.1.steps=1"]),
+        &opts(&a, false),
+        &mut Silent,
+    )
+    .unwrap();
+    let before = snapshot(&a);
+    let replace = TrainOptions {
+        overwrite: true,
+        ..opts(&a, false)
+    };
+    // A start that fails (a needle task whose haystack file is missing) loses nothing.
+    let bad = config::parse(
+        &TOML.replace(
+            "kind = \"mqar\"\nvocab = 64\nnum_kv_pairs = 4",
+            "kind = \"needle\"\nhaystack = \"/nonexistent/haystack.txt\"",
+        ),
+        "test",
+        &[
+            "train.stages.0.seq_len=256".into(),
+            "train.stages.1.seq_len=256".into(),
+        ],
+    )
+    .expect("the needle config parses");
+    assert!(train(bad, &replace, &mut Silent).is_err());
+    assert!(snapshot(&a) == before, "a failed start changed the old run");
+    let leftovers: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("a")]);
+    // Without --overwrite an existing run is refused; with it, the run is replaced.
+    assert!(train(cfg(&[]), &opts(&a, false), &mut Silent).is_err());
+    let summary = train(cfg(&[]), &replace, &mut Silent).expect("the run is replaced");
+    assert_eq!(summary.steps, 12);
+    // A folder that is not a run is never replaced.
+    let other = root.join("notes");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("thesis.tex"), "irreplaceable").unwrap();
+    assert!(train(cfg(&[]), &opts(&other, false), &mut Silent).is_err());
+    let err = train(
+        cfg(&[]),
+        &TrainOptions {
+            overwrite: true,
+            ..opts(&other, false)
+        },
+        &mut Silent,
+    )
+    .expect_err("a folder that is not a run is not replaced");
+    assert!(format!("{err:#}").contains("holds no run"), "{err:#}");
+    assert_eq!(
+        fs::read_to_string(other.join("thesis.tex")).unwrap(),
+        "irreplaceable"
+    );
     fs::remove_dir_all(&root).unwrap();
 }
 

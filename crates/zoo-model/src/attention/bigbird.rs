@@ -8,7 +8,8 @@
 //! memory O(n·b·(W+G+R)) (on flex, the fused tiled kernel of `crate::kernels::causal_attention`
 //! reads the same key blocks range by range, with hand-written backward). The random blocks are a
 //! pure function of (seed, query block), fixed when the model is built, identical across forwards
-//! and after reload (unlike implementations that redraw them on every call).
+//! and after reload (unlike implementations that redraw them on every call). A prompt from an
+//! empty cache runs the same gathered / fused forward and keeps its keys/values as the cache.
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -91,6 +92,20 @@ impl BigBirdAttention {
         )
     }
 
+    /// BigBird attention of positions 0..n over themselves: q [b, h, n, dh], k and v
+    /// [b, kv_heads, n, dh] → [b, h, n, dh]; the fused kernel on flex, gathered elsewhere.
+    fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+        let g = self.heads.groups();
+        let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
+        if crate::kernels::fused_on(&q.device()) {
+            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
+            let pattern = crate::kernels::KeyPattern::BigBird(self.pattern.clone());
+            crate::kernels::sparse_attention(q, k, v, self.scale as f32, slopes, pattern)
+        } else {
+            self.gathered(q, k, v)
+        }
+    }
+
     /// Block-gathered attention over positions 0..n: q, k, v [b, h, n, dh] → [b, h, n, dh].
     pub fn gathered(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let [b, h, n, dh] = q.dims();
@@ -156,15 +171,7 @@ impl BigBirdAttention {
 impl TokenMixer for BigBirdAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = self.qkv(x, 0);
-        let g = self.heads.groups();
-        let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
-        let o = if crate::kernels::fused_on(&q.device()) {
-            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
-            let pattern = crate::kernels::KeyPattern::BigBird(self.pattern.clone());
-            crate::kernels::sparse_attention(q, k, v, self.scale as f32, slopes, pattern)
-        } else {
-            self.gathered(q, k, v)
-        }; // [b, h, n, dh]
+        let o = self.attend_from_start(q, k, v); // [b, h, n, dh]
         self.out.forward(merge_heads(o))
     }
 
@@ -176,7 +183,9 @@ impl TokenMixer for BigBirdAttention {
         }
     }
 
-    /// Token by token over the full KV cache (random blocks can reach any earlier block).
+    /// From an empty cache (a prompt): the gathered / fused forward, keeping its keys/values as
+    /// the cache. Otherwise token by token over the full KV cache (random blocks can reach any
+    /// earlier block).
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
         let MixerState::Kv {
             k: mut k_cache,
@@ -187,6 +196,16 @@ impl TokenMixer for BigBirdAttention {
             panic!("bigbird was given a {state:?} state")
         };
         let n = x.dims()[1];
+        if start == 0 && k_cache.is_none() && n > 0 {
+            let (q, k, v) = self.qkv(x, 0);
+            let o = self.attend_from_start(q, k.clone(), v.clone()); // [b, h, n, dh]
+            let state = MixerState::Kv {
+                k: Some(k),
+                v: Some(v),
+                pos: n,
+            };
+            return (self.out.forward(merge_heads(o)), state);
+        }
         let g = self.heads.groups();
         let mut outs = Vec::with_capacity(n);
         for t in 0..n {

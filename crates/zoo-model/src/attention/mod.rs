@@ -4,7 +4,9 @@
 //! Every mixer maps x: [batch, seq, d_model] → [batch, seq, d_model] causally and supports
 //! - `forward`: the whole sequence from position 0 (training form: fused, chunked or banded);
 //! - `forward_with_state`: continue from a state (KV cache or recurrent matrix state) and
-//!   return the new state — `step` is the one-token case used by incremental decoding;
+//!   return the new state — `step` is the one-token case used by incremental decoding; from an
+//!   empty state (a prompt) the attention mixers run their `forward` form (fused O(n) memory on
+//!   flex) and keep its keys/values, so a long prompt never builds n×n scores;
 //! - `state_size_bytes(seq_len)`: the memory a decoder must keep after seq_len tokens;
 //! - `attention_weights`: the [batch, heads, seq, seq] weights for diagnostics (for linear
 //!   mixers the implied normalised weights φ(q_i)·φ(k_j) / Σ_j φ(q_i)·φ(k_j)).

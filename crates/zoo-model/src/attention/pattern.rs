@@ -11,10 +11,13 @@
 //! the previous (window_blocks − 1) blocks, the first global_blocks blocks, and random_blocks
 //! blocks drawn from the ones before its window — a pure function of (seed, q), so the pattern
 //! for a position never depends on the total length and is identical after reload.
-
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
+//!
+//! The random draw is the project's own, written out here (and in docs/model-definition.md)
+//! rather than borrowed from a crate, so no dependency upgrade can change a saved model's
+//! pattern: SplitMix64 (Steele, Lea & Flood 2014) seeded with seed ⊕ q·0x9E3779B97F4A7C15 drives
+//! a partial Fisher–Yates shuffle (Durstenfeld 1964) of the candidate blocks
+//! C = global_blocks..window_start, with Lemire's multiply-shift j = i + ⌊next()·(m − i) / 2⁶⁴⌋
+//! as the bounded draw; the first min(random_blocks, m) entries are the random blocks.
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WindowPattern {
@@ -56,18 +59,27 @@ impl BigBirdPattern {
         }
         let window_start = (q + 1).saturating_sub(self.window_blocks);
         let mut blocks: Vec<usize> = (0..self.global_blocks.min(window_start)).collect();
-        let candidates: Vec<usize> = (self.global_blocks..window_start).collect();
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(self.seed ^ (q as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut random: Vec<usize> = candidates
-            .choose_multiple(&mut rng, self.random_blocks.min(candidates.len()))
-            .copied()
-            .collect();
-        blocks.append(&mut random);
+        blocks.extend(self.random_blocks_of(q, window_start));
         blocks.extend(window_start..=q);
         blocks.sort_unstable();
         blocks.dedup();
         blocks
+    }
+
+    /// The random blocks of query block `q` (unsorted): a partial Fisher–Yates shuffle of the
+    /// blocks between the globals and the window, driven by SplitMix64(seed ⊕ q·φ64).
+    fn random_blocks_of(&self, q: usize, window_start: usize) -> Vec<usize> {
+        let mut candidates: Vec<usize> = (self.global_blocks..window_start).collect();
+        let m = candidates.len();
+        let r = self.random_blocks.min(m);
+        let mut rng = SplitMix64::new(self.seed ^ (q as u64).wrapping_mul(SplitMix64::GAMMA));
+        for i in 0..r {
+            // Lemire's multiply-shift: uniform in i..m up to a bias below (m − i)/2⁶⁴.
+            let j = i + ((rng.next_u64() as u128 * (m - i) as u128) >> 64) as usize;
+            candidates.swap(i, j);
+        }
+        candidates.truncate(r);
+        candidates
     }
 
     /// The most key blocks any query block can have.
@@ -80,6 +92,37 @@ impl BigBirdPattern {
             && self
                 .key_blocks(i / self.block_size)
                 .contains(&(j / self.block_size))
+    }
+}
+
+/// SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators"), the
+/// generator behind BigBird's random blocks. Written out so the pattern of a saved model can
+/// never change under a dependency upgrade; each call of `next_u64` is
+///
+///   state ← state + 0x9E3779B97F4A7C15 (mod 2⁶⁴),  z ← state,
+///   z ← (z ⊕ (z ≫ 30))·0xBF58476D1CE4E5B9,  z ← (z ⊕ (z ≫ 27))·0x94D049BB133111EB,
+///   return z ⊕ (z ≫ 31)
+///
+/// (products mod 2⁶⁴), the reference `splitmix64.c` of Vigna's xoshiro page.
+#[derive(Clone, Debug)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// The golden-ratio increment ⌊2⁶⁴/φ⌋, odd.
+    pub const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+    pub fn new(seed: u64) -> Self {
+        SplitMix64 { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(Self::GAMMA);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
     }
 }
 

@@ -9,7 +9,8 @@
 //! O(n·(B + g)) = O(n·w) for fixed dilation (on flex, the fused tiled kernel of
 //! `crate::kernels::causal_attention` reads the same globals + band, with hand-written backward).
 //! Decoding keeps only the globals and a rolling cache of the last span−1 positions, so the state
-//! stays bounded however long the context.
+//! stays bounded however long the context; a prompt from an empty state runs the banded / fused
+//! forward once and cuts that state from its keys/values.
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -171,6 +172,42 @@ impl SlidingWindowAttention {
         o.narrow(2, 0, n)
     }
 
+    /// Window attention of positions 0..n over themselves: q [b, h, n, dh], k and v
+    /// [b, kv_heads, n, dh] → [b, h, n, dh]; the fused kernel on flex, banded elsewhere.
+    fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+        let g = self.heads.groups();
+        let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
+        if crate::kernels::fused_on(&q.device()) {
+            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
+            let pattern = crate::kernels::KeyPattern::Window(self.pattern.clone());
+            crate::kernels::sparse_attention(q, k, v, self.scale as f32, slopes, pattern)
+        } else {
+            self.banded(q, k, v)
+        }
+    }
+
+    /// The decoding state after positions 0..n whose keys/values are k, v [b, kv_heads, n, dh]:
+    /// what `step_one` would have kept — the first `global_tokens` positions and the last
+    /// span − 1 positions after them.
+    fn state_after_prompt(&self, k: Tensor<4>, v: Tensor<4>) -> MixerState {
+        let n = k.dims()[2];
+        let globals = self.pattern.global_tokens.min(n);
+        let keep = self.pattern.span() - 1;
+        let recent_start = n.saturating_sub(keep).max(self.pattern.global_tokens);
+        let global = |t: &Tensor<4>| (globals > 0).then(|| t.clone().narrow(2, 0, globals));
+        let recent = |t: &Tensor<4>| {
+            (keep > 0 && recent_start < n)
+                .then(|| t.clone().narrow(2, recent_start, n - recent_start))
+        };
+        MixerState::Window {
+            global_k: global(&k),
+            global_v: global(&v),
+            recent_k: recent(&k),
+            recent_v: recent(&v),
+            pos: n,
+        }
+    }
+
     /// One decoding step at position `pos` from the bounded state.
     fn step_one(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
         let MixerState::Window {
@@ -249,15 +286,7 @@ impl SlidingWindowAttention {
 impl TokenMixer for SlidingWindowAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = self.qkv(x, 0);
-        let g = self.heads.groups();
-        let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
-        let o = if crate::kernels::fused_on(&q.device()) {
-            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
-            let pattern = crate::kernels::KeyPattern::Window(self.pattern.clone());
-            crate::kernels::sparse_attention(q, k, v, self.scale as f32, slopes, pattern)
-        } else {
-            self.banded(q, k, v)
-        }; // [b, h, n, dh]
+        let o = self.attend_from_start(q, k, v); // [b, h, n, dh]
         self.out.forward(merge_heads(o))
     }
 
@@ -271,9 +300,18 @@ impl TokenMixer for SlidingWindowAttention {
         }
     }
 
-    /// Token by token through the bounded state (exact; prompts are short).
+    /// From an empty state (a prompt): the full banded / fused forward, then the bounded state
+    /// cut from its keys/values. Otherwise token by token through the bounded state.
     fn forward_with_state(&self, x: Tensor<3>, mut state: MixerState) -> (Tensor<3>, MixerState) {
         let n = x.dims()[1];
+        if matches!(state, MixerState::Window { pos: 0, .. }) && n > 0 {
+            let (q, k, v) = self.qkv(x, 0);
+            let o = self.attend_from_start(q, k.clone(), v.clone()); // [b, h, n, dh]
+            return (
+                self.out.forward(merge_heads(o)),
+                self.state_after_prompt(k, v),
+            );
+        }
         let mut outs = Vec::with_capacity(n);
         for t in 0..n {
             let (y, s) = self.step_one(x.clone().narrow(1, t, 1), state);

@@ -8,7 +8,9 @@
 //! i by max(1, ln(i+1)/ln(L_train)) so the softmax does not flatten past the training length.
 //! The sequence path runs the project's fused causal kernel on flex (tiled, masked half skipped,
 //! O(n) memory in training too, `crate::kernels::causal_attention`); elsewhere Burn's fused
-//! `attention` op on plain devices and an explicit masked softmax under autodiff.
+//! `attention` op on plain devices and an explicit masked softmax under autodiff. A prompt
+//! decoded from an empty cache (the prefill of `forward_with_state`) takes the same path and
+//! keeps its keys/values as the cache; continuing from a cache masks [n, pos + n] explicitly.
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -148,22 +150,14 @@ impl SoftmaxAttention {
         (q, k, v)
     }
 
-    fn options(&self, is_causal: bool) -> AttentionModuleOptions {
-        AttentionModuleOptions {
-            scale: Some(self.scale),
-            softcap: None,
-            is_causal,
-        }
-    }
-}
-
-impl TokenMixer for SoftmaxAttention {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, _] = x.dims();
-        let (q, k, v) = self.qkv(x, 0);
+    /// Causal attention of positions 0..n over themselves: q [b, h, n, dh], k and v
+    /// [b, kv_heads, n, dh] → [b, h, n, dh]. Shared by `forward` and the prefill of
+    /// `forward_with_state`, so a prompt takes the same O(n)-memory fused kernel on flex.
+    fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
+        let [b, _, n, _] = q.dims();
         let g = self.heads.groups();
         let device = q.device();
-        let o = if kernels::fused_on(&device) {
+        if kernels::fused_on(&device) {
             let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
             kernels::causal_attention(
                 q,
@@ -179,6 +173,7 @@ impl TokenMixer for SoftmaxAttention {
             let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
             dense_weights(q, repeat_kv(k, g), blocked, bias, self.scale).matmul(repeat_kv(v, g))
         } else {
+            // Burn's fused op with `is_causal`: no n×n mask is built (ALiBi still needs its bias).
             let bias = self.alibi.as_ref().map(|a| {
                 a.bias(0, n, 0, n, &device)
                     .expand([b, self.heads.heads, n, n])
@@ -191,7 +186,22 @@ impl TokenMixer for SoftmaxAttention {
                 bias,
                 self.options(true),
             )
-        }; // [b, h, n, dh]
+        }
+    }
+
+    fn options(&self, is_causal: bool) -> AttentionModuleOptions {
+        AttentionModuleOptions {
+            scale: Some(self.scale),
+            softcap: None,
+            is_causal,
+        }
+    }
+}
+
+impl TokenMixer for SoftmaxAttention {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let (q, k, v) = self.qkv(x, 0);
+        let o = self.attend_from_start(q, k, v); // [b, h, n, dh]
         self.out.forward(merge_heads(o))
     }
 
@@ -214,6 +224,17 @@ impl TokenMixer for SoftmaxAttention {
         };
         let [b, n, _] = x.dims();
         let (q, k, v) = self.qkv(x, pos);
+        if pos == 0 && k_cache.is_none() && n > 0 {
+            // A prompt from an empty cache is a full forward: the fused kernel (or Burn's causal
+            // op) instead of the dense [n, total] mask below, which is n² for a long prompt.
+            let o = self.attend_from_start(q, k.clone(), v.clone()); // [b, h, n, dh]
+            let state = MixerState::Kv {
+                k: Some(k),
+                v: Some(v),
+                pos: n,
+            };
+            return (self.out.forward(merge_heads(o)), state);
+        }
         let k_all = append(k_cache, k); // [b, hk, pos+n, dh]
         let v_all = append(v_cache, v);
         let total = pos + n;
