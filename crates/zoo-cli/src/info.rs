@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use burn::prelude::*;
+use zoo_model::config::limits;
 use zoo_model::{Lm, MixerConfig, ModelConfig};
 
 /// Forward FLOPs per token of one mixer's attention arithmetic at context `n` (projections are
@@ -54,8 +55,17 @@ pub fn run(path: &Path, set: &[String], lengths: &[usize]) -> Result<()> {
     let task = cfg.task.build(&PathBuf::from("."))?;
     cfg.resolve(task.vocab_size());
     cfg.validate()?;
+    // Everything that can be refused is refused before the first line is printed: the lengths
+    // of the table, the model this command builds, and the run `zoo train` would start.
+    for &n in lengths {
+        limits::check("--lengths", n, limits::SEQ_LEN)?;
+    }
+    let device = Device::flex();
+    let origin = path.display().to_string();
+    zoo_train::resources::check_model(&cfg.model, &zoo_data::input::clip_bare(&origin))?;
+    zoo_train::resources::check_run(&cfg, zoo_model::kernels::fused_on(&device))?;
     println!("# resolved config\n{}", cfg.to_toml());
-    let model = Lm::new(&cfg.model, &Device::flex())?;
+    let model = Lm::new(&cfg.model, &device)?;
     let params = model.num_params();
     let embed = cfg.model.vocab()? * cfg.model.d_model;
     println!(

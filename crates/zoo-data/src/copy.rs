@@ -97,6 +97,7 @@ impl Default for SelectiveCopyConfig {
 }
 
 fn validate_vocab(vocab: usize) -> Result<(), TaskError> {
+    crate::input::check_bound("vocab", vocab, crate::input::MAX_VOCAB)?;
     if vocab <= FIRST_DATA_TOKEN as usize {
         return Err(TaskError::invalid_config(
             "vocab",
@@ -115,6 +116,7 @@ fn validate_vocab(vocab: usize) -> Result<(), TaskError> {
 }
 
 fn validate_count(field: &str, n: usize) -> Result<(), TaskError> {
+    crate::input::check_bound(field, n, crate::input::MAX_TASK_TOKENS)?;
     if n == 0 {
         return Err(TaskError::invalid_config(
             field,

@@ -9,6 +9,8 @@
 
 use std::path::PathBuf;
 
+use crate::input::clip_path;
+
 /// Everything that can go wrong while validating a config, building a task or
 /// drawing samples. Generators return this instead of panicking.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +44,7 @@ pub enum TaskError {
     /// A file named by the config could not be read.
     #[error(
         "cannot read {what} {}: {source} (check the path; relative paths resolve against the config file's directory)",
-        .path.display()
+        clip_path(.path)
     )]
     Io {
         what: String,
@@ -50,8 +52,31 @@ pub enum TaskError {
         source: std::io::Error,
     },
 
+    /// A file named by the config is a FIFO, a directory, a device...
+    #[error(
+        "{what} {} is {kind}, not a regular file (point it at an ordinary file)",
+        clip_path(.path)
+    )]
+    NotAFile {
+        what: String,
+        path: PathBuf,
+        kind: String,
+    },
+
+    /// A file named by the config is larger than its cap.
+    #[error(
+        "{what} {} is larger than the limit of {cap} bytes ({size} bytes); use a smaller file",
+        clip_path(.path)
+    )]
+    TooLarge {
+        what: String,
+        path: PathBuf,
+        cap: u64,
+        size: u64,
+    },
+
     /// A text file is not UTF-8.
-    #[error("{what} {} is not valid UTF-8: {detail} (convert the file to UTF-8 text)", .path.display())]
+    #[error("{what} {} is not valid UTF-8: {detail} (convert the file to UTF-8 text)", clip_path(.path))]
     NotUtf8 {
         what: String,
         path: PathBuf,
@@ -59,7 +84,7 @@ pub enum TaskError {
     },
 
     /// A text file holds too little text for the task.
-    #[error("{what} {} is too small: {message}", .path.display())]
+    #[error("{what} {} is too small: {message}", clip_path(.path))]
     TooSmall {
         what: String,
         path: PathBuf,

@@ -9,6 +9,7 @@
 pub mod copy;
 pub mod error;
 pub mod filler;
+pub mod input;
 pub mod mqar;
 pub mod needle;
 pub mod sample;
@@ -16,5 +17,6 @@ pub mod task;
 pub mod text;
 pub mod tokenizer;
 
+pub use input::{clip, read_file_capped, read_text_capped};
 pub use sample::{Batch, Sample};
 pub use task::{Task, TaskConfig, TaskError};

@@ -111,6 +111,7 @@ impl MqarConfig {
     }
 
     pub fn validate(&self) -> Result<(), TaskError> {
+        crate::input::check_bound("vocab", self.vocab, crate::input::MAX_VOCAB)?;
         if self.vocab > u32::MAX as usize {
             return Err(TaskError::invalid_config(
                 "vocab",

@@ -140,7 +140,10 @@ impl FromStr for NeedleVariant {
             "multiquery" => Ok(NeedleVariant::MultiQuery),
             _ => Err(TaskError::invalid_argument(
                 "needle variant",
-                format!("'{s}' is unknown (use single, multi_key, multi_value or multi_query)"),
+                format!(
+                    "{} is unknown (use single, multi_key, multi_value or multi_query)",
+                    crate::input::clip(s)
+                ),
             )),
         }
     }
@@ -193,7 +196,10 @@ impl FromStr for ValueKind {
             "uuid" | "uuids" => Ok(ValueKind::Uuid),
             _ => Err(TaskError::invalid_argument(
                 "value kind",
-                format!("'{s}' is unknown (use digits, words or uuid)"),
+                format!(
+                    "{} is unknown (use digits, words or uuid)",
+                    crate::input::clip(s)
+                ),
             )),
         }
     }
@@ -350,6 +356,8 @@ impl NeedleConfig {
     }
 
     pub fn validate(&self) -> Result<(), TaskError> {
+        crate::input::check_bound("value_len", self.value_len, crate::input::MAX_VALUE_LEN)?;
+        crate::input::check_bound("vocab_size", self.vocab_size, crate::input::MAX_VOCAB)?;
         if self.value_kind != ValueKind::Uuid && self.value_len == 0 {
             return Err(TaskError::invalid_config(
                 "value_len",

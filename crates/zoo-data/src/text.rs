@@ -29,6 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::TaskError;
+use crate::input::{MAX_TEXT_BYTES, read_text_capped};
 use crate::sample::{Sample, from_stream};
 use crate::tokenizer::{MIN_TRAIN_VOCAB, ZooTokenizer};
 
@@ -76,6 +77,7 @@ impl TextConfig {
     }
 
     pub fn validate(&self) -> Result<(), TaskError> {
+        crate::input::check_bound("vocab_size", self.vocab_size, crate::input::MAX_VOCAB)?;
         if self.path.as_os_str().is_empty() {
             return Err(TaskError::invalid_config(
                 "path",
@@ -113,18 +115,10 @@ pub(crate) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
     }
 }
 
-/// Reads a whole file as UTF-8, naming the file (as `what`) in any error.
+/// Reads a whole file (at most [`MAX_TEXT_BYTES`], regular files only) as UTF-8, naming the
+/// file (as `what`) in any error.
 pub(crate) fn read_utf8(path: &Path, what: &str) -> Result<String, TaskError> {
-    let bytes = std::fs::read(path).map_err(|source| TaskError::Io {
-        what: what.to_string(),
-        path: path.to_path_buf(),
-        source,
-    })?;
-    String::from_utf8(bytes).map_err(|e| TaskError::NotUtf8 {
-        what: what.to_string(),
-        path: path.to_path_buf(),
-        detail: e.utf8_error().to_string(),
-    })
+    read_text_capped(path, what, MAX_TEXT_BYTES)
 }
 
 /// Splits `text` into pieces of roughly `target` bytes, each ending right

@@ -44,6 +44,7 @@ use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer, TokenizerBuilder};
 
 use crate::error::TaskError;
+use crate::input::{MAX_TOKENIZER_BYTES, clip_path, read_file_capped};
 
 /// Padding token; id 0 in trained tokenizers.
 pub const PAD_TOKEN: &str = "<pad>";
@@ -151,12 +152,8 @@ impl ZooTokenizer {
     /// an error that names the path.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, TaskError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| TaskError::Io {
-            what: "tokenizer file".to_string(),
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let origin = path.display().to_string();
+        let bytes = read_file_capped(path, "tokenizer file", MAX_TOKENIZER_BYTES)?;
+        let origin = clip_path(path);
         let inner: Tokenizer = serde_json::from_slice(&bytes).map_err(|e| {
             tok_err(
                 &origin,

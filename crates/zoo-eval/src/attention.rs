@@ -17,12 +17,41 @@ use crate::results::{AttentionResult, StateResult, StateRow};
 use crate::runner::{EvalOptions, LoadedRun, cell_seed, progress};
 use zoo_train::trainer::batch_tensors;
 
+/// The dense weights of every layer at every length must fit: bounds `--lengths` and
+/// `--samples` (one batch), then estimates the weights' memory.
+fn check_weights(run: &LoadedRun, lengths: &[usize], samples: usize) -> Result<()> {
+    use zoo_model::config::limits;
+    use zoo_model::memory;
+    limits::check("--samples", samples, limits::BATCH)?;
+    let available = memory::available_memory();
+    for &len in lengths {
+        limits::check("--lengths", len, limits::SEQ_LEN)?;
+        let needed = memory::attention_weights_bytes(run.model.config(), samples, len)?;
+        let key = if samples > len {
+            "--samples"
+        } else {
+            "--lengths"
+        };
+        memory::check_fits(
+            key,
+            &format!(
+                "the attention weights of {samples} samples × length {len} (every layer's [samples, heads, n, n] at once)"
+            ),
+            needed,
+            available,
+            "lower --lengths or --samples",
+        )?;
+    }
+    Ok(())
+}
+
 pub fn run_attention(
     run: &LoadedRun,
     lengths: &[usize],
     samples: usize,
     opts: &EvalOptions,
 ) -> Result<AttentionResult> {
+    check_weights(run, lengths, samples)?;
     for &len in lengths {
         run.config.model.check_length(len)?;
     }

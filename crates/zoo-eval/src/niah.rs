@@ -27,6 +27,14 @@ pub fn run_niah(
         run.name,
         run.task.kind()
     );
+    zoo_train::resources::check_eval_lengths(
+        run.model.config(),
+        lengths,
+        samples.min(opts.batch_size.max(1)),
+        "--lengths",
+        "--batch-size",
+        zoo_model::kernels::fused_on(&opts.device),
+    )?;
     for &len in lengths {
         run.config.model.check_length(len)?;
     }

@@ -11,6 +11,25 @@ use crate::plot::ppl_figure;
 use crate::results::{PplResult, PplRow};
 use crate::runner::{EvalOptions, LoadedRun, cell_seed, predict, progress};
 
+/// Host bytes of one window token: inputs and targets (u32), the loss mask and the batch copies.
+const WINDOW_BYTES_PER_TOKEN: f64 = 24.0;
+
+/// Bounds `--max-windows` and the windows of every length that are built before scoring.
+fn check_windows(lengths: &[usize], max_windows: usize) -> Result<()> {
+    use zoo_model::config::limits;
+    use zoo_model::memory;
+    limits::check("--max-windows", max_windows, limits::BATCH)?;
+    let longest = lengths.iter().copied().max().unwrap_or(0);
+    memory::check_fits(
+        "--max-windows",
+        &format!("holding {max_windows} windows of {longest} tokens"),
+        max_windows as f64 * (longest as f64 + 1.0) * WINDOW_BYTES_PER_TOKEN,
+        memory::available_memory(),
+        "lower --max-windows or --lengths",
+    )?;
+    Ok(())
+}
+
 pub fn run_ppl(
     run: &LoadedRun,
     lengths: &[usize],
@@ -18,6 +37,15 @@ pub fn run_ppl(
     scaling: &str,
     opts: &EvalOptions,
 ) -> Result<PplResult> {
+    zoo_train::resources::check_eval_lengths(
+        run.model.config(),
+        lengths,
+        max_windows.min(opts.batch_size.max(1)),
+        "--lengths",
+        "--batch-size",
+        zoo_model::kernels::fused_on(&opts.device),
+    )?;
+    check_windows(lengths, max_windows)?;
     for &len in lengths {
         run.config.model.check_length(len)?;
     }

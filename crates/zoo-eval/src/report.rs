@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use serde::Deserialize;
+use zoo_data::input::{MAX_CONFIG_BYTES, MAX_TEXT_BYTES};
 
 use crate::plot::{self, AttentionFigure, LineOpts, Series};
 use crate::results::{
@@ -147,6 +148,16 @@ enum PplFile {
     Many(Vec<PplResult>),
 }
 
+/// A text file of the run folder, refused when it is not a regular file or larger than `cap`.
+fn read_capped(path: &Path, what: &str, cap: u64) -> anyhow::Result<String> {
+    zoo_data::read_text_capped(path, what, cap).map_err(|e| match e {
+        zoo_data::TaskError::Io { source, .. } => {
+            anyhow::Error::new(source).context(format!("reading {}", path.display()))
+        }
+        other => other.into(),
+    })
+}
+
 fn read_optional<T>(
     path: &Path,
     read: impl FnOnce(&Path) -> anyhow::Result<T>,
@@ -161,8 +172,7 @@ fn read_optional<T>(
 impl RunData {
     fn load(dir: &Path) -> anyhow::Result<Self> {
         let config_path = dir.join("config.toml");
-        let config_text = fs::read_to_string(&config_path)
-            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config_text = read_capped(&config_path, "run config", MAX_CONFIG_BYTES)?;
         let config: toml::Value = toml::from_str(&config_text).map_err(|e| {
             // toml's Display spans several lines (it quotes the source); keep the error to one
             // line with the line number instead.
@@ -186,13 +196,12 @@ impl RunData {
         })?;
 
         let metrics_path = dir.join("metrics.jsonl");
-        let metrics = fs::read_to_string(&metrics_path)
-            .with_context(|| format!("reading {}", metrics_path.display()))?;
+        let metrics = read_capped(&metrics_path, "metrics file", MAX_TEXT_BYTES)?;
         let (train, evals, skipped_lines) = parse_metrics(&metrics);
 
         let eval = dir.join("eval");
         let ppl = read_optional(&eval.join("ppl.json"), |p| {
-            let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text = read_capped(p, "results file", MAX_TEXT_BYTES)?;
             let file: PplFile =
                 serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
             Ok(match file {
@@ -315,7 +324,7 @@ fn parse_metrics(text: &str) -> (Vec<TrainPoint>, Vec<EvalPoint>, usize) {
 /// Parameter count from `model/summary.json`, under any of the usual key names.
 fn read_params(path: &Path) -> anyhow::Result<Option<f64>> {
     read_optional(path, |p| {
-        let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let text = read_capped(p, "summary file", MAX_CONFIG_BYTES)?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         Ok([

@@ -86,7 +86,13 @@ fn write_json_value<T: Serialize>(value: &T, path: &Path) -> anyhow::Result<()> 
 }
 
 fn read_json_value<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = zoo_data::read_text_capped(path, "results file", zoo_data::input::MAX_TEXT_BYTES)
+        .map_err(|e| match e {
+            zoo_data::TaskError::Io { source, .. } => {
+                anyhow::Error::new(source).context(format!("reading {}", path.display()))
+            }
+            other => other.into(),
+        })?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 

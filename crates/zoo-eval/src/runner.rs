@@ -71,6 +71,13 @@ pub fn load_model(
     let model_dir = dir.join(MODEL_DIR);
     let mut model_config = checkpoint::read_config(&model_dir)
         .map_err(|e| anyhow::anyhow!("{e} (has the run finished training?)"))?;
+    zoo_train::resources::check_model(
+        &model_config,
+        &model_dir
+            .join(checkpoint::CONFIG_FILE)
+            .display()
+            .to_string(),
+    )?;
     adjust(&mut model_config);
     let model = checkpoint::load_with_config(&model_dir, &model_config, &opts.device)?;
     Ok((config, model))

@@ -135,17 +135,101 @@ pub fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Read the config saved beside a checkpoint.
+/// Largest `config.json` read (a model config is a few hundred bytes).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Read the config saved beside a checkpoint: a regular file of at most
+/// [`MAX_CONFIG_BYTES`], strict JSON of a [`ModelConfig`] with tables where the schema has
+/// tables, validated (sizes bounded) before anything is built from it.
 pub fn read_config(dir: &Path) -> Result<ModelConfig, ModelError> {
     let path = dir.join(CONFIG_FILE);
-    let text = fs::read_to_string(&path).map_err(|e| {
+    let bytes = read_capped(&path, MAX_CONFIG_BYTES).map_err(|e| {
         ModelError::checkpoint(
             &path,
             format!("cannot read ({e}); is {} a model folder?", dir.display()),
         )
     })?;
-    serde_json::from_str(&text)
-        .map_err(|e| ModelError::checkpoint(&path, format!("is not a valid model config: {e}")))
+    let invalid = |e: String| {
+        ModelError::checkpoint(&path, format!("is not a valid model config: {}", clip(&e)))
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let config: ModelConfig =
+        serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
+    let written = serde_json::to_value(&config).expect("model config serialises");
+    arrays_where_tables(&value, &written, &mut Vec::new()).map_err(invalid)?;
+    config.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(config)
+}
+
+/// Reads a regular file of at most `cap` bytes. The type is checked before opening (opening a
+/// FIFO blocks until a writer comes) and the read stops after cap + 1 bytes (/dev/zero and
+/// friends never end).
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".to_string());
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > cap {
+        return Err(format!(
+            "it is larger than the limit of {cap} bytes ({} bytes)",
+            meta.len().max(bytes.len() as u64)
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `text` cut to 200 characters ("…" and the full length added), for quoting file contents.
+fn clip(text: &str) -> String {
+    const MAX: usize = 200;
+    match text.char_indices().nth(MAX) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+/// serde reads a JSON array positionally into a struct; refuse an array wherever the config
+/// (written back) has an object, naming the key.
+fn arrays_where_tables(
+    input: &serde_json::Value,
+    written: &serde_json::Value,
+    path: &mut Vec<String>,
+) -> Result<(), String> {
+    use serde_json::Value;
+    match (input, written) {
+        (Value::Array(_), Value::Object(_)) => Err(format!(
+            "`{}` should be an object, found an array",
+            if path.is_empty() {
+                "the config".to_string()
+            } else {
+                path.join(".")
+            }
+        )),
+        (Value::Object(i), Value::Object(w)) => {
+            for (key, value) in i {
+                if let Some(wv) = w.get(key) {
+                    path.push(key.clone());
+                    arrays_where_tables(value, wv, path)?;
+                    path.pop();
+                }
+            }
+            Ok(())
+        }
+        (Value::Array(i), Value::Array(w)) => {
+            for (index, (iv, wv)) in i.iter().zip(w).enumerate() {
+                path.push(index.to_string());
+                arrays_where_tables(iv, wv, path)?;
+                path.pop();
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Names and shapes in a safetensors file, from its JSON header.

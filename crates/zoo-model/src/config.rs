@@ -8,6 +8,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
+/// Hard bounds on sizes, checked by [`ModelConfig::validate`] (and by the run config and the
+/// evaluation commands) before any memory estimate or allocation: far above anything this
+/// project trains on one machine, far below anything that overflows. A value above its bound
+/// is refused with one line naming the key and the bound.
+pub mod limits {
+    use crate::error::ModelError;
+
+    pub const D_MODEL: usize = 65_536;
+    pub const N_LAYERS: usize = 1024;
+    pub const N_HEADS: usize = 1024;
+    /// Vocabulary size (2^24).
+    pub const VOCAB: usize = 1 << 24;
+    /// Sequence lengths: training stages, evaluation lengths, position tables (2^24).
+    pub const SEQ_LEN: usize = 1 << 24;
+    /// Sequences per batch (2^20).
+    pub const BATCH: usize = 1 << 20;
+    pub const MLP_RATIO: f64 = 64.0;
+    /// Feature width of linear attention before φ (Taylor-2 squares it).
+    pub const FEATURE_DIM: usize = 1024;
+    /// Chunk lengths of the chunked training forms.
+    pub const CHUNK: usize = 65_536;
+    pub const DECAY_RANK: usize = 65_536;
+
+    /// Refuses `value > max` with one line naming `path`.
+    pub fn check(path: &str, value: usize, max: usize) -> Result<(), ModelError> {
+        if value > max {
+            return Err(ModelError::config(
+                path,
+                &format!("{value} is above the limit of {max} (lower it)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Which normalisation the pre-norm blocks use.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -313,6 +348,7 @@ impl ModelConfig {
     /// Cross-field checks; every error names the offending field path.
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = ModelError::config;
+        self.check_limits()?;
         if let Some(v) = self.vocab_size
             && v < 2
         {
@@ -389,6 +425,94 @@ impl ModelConfig {
                 format!("model.mixers.{}", layer % self.mixers.len())
             };
             self.validate_mixer(mixer, &path)?;
+        }
+        Ok(())
+    }
+
+    /// The hard size bounds of [`limits`], checked first so that nothing later multiplies
+    /// absurd numbers.
+    fn check_limits(&self) -> Result<(), ModelError> {
+        use limits::check;
+        if let Some(v) = self.vocab_size {
+            check("model.vocab_size", v, limits::VOCAB)?;
+        }
+        check("model.d_model", self.d_model, limits::D_MODEL)?;
+        check("model.n_layers", self.n_layers, limits::N_LAYERS)?;
+        check("model.n_heads", self.n_heads, limits::N_HEADS)?;
+        if let Some(kv) = self.n_kv_heads {
+            check("model.n_kv_heads", kv, limits::N_HEADS)?;
+        }
+        check("model.max_seq_len", self.max_seq_len, limits::SEQ_LEN)?;
+        if let Some(len) = self.train_len {
+            check("model.train_len", len, limits::SEQ_LEN)?;
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio <= limits::MLP_RATIO) {
+            return Err(ModelError::config(
+                "model.mlp_ratio",
+                &format!(
+                    "{} is above the limit of {} (lower it)",
+                    if self.mlp_ratio.abs() < 1e6 {
+                        self.mlp_ratio.to_string()
+                    } else {
+                        format!("{:e}", self.mlp_ratio)
+                    },
+                    limits::MLP_RATIO
+                ),
+            ));
+        }
+        let named: Vec<(String, &MixerConfig)> = if self.mixers.is_empty() {
+            vec![("model.mixer".to_string(), &self.mixer)]
+        } else {
+            self.mixers
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("model.mixers.{i}"), m))
+                .collect()
+        };
+        for (path, mixer) in named {
+            let sizes: Vec<(&str, usize, usize)> = match mixer {
+                MixerConfig::Softmax { .. } => Vec::new(),
+                MixerConfig::Linear {
+                    chunk_size,
+                    feature_dim,
+                    ..
+                } => vec![
+                    ("chunk_size", *chunk_size, limits::CHUNK),
+                    ("feature_dim", feature_dim.unwrap_or(0), limits::FEATURE_DIM),
+                ],
+                MixerConfig::Rwkv {
+                    chunk_size,
+                    decay_rank,
+                    ..
+                } => vec![
+                    ("chunk_size", *chunk_size, limits::CHUNK),
+                    ("decay_rank", *decay_rank, limits::DECAY_RANK),
+                ],
+                MixerConfig::SlidingWindow {
+                    window,
+                    dilation,
+                    global_tokens,
+                } => vec![
+                    ("window", *window, limits::SEQ_LEN),
+                    ("dilation", *dilation, limits::SEQ_LEN),
+                    ("global_tokens", *global_tokens, limits::SEQ_LEN),
+                ],
+                MixerConfig::Bigbird {
+                    block_size,
+                    window_blocks,
+                    global_blocks,
+                    random_blocks,
+                    ..
+                } => vec![
+                    ("block_size", *block_size, limits::SEQ_LEN),
+                    ("window_blocks", *window_blocks, limits::SEQ_LEN),
+                    ("global_blocks", *global_blocks, limits::SEQ_LEN),
+                    ("random_blocks", *random_blocks, limits::SEQ_LEN),
+                ],
+            };
+            for (field, value, max) in sizes {
+                check(&format!("{path}.{field}"), value, max)?;
+            }
         }
         Ok(())
     }

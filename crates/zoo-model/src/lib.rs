@@ -14,6 +14,7 @@ pub mod init;
 pub mod kernels;
 pub mod lm;
 pub mod manifest;
+pub mod memory;
 pub mod mlp;
 pub mod position;
 pub mod sync;

@@ -29,8 +29,9 @@ use std::path::Path;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use zoo_data::TaskConfig;
+use zoo_data::input::{MAX_CONFIG_BYTES, clip_bare};
 use zoo_data::needle::NeedleVariant;
+use zoo_data::{TaskConfig, TaskError, clip, read_file_capped};
 use zoo_model::ModelConfig;
 use zoo_model::config::{MixerConfig, PositionConfig};
 
@@ -398,16 +399,32 @@ impl TrainConfig {
     }
 }
 
+/// Hard bounds on the run config's sizes (the model's own are in `zoo_model::config::limits`).
+pub mod limits {
+    pub use zoo_model::config::limits::{BATCH, SEQ_LEN};
+    /// Optimiser steps, per stage and in total.
+    pub const STEPS: usize = 1_000_000_000;
+    /// `train.tokens_per_step` (2^32).
+    pub const TOKENS_PER_STEP: usize = 1 << 32;
+    /// Samples per evaluation cell and perplexity windows (2^20).
+    pub const SAMPLES: usize = 1 << 20;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
+
+/// Longest error message; longer ones are cut (see [`ConfigError::new`]).
+pub const MAX_MESSAGE_CHARS: usize = 2000;
 
 /// A config problem: one line (no newlines) naming the file, the key path and the fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError(pub String);
 
 impl ConfigError {
-    /// Builds an error, folding any line breaks into "; " so the message stays one line.
+    /// Builds an error, folding any line breaks into "; " so the message stays one line, and
+    /// cutting it at [`MAX_MESSAGE_CHARS`] (quoted user text is clipped where it is quoted;
+    /// this is the backstop).
     pub fn new(message: impl Into<String>) -> Self {
         let message: String = message.into();
         let one_line = message
@@ -416,6 +433,10 @@ impl ConfigError {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join("; ");
+        let one_line = match one_line.char_indices().nth(MAX_MESSAGE_CHARS) {
+            Some((end, _)) => format!("{}… ({} bytes)", &one_line[..end], one_line.len()),
+            None => one_line,
+        };
         ConfigError(one_line)
     }
 
@@ -442,9 +463,19 @@ impl std::error::Error for ConfigError {}
 
 /// Reads, overrides, deserialises and validates the config file at `path`.
 pub fn load(path: &Path, overrides: &[String]) -> Result<RunConfig, ConfigError> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(format!("cannot read {origin}: {}", io_message(&e))))?;
+    let origin = clip_bare(&path.display().to_string());
+    let bytes = read_file_capped(path, "config file", MAX_CONFIG_BYTES).map_err(|e| match e {
+        TaskError::Io { source, .. } => {
+            ConfigError::new(format!("cannot read {origin}: {}", io_message(&source)))
+        }
+        other => ConfigError::new(other.to_string()),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        ConfigError::new(format!(
+            "{origin} is not UTF-8 text ({}); save it as UTF-8",
+            e.utf8_error()
+        ))
+    })?;
     parse(&text, &origin, overrides)
 }
 
@@ -468,7 +499,7 @@ pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<RunConfig
     })?;
     for raw in overrides {
         apply_override(&mut table, raw)
-            .map_err(|e| ConfigError::prefixed(origin, format!("--set {raw}: {e}")))?;
+            .map_err(|e| ConfigError::prefixed(origin, format!("--set {}: {e}", clip_bare(raw))))?;
     }
     let input = toml::Value::Table(table);
     let config: RunConfig = serde_path_to_error::deserialize(input.clone())
@@ -478,6 +509,8 @@ pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<RunConfig
     // was not read.
     let written = toml::Value::try_from(&config)
         .map_err(|e| ConfigError::prefixed(origin, format!("cannot serialise the config: {e}")))?;
+    check_no_arrays_for_tables(&input, &written, &mut Vec::new())
+        .map_err(|e| ConfigError::prefixed(origin, e))?;
     check_no_ignored_keys(&input, &written, &mut Vec::new())
         .map_err(|e| ConfigError::prefixed(origin, e))?;
     config
@@ -529,7 +562,10 @@ fn apply_override(table: &mut toml::Table, raw: &str) -> Result<(), String> {
         return Err(format!("the key path before `=` is empty ({form})"));
     }
     if segments.iter().any(|s| s.is_empty()) {
-        return Err(format!("`{path}` is not a dotted key path ({form})"));
+        return Err(format!(
+            "`{}` is not a dotted key path ({form})",
+            clip_bare(path)
+        ));
     }
 
     let mut root = toml::Value::Table(std::mem::take(table));
@@ -549,8 +585,9 @@ fn set_at(
     value: toml::Value,
     path: &str,
 ) -> Result<(), String> {
-    let here = segments[..depth].join(".");
-    let segment = segments[depth];
+    let here = clip_bare(&segments[..depth].join("."));
+    let segment = clip_bare(segments[depth]);
+    let segment = segment.as_str();
     let last = depth + 1 == segments.len();
     let child = match slot {
         toml::Value::Table(t) => {
@@ -581,8 +618,9 @@ fn set_at(
         }
         other => {
             return Err(format!(
-                "`{here}` is {}, not a table, so `{path}` cannot be set",
-                describe_value(other)
+                "`{here}` is {}, not a table, so `{}` cannot be set",
+                describe_value(other),
+                clip_bare(path)
             ));
         }
     };
@@ -602,7 +640,8 @@ fn parse_override_value(text: &str) -> Result<toml::Value, String> {
             Ok(_) => "more than one value".to_string(),
         };
         return Err(format!(
-            "the value `{text}` is not a valid TOML value: {message} (quote strings, e.g. name=\"x\")"
+            "the value `{}` is not a valid TOML value: {message} (quote strings, e.g. name=\"x\")",
+            clip_bare(text)
         ));
     }
     Ok(toml::Value::String(text.to_string()))
@@ -690,8 +729,9 @@ fn describe_serde_error(e: &PathError, input: &toml::Value) -> String {
                 }
             }
             let mut text = format!(
-                "{} = \"{given}\" is not one of {}",
-                path.join("."),
+                "{} = {} is not one of {}",
+                clip_bare(&path.join(".")),
+                clip(given),
                 valid.join(", ")
             );
             if let Some(best) = closest(given, valid) {
@@ -776,7 +816,7 @@ fn describe_serde_error(e: &PathError, input: &toml::Value) -> String {
 }
 
 fn unknown_key_message(full: &str, key: &str, valid: &[String]) -> String {
-    let mut text = format!("unknown key `{full}`");
+    let mut text = format!("unknown key `{}`", clip_bare(full));
     if let Some(best) = closest(key, valid) {
         text.push_str(&format!("; did you mean `{best}`?"));
     }
@@ -815,7 +855,7 @@ fn serde_unexpected(v: &toml::Value) -> String {
 
 fn describe_value(v: &toml::Value) -> String {
     match v {
-        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::String(s) => format!("the string {}", clip(s)),
         toml::Value::Integer(i) => format!("the integer {i}"),
         toml::Value::Float(f) => format!("the float {f}"),
         toml::Value::Boolean(b) => format!("the boolean {b}"),
@@ -917,6 +957,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// The candidate closest to `given` by edit distance, if it is close enough to be a typo
 /// (at most 3 edits, and at most a third of the length of `given`, but 1 is always allowed).
 fn closest<'a>(given: &str, candidates: &'a [String]) -> Option<&'a str> {
+    // Beyond 3 edits of the longest candidate nothing is close; skip the quadratic table.
+    let longest = candidates
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0);
+    if given.chars().count() > longest + 3 {
+        return None;
+    }
     let lowered = given.to_lowercase();
     let limit = (given.chars().count() / 3).clamp(1, 3);
     candidates
@@ -925,6 +974,43 @@ fn closest<'a>(given: &str, candidates: &'a [String]) -> Option<&'a str> {
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
+}
+
+/// Fails where `input` holds an array and `written` (the deserialised config written back) a
+/// table: serde reads an array positionally into a struct (`--set model=[64,32]` would set
+/// `model.vocab_size` and `model.d_model`), which is never what the user meant.
+fn check_no_arrays_for_tables(
+    input: &toml::Value,
+    written: &toml::Value,
+    path: &mut Vec<String>,
+) -> Result<(), String> {
+    match (input, written) {
+        (toml::Value::Array(_), toml::Value::Table(_)) => Err(format!(
+            "`{}` should be a table, found an array (write {} = {{ key = value, ... }} or a [{}] section)",
+            clip_bare(&path.join(".")),
+            path.last().map_or("it", String::as_str),
+            clip_bare(&path.join("."))
+        )),
+        (toml::Value::Table(i), toml::Value::Table(w)) => {
+            for (key, value) in i {
+                if let Some(wv) = w.get(key) {
+                    path.push(key.clone());
+                    check_no_arrays_for_tables(value, wv, path)?;
+                    path.pop();
+                }
+            }
+            Ok(())
+        }
+        (toml::Value::Array(i), toml::Value::Array(w)) => {
+            for (index, (iv, wv)) in i.iter().zip(w).enumerate() {
+                path.push(index.to_string());
+                check_no_arrays_for_tables(iv, wv, path)?;
+                path.pop();
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Fails on any key of `input` that is absent from `written` (the deserialised config written
@@ -972,6 +1058,7 @@ impl RunConfig {
         let t = &self.train;
 
         crate::run_dir::check_name(&self.run.name).map_err(ConfigError::new)?;
+        self.check_limits()?;
         self.model
             .validate()
             .map_err(|e| ConfigError::new(e.to_string()))?;
@@ -1214,8 +1301,8 @@ impl RunConfig {
         }
         if NeedleVariant::from_str(&e.niah.variant).is_err() {
             return fail(format!(
-                "eval.niah.variant = \"{}\" is not one of single, multi_key, multi_value, multi_query",
-                e.niah.variant
+                "eval.niah.variant = {} is not one of single, multi_key, multi_value, multi_query",
+                clip(&e.niah.variant)
             ));
         }
         for (i, &n) in e.mqar.num_kv_pairs.iter().enumerate() {
@@ -1229,6 +1316,71 @@ impl RunConfig {
         if e.ppl.max_windows == 0 {
             return fail("eval.ppl.max_windows is 0 (use at least 1)".into());
         }
+        Ok(())
+    }
+
+    /// The hard size bounds ([`limits`]), checked before anything multiplies sizes: every
+    /// message names the key and its bound.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let check = |path: &str, value: usize, max: usize| {
+            zoo_model::config::limits::check(path, value, max)
+                .map_err(|e| ConfigError::new(e.to_string()))
+        };
+        let t = &self.train;
+        check("train.batch_size", t.batch_size, limits::BATCH)?;
+        check("train.grad_accum", t.grad_accum, limits::BATCH)?;
+        check("train.warmup_steps", t.warmup_steps, limits::STEPS)?;
+        check("train.eval_batches", t.eval_batches, limits::BATCH)?;
+        if let Some(tokens) = t.tokens_per_step {
+            check("train.tokens_per_step", tokens, limits::TOKENS_PER_STEP)?;
+        }
+        let mut total_steps = 0usize;
+        for (i, stage) in t.stages.iter().enumerate() {
+            check(
+                &format!("train.stages.{i}.seq_len"),
+                stage.seq_len,
+                limits::SEQ_LEN,
+            )?;
+            check(
+                &format!("train.stages.{i}.steps"),
+                stage.steps,
+                limits::STEPS,
+            )?;
+            if let Some(b) = stage.batch_size {
+                check(&format!("train.stages.{i}.batch_size"), b, limits::BATCH)?;
+            }
+            total_steps = total_steps.saturating_add(stage.steps);
+        }
+        if total_steps > limits::STEPS {
+            return Err(ConfigError::new(format!(
+                "train.stages: the steps add up to {total_steps}, above the limit of {} (lower them)",
+                limits::STEPS
+            )));
+        }
+        if let Some(w) = &t.length_warmup {
+            let p = "train.length_warmup";
+            check(&format!("{p}.min_len"), w.min_len, limits::SEQ_LEN)?;
+            check(&format!("{p}.max_len"), w.max_len, limits::SEQ_LEN)?;
+            check(&format!("{p}.multiple_of"), w.multiple_of, limits::SEQ_LEN)?;
+            check(&format!("{p}.steps"), w.steps, limits::STEPS)?;
+            check(&format!("{p}.total_steps"), w.total_steps, limits::STEPS)?;
+        }
+        let e = &self.eval;
+        check("eval.batch_size", e.batch_size, limits::BATCH)?;
+        for (name, lengths) in [
+            ("eval.lengths", &e.lengths),
+            ("eval.niah.lengths", &e.niah.lengths),
+            ("eval.mqar.lengths", &e.mqar.lengths),
+            ("eval.ppl.lengths", &e.ppl.lengths),
+            ("eval.mqar.num_kv_pairs", &e.mqar.num_kv_pairs),
+        ] {
+            for (i, &len) in lengths.iter().enumerate() {
+                check(&format!("{name}.{i}"), len, limits::SEQ_LEN)?;
+            }
+        }
+        check("eval.niah.samples", e.niah.samples, limits::SAMPLES)?;
+        check("eval.mqar.samples", e.mqar.samples, limits::SAMPLES)?;
+        check("eval.ppl.max_windows", e.ppl.max_windows, limits::SAMPLES)?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod optim;
+pub mod resources;
 pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
