@@ -251,7 +251,7 @@ fn one_line_clap_error(e: &clap::Error) -> String {
         .enumerate()
         .map(|(i, piece)| {
             if i % 2 == 1 {
-                zoo_train::run_dir::clip(piece, 200)
+                zoo_data::input::clip_bare(piece)
             } else {
                 piece.to_string()
             }
@@ -305,7 +305,7 @@ fn run(cli: Cli) -> Result<()> {
 /// `zoo report --out FILE` writes a new page or replaces an earlier report, never another file
 /// (a typo such as `--out runs/x/config.toml` must not destroy a run).
 fn check_report_out(out: &Path) -> Result<()> {
-    let shown = zoo_train::run_dir::clip(&out.display().to_string(), 200);
+    let shown = zoo_data::input::clip_path(out);
     let is_html = out
         .extension()
         .and_then(|e| e.to_str())
@@ -354,7 +354,7 @@ fn cmd_train(
             anyhow::ensure!(
                 zoo_train::run_dir::is_run(&dir),
                 "{} is not a run directory (no config.toml and metrics.jsonl); train it first with `zoo train CONFIG`",
-                zoo_train::run_dir::clip(&dir.display().to_string(), 200)
+                zoo_data::input::clip_path(&dir)
             );
             let path = dir.join(zoo_train::trainer::CONFIG_FILE);
             (config::load(&path, &[])?, dir, true)
@@ -857,13 +857,20 @@ fn cmd_generate(
                 s.parse::<u32>().map_err(|_| {
                     anyhow::anyhow!(
                         "this run's task has no tokenizer: give --prompt as space-separated token ids, not `{}`",
-                        zoo_train::run_dir::clip(s, 200)
+                        zoo_data::input::clip_bare(s)
                     )
                 })
             })
             .collect::<Result<_>>()?,
     };
     anyhow::ensure!(!ids.is_empty(), "--prompt is empty");
+    // Before the length check, so a learned-position model's refusal names --max-tokens.
+    zoo_train::resources::check_generate(
+        model.config(),
+        ids.len(),
+        max_tokens,
+        zoo_model::kernels::fused_on(&dev),
+    )?;
     let vocab = model.config().vocab()?;
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
         bail!("token id {bad} is outside the model's vocabulary of {vocab}");

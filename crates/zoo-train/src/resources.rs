@@ -167,7 +167,9 @@ fn check_shape(
         what,
         needed,
         available,
-        &format!("lower {len_key} or {batch_key}"),
+        &format!(
+            "lower {len_key} or {batch_key}, or the model's size (model.d_model, model.n_layers)"
+        ),
     )
     .map_err(config_error)
 }

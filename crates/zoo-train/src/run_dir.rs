@@ -11,23 +11,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use zoo_data::input::{clip_bare, clip_path};
 
 use crate::trainer::{CONFIG_FILE, METRICS_FILE};
 
 pub const MAX_NAME_BYTES: usize = 100;
 
-/// Cuts user text to at most `max` characters for an error message, saying how long it was.
-pub fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let head: String = text.chars().take(max).collect();
-    format!("{head}… ({} bytes)", text.len())
-}
-
 /// Checks `run.name`: one path component of `[A-Za-z0-9._-]`, not `.` or `..`, ≤ 100 bytes.
 pub fn check_name(name: &str) -> std::result::Result<(), String> {
-    let shown = clip(name, 60);
+    let shown = clip_bare(name);
     if name.is_empty() {
         return Err("run.name is empty (give the run a name, e.g. name = \"my-run\")".into());
     }
@@ -77,7 +69,7 @@ pub enum Target {
 
 /// Decides whether a new run may be started in `dir`; refuses, touching nothing, when it may not.
 pub fn check_target(dir: &Path, overwrite: bool) -> Result<Target> {
-    let shown = clip(&dir.display().to_string(), 200);
+    let shown = clip_path(dir);
     let Ok(meta) = fs::symlink_metadata(dir) else {
         return Ok(Target::Fresh);
     };
