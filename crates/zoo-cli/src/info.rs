@@ -72,6 +72,17 @@ pub fn run(path: &Path, set: &[String], lengths: &[usize]) -> Result<()> {
         "parameters: {params} ({} without the token embedding)",
         params - embed
     );
+    if let Some((batch, seq_len, bytes)) =
+        zoo_train::resources::largest_training_step(&cfg, zoo_model::kernels::fused_on(&device))
+    {
+        let available = zoo_model::memory::available_memory().map_or("unknown".to_string(), |a| {
+            zoo_model::memory::human_bytes(a as f64)
+        });
+        println!(
+            "estimated peak training memory: {} (batch {batch} × seq_len {seq_len}, flex); available: {available}",
+            zoo_model::memory::human_bytes(bytes)
+        );
+    }
     let mut lengths = lengths.to_vec();
     if lengths.is_empty() {
         let plan = zoo_train::schedule::LengthPlan::new(&cfg.train);

@@ -48,42 +48,7 @@ pub fn check_run_with(
     )
     .map_err(config_error)?;
 
-    // Training steps: every stage, or both ends of the length warmup.
-    let batch_of = |stage_batch: Option<usize>, seq_len: usize| -> (usize, &'static str) {
-        match (stage_batch, t.tokens_per_step) {
-            (Some(b), _) => (b, "batch_size"),
-            (None, Some(tokens)) => ((tokens / seq_len.max(1)).max(1), "train.tokens_per_step"),
-            (None, None) => (t.batch_size, "train.batch_size"),
-        }
-    };
-    let mut shapes: Vec<(String, String, usize, usize)> = Vec::new();
-    for (i, stage) in t.stages.iter().enumerate() {
-        let (batch, batch_key) = batch_of(stage.batch_size, stage.seq_len);
-        let batch_key = if batch_key == "batch_size" {
-            format!("train.stages.{i}.batch_size")
-        } else {
-            batch_key.to_string()
-        };
-        shapes.push((
-            format!("train.stages.{i}.seq_len"),
-            batch_key,
-            batch,
-            stage.seq_len,
-        ));
-    }
-    if t.stages.is_empty()
-        && let Some(w) = &t.length_warmup
-    {
-        for (key, len) in [("min_len", w.min_len), ("max_len", w.max_len)] {
-            let (batch, batch_key) = batch_of(None, len);
-            shapes.push((
-                format!("train.length_warmup.{key}"),
-                batch_key.to_string(),
-                batch,
-                len,
-            ));
-        }
-    }
+    let shapes = training_shapes(config);
     for (len_key, batch_key, batch, seq_len) in &shapes {
         let activations = memory::activation_bytes(model, *batch, *seq_len, Pass::Train, fused);
         check_shape(
@@ -148,6 +113,65 @@ pub fn check_run_with(
         )?;
     }
     Ok(())
+}
+
+/// (length key, batch key, batch, seq_len) of every distinct training step shape: each stage,
+/// or both ends of the length warmup.
+fn training_shapes(config: &RunConfig) -> Vec<(String, String, usize, usize)> {
+    let t = &config.train;
+    let batch_of = |stage_batch: Option<usize>, seq_len: usize| -> (usize, &'static str) {
+        match (stage_batch, t.tokens_per_step) {
+            (Some(b), _) => (b, "batch_size"),
+            (None, Some(tokens)) => ((tokens / seq_len.max(1)).max(1), "train.tokens_per_step"),
+            (None, None) => (t.batch_size, "train.batch_size"),
+        }
+    };
+    let mut shapes: Vec<(String, String, usize, usize)> = Vec::new();
+    for (i, stage) in t.stages.iter().enumerate() {
+        let (batch, batch_key) = batch_of(stage.batch_size, stage.seq_len);
+        let batch_key = if batch_key == "batch_size" {
+            format!("train.stages.{i}.batch_size")
+        } else {
+            batch_key.to_string()
+        };
+        shapes.push((
+            format!("train.stages.{i}.seq_len"),
+            batch_key,
+            batch,
+            stage.seq_len,
+        ));
+    }
+    if t.stages.is_empty()
+        && let Some(w) = &t.length_warmup
+    {
+        for (key, len) in [("min_len", w.min_len), ("max_len", w.max_len)] {
+            let (batch, batch_key) = batch_of(None, len);
+            shapes.push((
+                format!("train.length_warmup.{key}"),
+                batch_key.to_string(),
+                batch,
+                len,
+            ));
+        }
+    }
+    shapes
+}
+
+/// The training step with the largest estimated peak memory: (batch, seq_len, bytes).
+pub fn largest_training_step(config: &RunConfig, fused: bool) -> Option<(usize, usize, f64)> {
+    let copies = if config.train.grad_accum > 1 {
+        5.0
+    } else {
+        4.0
+    };
+    let params = memory::param_bytes(&config.model).ok()?;
+    training_shapes(config)
+        .into_iter()
+        .map(|(_, _, batch, len)| {
+            let act = memory::activation_bytes(&config.model, batch, len, Pass::Train, fused);
+            (batch, len, copies * params + act)
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2))
 }
 
 /// Refuses one (batch, seq_len) shape, naming the batch key when the batch is the larger
