@@ -94,7 +94,7 @@ steps = 2
         400,
     );
     fs::write(&text, &other).unwrap();
-    let retrained = ZooTokenizer::train_bpe(&[other.clone()], 120).unwrap();
+    let retrained = ZooTokenizer::train_bpe(std::slice::from_ref(&other), 120).unwrap();
     assert_ne!(
         retrained.encode(probe),
         saved_ids,
