@@ -43,7 +43,7 @@ pub enum TaskError {
 
     /// A file named by the config could not be read.
     #[error(
-        "cannot read {what} {}: {source} (check the path; relative paths resolve against the config file's directory)",
+        "cannot read {what} {}: {source} (check the path; relative paths resolve against the folder you run zoo from, not the config file's folder)",
         clip_path(.path)
     )]
     Io {

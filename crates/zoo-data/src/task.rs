@@ -5,7 +5,7 @@
 //! `text`). Unknown kinds and unknown fields are rejected, and every field
 //! has an explicit default, so a typo fails loudly instead of silently
 //! training on defaults. [`TaskConfig::build`] validates, resolves relative
-//! paths against the config's directory and does the one-time work (reading
+//! paths against a base folder and does the one-time work (reading
 //! files, training a tokenizer, pre-tokenising a haystack); the resulting
 //! [`Task`] then draws samples cheaply and deterministically from a
 //! [`ChaCha8Rng`]: the same rng state always gives the same sample.
@@ -59,7 +59,7 @@ impl TaskConfig {
     }
 
     /// Validates and builds the task; relative paths resolve against
-    /// `base_dir` (normally the directory of the config file). May train a
+    /// `base_dir` (the CLI passes the folder `zoo` runs from). May train a
     /// tokenizer.
     pub fn build(&self, base_dir: &Path) -> Result<Task, TaskError> {
         let inner = match self {

@@ -106,7 +106,7 @@ impl TextConfig {
     }
 }
 
-/// Joins a relative config path onto the config's directory.
+/// Joins a relative config path onto `base_dir` (the folder `zoo` runs from).
 pub(crate) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
