@@ -6,6 +6,9 @@
 //! - `scaling`: per mixer, forward+backward time of one layer (batch 1, d 128, 4 heads) against
 //!   length, with the fitted exponent of time ∝ n^k (least squares in log-log).
 //! - `decode`: per mixer, time per decoded token at several context lengths.
+//! - `prefill`: time and peak memory of reading one long prompt (`Lm::prefill`, what
+//!   `zoo generate` does first) on a quickstart-sized model; one mixer per process, so the peak
+//!   resident size (VmHWM) is that prompt's own.
 
 use std::time::Instant;
 
@@ -75,6 +78,19 @@ pub enum BenchCommand {
         device: String,
         #[arg(long)]
         unfused: bool,
+    },
+    /// Time and peak memory of reading one long prompt, as `zoo generate` does first.
+    Prefill {
+        /// Prompt length in tokens.
+        #[arg(long, default_value_t = 30_000)]
+        len: usize,
+        /// softmax, sliding_window or bigbird (the mixers with a KV cache).
+        #[arg(long, default_value = "softmax")]
+        mixer: String,
+        #[arg(long, default_value = "flex")]
+        device: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Time per decoded token at several context lengths.
     Decode {
@@ -175,7 +191,86 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             device,
             json,
         } => decode(&contexts, &mixers, tokens, &device, json),
+        BenchCommand::Prefill {
+            len,
+            mixer,
+            device,
+            json,
+        } => prefill(len, &mixer, &device, json),
     }
+}
+
+/// A quickstart-sized model (configs/quickstart.toml: d 64, 2 layers, 4 heads, MLP ×2, RoPE,
+/// the needle task's 256-token vocabulary) reads `len` random tokens through `Lm::prefill`.
+fn prefill(len: usize, kind: &str, device: &str, json: bool) -> Result<()> {
+    anyhow::ensure!(
+        (1..=1 << 24).contains(&len),
+        "--len {len} must be between 1 and 16777216"
+    );
+    let mixer = match kind {
+        "softmax" => MixerConfig::Softmax {
+            logit_scale: None,
+            log_n_scaling: false,
+        },
+        "sliding_window" => MixerConfig::SlidingWindow {
+            window: 128,
+            dilation: 1,
+            global_tokens: 4,
+        },
+        "bigbird" => MixerConfig::Bigbird {
+            block_size: 16,
+            window_blocks: 3,
+            global_blocks: 1,
+            random_blocks: 2,
+            seed: 0,
+        },
+        other => anyhow::bail!(
+            "--mixer {}: use softmax, sliding_window or bigbird",
+            zoo_data::input::clip_bare(other)
+        ),
+    };
+    let cfg = ModelConfig {
+        vocab_size: Some(256),
+        d_model: 64,
+        n_layers: 2,
+        n_heads: 4,
+        mlp_ratio: 2.0,
+        mixer,
+        position: PositionConfig::Rope {
+            theta: 10_000.0,
+            interpolation: 1.0,
+            ntk_factor: 1.0,
+        },
+        train_len: Some(192),
+        ..ModelConfig::default()
+    };
+    let dev = device::select(device)?;
+    zoo_train::resources::check_generate(&cfg, len, 0, zoo_model::kernels::fused_on(&dev))?;
+    let lm = Lm::new(&cfg, &dev)?;
+    let ids: Vec<i64> = (0..len as i64).map(|i| (i * 7919 + 13) % 256).collect();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, len]), &dev);
+    let before_mib = status_mib("VmRSS:");
+    let start = Instant::now();
+    let (logits, state) = lm.prefill(tokens, lm.init_state(1, &dev)); // [1, vocab]
+    let _ = logits.slice([0..1, 0..1]).into_scalar::<f32>();
+    let seconds = start.elapsed().as_secs_f64();
+    let peak_mib = status_mib("VmHWM:");
+    anyhow::ensure!(
+        state.pos == len,
+        "the prefill state is at {}, not {len}",
+        state.pos
+    );
+    if json {
+        println!(
+            "{}",
+            json!({"mixer": kind, "len": len, "seconds": seconds, "peak_rss_mib": peak_mib, "rss_before_mib": before_mib})
+        );
+    } else {
+        println!(
+            "{kind}: prefill of {len} tokens in {seconds:.2} s, peak resident {peak_mib:.0} MiB ({before_mib:.0} MiB before)"
+        );
+    }
+    Ok(())
 }
 
 fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: bool) -> Result<()> {
