@@ -24,17 +24,7 @@ pub fn run_mqar(
             run.task.kind()
         )
     })?;
-    zoo_train::resources::check_eval_lengths(
-        run.model.config(),
-        lengths,
-        samples.min(opts.batch_size.max(1)),
-        "--lengths",
-        "--batch-size",
-        zoo_model::kernels::fused_on(&opts.device),
-    )?;
-    for &len in lengths {
-        run.config.model.check_length(len)?;
-    }
+    run.check_eval_lengths(lengths, samples, opts)?;
     let cells: Vec<(usize, usize)> = lengths
         .iter()
         .flat_map(|&l| pairs.iter().map(move |&p| (l, p)))

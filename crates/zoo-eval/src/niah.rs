@@ -27,17 +27,7 @@ pub fn run_niah(
         run.name,
         run.task.kind()
     );
-    zoo_train::resources::check_eval_lengths(
-        run.model.config(),
-        lengths,
-        samples.min(opts.batch_size.max(1)),
-        "--lengths",
-        "--batch-size",
-        zoo_model::kernels::fused_on(&opts.device),
-    )?;
-    for &len in lengths {
-        run.config.model.check_length(len)?;
-    }
+    run.check_eval_lengths(lengths, samples, opts)?;
     let bar = progress(lengths.len() * depths.len(), "niah", opts.progress);
     let mut accuracy = vec![vec![0.0; lengths.len()]; depths.len()];
     for (d, &depth) in depths.iter().enumerate() {

@@ -37,18 +37,8 @@ pub fn run_ppl(
     scaling: &str,
     opts: &EvalOptions,
 ) -> Result<PplResult> {
-    zoo_train::resources::check_eval_lengths(
-        run.model.config(),
-        lengths,
-        max_windows.min(opts.batch_size.max(1)),
-        "--lengths",
-        "--batch-size",
-        zoo_model::kernels::fused_on(&opts.device),
-    )?;
+    run.check_eval_lengths(lengths, max_windows, opts)?;
     check_windows(lengths, max_windows)?;
-    for &len in lengths {
-        run.config.model.check_length(len)?;
-    }
     let bar = progress(lengths.len(), "ppl", opts.progress);
     let mut rows = Vec::new();
     for &len in lengths {

@@ -105,6 +105,29 @@ impl LoadedRun {
     pub fn train_len(&self) -> Option<usize> {
         self.config.model.train_len
     }
+
+    /// Refuses, before anything runs, evaluation lengths the model cannot take (learned
+    /// positions past their table) or whose forward pass at `batch` sequences (at most
+    /// `--batch-size`) cannot fit in memory.
+    pub fn check_eval_lengths(
+        &self,
+        lengths: &[usize],
+        batch: usize,
+        opts: &EvalOptions,
+    ) -> Result<()> {
+        zoo_train::resources::check_eval_lengths(
+            self.model.config(),
+            lengths,
+            batch.min(opts.batch_size.max(1)),
+            "--lengths",
+            "--batch-size",
+            zoo_model::kernels::fused_on(&opts.device),
+        )?;
+        for &len in lengths {
+            self.config.model.check_length(len)?;
+        }
+        Ok(())
+    }
 }
 
 /// Argmax predictions [b·n] and the masked mean loss of `samples` (all of one length).

@@ -96,23 +96,42 @@ pub fn check_run_with(
         }
     }
     for (key, len, fixed) in evals {
-        let activations = memory::activation_bytes(model, e.batch_size, len, Pass::Infer, fused);
-        check_shape(
-            &key,
-            "eval.batch_size",
-            e.batch_size,
-            len,
-            &format!(
-                "evaluating batch {} × seq_len {len} ({} of weights + {} of activations)",
-                e.batch_size,
-                memory::human_bytes(fixed),
-                memory::human_bytes(activations)
-            ),
-            fixed + activations,
+        check_eval_shape(
+            model,
+            (&key, len),
+            ("eval.batch_size", e.batch_size),
+            fixed,
+            fused,
             available,
         )?;
     }
     Ok(())
+}
+
+/// Refuses evaluating `batch` sequences of `len` tokens on top of `fixed` bytes (weights, and
+/// the optimiser state during training) when it cannot fit.
+fn check_eval_shape(
+    model: &ModelConfig,
+    (len_key, len): (&str, usize),
+    (batch_key, batch): (&str, usize),
+    fixed: f64,
+    fused: bool,
+    available: Option<u64>,
+) -> Result<(), ConfigError> {
+    let activations = memory::activation_bytes(model, batch, len, Pass::Infer, fused);
+    check_shape(
+        len_key,
+        batch_key,
+        batch,
+        len,
+        &format!(
+            "evaluating batch {batch} × seq_len {len} ({} of weights + {} of activations)",
+            memory::human_bytes(fixed),
+            memory::human_bytes(activations)
+        ),
+        fixed + activations,
+        available,
+    )
 }
 
 /// (length key, batch key, batch, seq_len) of every distinct training step shape: each stage,
@@ -262,18 +281,12 @@ pub fn check_eval_lengths_with(
     }
     let fixed = memory::param_bytes(model).map_err(config_error)?;
     for &len in lengths {
-        let activations = memory::activation_bytes(model, batch, len, Pass::Infer, fused);
-        check_shape(
-            key,
-            batch_key,
-            batch,
-            len,
-            &format!(
-                "evaluating batch {batch} × length {len} ({} of weights + {} of activations)",
-                memory::human_bytes(fixed),
-                memory::human_bytes(activations)
-            ),
-            fixed + activations,
+        check_eval_shape(
+            model,
+            (key, len),
+            (batch_key, batch),
+            fixed,
+            fused,
             available,
         )?;
     }
