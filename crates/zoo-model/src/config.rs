@@ -563,6 +563,17 @@ impl ModelConfig {
                         "must be positive",
                     ));
                 }
+                // RoPE rotates q and k in the feature space, in pairs of channels.
+                if let (Some(f), PositionConfig::Rope { .. }) = (feature_dim, &self.position)
+                    && f % 2 == 1
+                {
+                    return Err(ModelError::config(
+                        &format!("{path}.feature_dim"),
+                        &format!(
+                            "{f} is odd, and RoPE rotates pairs of feature channels (use an even feature_dim)"
+                        ),
+                    ));
+                }
             }
             MixerConfig::Rwkv {
                 chunk_size,

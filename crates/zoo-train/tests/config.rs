@@ -513,6 +513,31 @@ fn valid_overrides_change_values() {
     // linear + alibi is refused by the model: the overrides are applied before validation.
     let e = c.unwrap_err().to_string();
     assert!(e.contains("model.mixer.kind + model.position.kind"), "{e}");
+    // RoPE rotates linear attention's features in pairs: an odd feature_dim is refused (it
+    // used to drop a channel and fail later on a shape mismatch).
+    let e = parse(
+        BASE,
+        &[
+            r#"model.mixer={kind="linear", feature_dim=5}"#,
+            r#"model.position={kind="rope"}"#,
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model.mixer.feature_dim") && e.contains("odd"),
+        "{e}"
+    );
+    assert!(
+        parse(
+            BASE,
+            &[
+                r#"model.mixer={kind="linear", feature_dim=6}"#,
+                r#"model.position={kind="rope"}"#,
+            ],
+        )
+        .is_ok()
+    );
 
     let c = parse(
         BASE,
