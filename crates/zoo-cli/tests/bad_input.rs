@@ -12,51 +12,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Every entry under `root`: regular files by content, other kinds by what they are (reading a
-/// FIFO would block, /dev/zero would never end).
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).unwrap() {
-            let entry = entry.unwrap();
-            let p = entry.path();
-            let kind = entry.file_type().unwrap();
-            let rel = p.strip_prefix(root).unwrap().to_path_buf();
-            if kind.is_dir() {
-                out.insert(rel, "dir".into());
-                stack.push(p);
-            } else if kind.is_file() {
-                let bytes = fs::read(&p).unwrap();
-                out.insert(
-                    rel,
-                    format!("{} bytes, {:016x}", bytes.len(), fnv1a(&bytes)),
-                );
-            } else if kind.is_fifo() {
-                out.insert(rel, "fifo".into());
-            } else {
-                out.insert(rel, "other".into());
-            }
-        }
-    }
-    out
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
 
 /// Runs `zoo args…` in `cwd` under an address-space limit and a deadline; returns the status
 /// code (None when killed) and stderr.
@@ -107,19 +69,6 @@ fn run_limited(cwd: &Path, args: &[String]) -> (Option<i32>, String, String) {
         .read_to_string(&mut stderr)
         .ok();
     (status.and_then(|s| s.code()), stdout, stderr)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn flip_middle_byte(file: &Path) {

@@ -294,11 +294,11 @@ fn train_eval_report_end_to_end() {
     expect_success(zoo(&["report", "run", "--out", path(&html)]).current_dir(t.path()));
 
     // A finished run resumes to a message and changes nothing.
-    let before: Vec<(String, Vec<u8>)> = walk(&run_dir);
+    let before = snapshot(&run_dir);
     let stdout = expect_success(&mut zoo(&["train", "--resume", path(&run_dir)]));
     assert!(stdout.contains("already finished"), "{stdout}");
     assert!(
-        walk(&run_dir) == before,
+        snapshot(&run_dir) == before,
         "resuming a finished run changed files"
     );
 
@@ -353,25 +353,6 @@ fn train_eval_report_end_to_end() {
             "not sorted: {line}"
         );
     }
-}
-
-/// (relative path, bytes) of every file under `dir`, sorted.
-fn walk(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.push((rel, fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
