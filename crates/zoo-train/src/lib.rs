@@ -6,6 +6,7 @@ pub mod optim;
 pub mod resources;
 pub mod run_dir;
 pub mod schedule;
+pub mod summary;
 pub mod trainer;
 
 pub use trainer::{EvalLog, Observer, Silent, StepLog, TrainOptions, TrainSummary, train};
