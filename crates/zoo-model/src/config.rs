@@ -30,6 +30,8 @@ pub mod limits {
     /// Chunk lengths of the chunked training forms.
     pub const CHUNK: usize = 65_536;
     pub const DECAY_RANK: usize = 65_536;
+    /// Width of the short causal convolution before the mixer.
+    pub const SHORT_CONV: usize = 1024;
 
     /// Refuses `value > max` with one line naming `path`.
     pub fn check(path: &str, value: usize, max: usize) -> Result<(), ModelError> {
@@ -57,6 +59,21 @@ pub enum NormKind {
 pub enum MlpKind {
     Gelu,
     Swiglu,
+    /// No feed-forward network: blocks with a token mixer only (Zoology's MQAR models use an
+    /// identity state mixer).
+    None,
+}
+
+/// How the weights are drawn at initialisation (`crate::init`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InitScheme {
+    /// PyTorch's module defaults: embeddings N(0, 1), linear layers U(±1/√fan_in), the residual
+    /// output projections included.
+    Pytorch,
+    /// GPT-2 / nanoGPT / Zoology: embeddings N(0, 0.02), linear layers U(±1/√fan_in) and the
+    /// residual output projections N(0, 0.02/√(2·n_layers)).
+    Gpt2,
 }
 
 /// Feature maps φ of kernelised linear attention (Katharopoulos et al. 2020; Based, Arora et al. 2024).
@@ -201,9 +218,25 @@ pub struct ModelConfig {
     pub mlp: MlpKind,
     #[serde(default = "default_norm")]
     pub norm: NormKind,
+    /// Residual dropout: on the output of every mixer and MLP.
     #[serde(default)]
     pub dropout: f64,
-    #[serde(default = "yes")]
+    /// Dropout on the input embeddings (token + absolute position); default = `dropout`.
+    #[serde(default)]
+    pub embed_dropout: Option<f64>,
+    /// Dropout on the attention probabilities of softmax mixers (Zoology's MHA `dropout`).
+    #[serde(default)]
+    pub attention_dropout: f64,
+    /// Width K of a causal depthwise convolution on each mixer's input (Zoology / Based's
+    /// short convolution); 0 = none.
+    #[serde(default)]
+    pub short_conv: usize,
+    #[serde(default = "default_init")]
+    pub init: InitScheme,
+    /// Share the token embedding with the output projection. Off by default: with PyTorch's
+    /// N(0, 1) embeddings a tied head starts at logits of size √d_model (loss ≈ 60 at d 64), and
+    /// untied heads learn recall several times faster in 600 steps (docs/model-definition.md).
+    #[serde(default)]
     pub tie_embeddings: bool,
     /// Biases in the linear layers.
     #[serde(default)]
@@ -288,6 +321,9 @@ fn default_position() -> PositionConfig {
         ntk_factor: 1.0,
     }
 }
+fn default_init() -> InitScheme {
+    InitScheme::Pytorch
+}
 fn default_max_seq_len() -> usize {
     2048
 }
@@ -304,7 +340,11 @@ impl Default for ModelConfig {
             mlp: default_mlp(),
             norm: default_norm(),
             dropout: 0.0,
-            tie_embeddings: true,
+            embed_dropout: None,
+            attention_dropout: 0.0,
+            short_conv: 0,
+            init: default_init(),
+            tie_embeddings: false,
             bias: false,
             mixer: default_mixer(),
             mixers: Vec::new(),
@@ -319,6 +359,16 @@ impl Default for ModelConfig {
 impl ModelConfig {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads.max(1)
+    }
+
+    /// The dropout probability of the input embeddings.
+    pub fn embed_dropout_p(&self) -> f64 {
+        self.embed_dropout.unwrap_or(self.dropout)
+    }
+
+    /// Whether any dropout is active in training (the trainer then seeds Burn's RNG per step).
+    pub fn uses_dropout(&self) -> bool {
+        self.dropout > 0.0 || self.embed_dropout_p() > 0.0 || self.attention_dropout > 0.0
     }
 
     pub fn kv_heads(&self) -> usize {
@@ -379,8 +429,25 @@ impl ModelConfig {
                 ),
             ));
         }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(err("model.dropout", "must be in [0, 1)"));
+        for (path, p) in [
+            ("model.dropout", self.dropout),
+            ("model.embed_dropout", self.embed_dropout_p()),
+            ("model.attention_dropout", self.attention_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(err(path, "must be in [0, 1)"));
+            }
+        }
+        if self.attention_dropout > 0.0
+            && !self
+                .layer_mixers()
+                .iter()
+                .any(|m| matches!(m, MixerConfig::Softmax { .. }))
+        {
+            return Err(err(
+                "model.attention_dropout",
+                "drops softmax attention probabilities, and no layer has a softmax mixer (set it to 0)",
+            ));
         }
         if self.mlp_ratio <= 0.0 {
             return Err(err("model.mlp_ratio", "must be positive"));
@@ -443,6 +510,7 @@ impl ModelConfig {
             check("model.n_kv_heads", kv, limits::N_HEADS)?;
         }
         check("model.max_seq_len", self.max_seq_len, limits::SEQ_LEN)?;
+        check("model.short_conv", self.short_conv, limits::SHORT_CONV)?;
         if let Some(len) = self.train_len {
             check("model.train_len", len, limits::SEQ_LEN)?;
         }

@@ -4,6 +4,16 @@
 //! access order and on whatever else drew from it. Drawing every initial weight here from
 //! ChaCha8(seed) makes a model a pure function of (config, seed) — identical on every backend,
 //! which the cross-backend tests rely on.
+//!
+//! Two schemes (`model.init`, [`InitScheme`]):
+//! - `pytorch` (default): what `nn.Embedding` / `nn.Linear` draw — embeddings N(0, 1), every
+//!   linear layer U(±1/√fan_in). Small recall models learn several times faster from it than from
+//!   GPT-2's scheme (MQAR, 600 steps: docs/model-definition.md, EXPERIMENTS.md).
+//! - `gpt2` (Radford et al. 2019; nanoGPT, Zoology): embeddings N(0, 0.02), residual output
+//!   projections N(0, 0.02/√(2·n_layers)), other linear layers U(±1/√fan_in).
+//!
+//! Absolute position encodings are drawn (learned) or scaled (sinusoidal) to the token
+//! embeddings' scale, [`embedding_std`], so that neither drowns the other.
 
 use burn::module::Param;
 use burn::nn::{Embedding, Linear};
@@ -11,15 +21,32 @@ use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::config::InitScheme;
+
+/// Standard deviation of the token embeddings under `scheme`.
+pub fn embedding_std(scheme: InitScheme) -> f64 {
+    match scheme {
+        InitScheme::Pytorch => 1.0,
+        InitScheme::Gpt2 => 0.02,
+    }
+}
+
 pub struct Init {
     rng: ChaCha8Rng,
+    scheme: InitScheme,
     device: Device,
 }
 
 impl Init {
+    /// PyTorch's defaults ([`InitScheme::Pytorch`]).
     pub fn new(seed: u64, device: &Device) -> Self {
+        Self::with_scheme(seed, InitScheme::Pytorch, device)
+    }
+
+    pub fn with_scheme(seed: u64, scheme: InitScheme, device: &Device) -> Self {
         Init {
             rng: ChaCha8Rng::seed_from_u64(seed),
+            scheme,
             device: device.clone(),
         }
     }
@@ -77,8 +104,12 @@ impl Init {
         }
     }
 
-    /// A linear layer scaled for a residual output (GPT-2: std 0.02/√(2·n_layers)).
+    /// A linear layer whose output is added to the residual stream: GPT-2 scales it down to
+    /// std 0.02/√(2·n_layers); PyTorch's scheme draws it like any other linear layer.
     pub fn linear_out(&mut self, d_in: usize, d_out: usize, bias: bool, n_layers: usize) -> Linear {
+        if self.scheme == InitScheme::Pytorch {
+            return self.linear(d_in, d_out, bias);
+        }
         let std = 0.02 / (2.0 * n_layers as f64).sqrt();
         Linear {
             weight: self.normal([d_in, d_out], std),
@@ -86,9 +117,14 @@ impl Init {
         }
     }
 
-    pub fn embedding(&mut self, vocab: usize, d_model: usize) -> Embedding {
+    /// A table of `rows` embeddings, N(0, embedding_std(scheme)).
+    pub fn embedding(&mut self, rows: usize, d_model: usize) -> Embedding {
         Embedding {
-            weight: self.normal([vocab, d_model], 0.02),
+            weight: self.normal([rows, d_model], embedding_std(self.scheme)),
         }
+    }
+
+    pub fn scheme(&self) -> InitScheme {
+        self.scheme
     }
 }

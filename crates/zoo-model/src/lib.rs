@@ -17,9 +17,13 @@ pub mod manifest;
 pub mod memory;
 pub mod mlp;
 pub mod position;
+pub mod short_conv;
 pub mod sync;
 
 pub use attention::{Mixer, MixerState, TokenMixer};
-pub use config::{FeatureMap, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig};
+pub use block::BlockState;
+pub use config::{
+    FeatureMap, InitScheme, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig,
+};
 pub use error::ModelError;
 pub use lm::{LayerState, Lm, LmState, masked_cross_entropy};

@@ -12,11 +12,11 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::attention::{MixerState, TokenMixer};
-use crate::block::{Block, Norm};
+use crate::attention::TokenMixer;
+use crate::block::{Block, BlockState, Norm};
 use crate::config::{ModelConfig, PositionConfig};
 use crate::error::ModelError;
-use crate::init::Init;
+use crate::init::{Init, embedding_std};
 use crate::position::{LearnedPositions, sinusoidal};
 
 #[derive(Module, Debug)]
@@ -32,10 +32,10 @@ pub struct Lm {
     config: ModelConfig,
 }
 
-/// Decoding state of the whole model: one mixer state per layer and the next position.
+/// Decoding state of the whole model: one block state per layer and the next position.
 #[derive(Clone, Debug)]
 pub struct LmState {
-    pub layers: Vec<MixerState>,
+    pub layers: Vec<BlockState>,
     pub pos: usize,
 }
 
@@ -52,7 +52,7 @@ impl Lm {
     pub fn new(config: &ModelConfig, device: &Device) -> Result<Lm, ModelError> {
         config.validate()?;
         let vocab = config.vocab()?;
-        let mut init = Init::new(config.init_seed, device);
+        let mut init = Init::with_scheme(config.init_seed, config.init, device);
         let d = config.d_model;
         let embed = init.embedding(vocab, d);
         let positions = matches!(config.position, PositionConfig::Learned)
@@ -69,7 +69,7 @@ impl Lm {
             blocks,
             norm: Norm::new(config.norm, d, device),
             head,
-            dropout: DropoutConfig::new(config.dropout).init(),
+            dropout: DropoutConfig::new(config.embed_dropout_p()).init(),
             config: config.clone(),
         })
     }
@@ -82,7 +82,9 @@ impl Lm {
     fn embed_tokens(&self, tokens: Tensor<2, Int>, start: usize) -> Tensor<3> {
         let x = self.embed.forward(tokens); // [b, n, d]
         let x = match (&self.config.position, &self.positions) {
-            (PositionConfig::Sinusoidal, _) => sinusoidal::add(x, start),
+            (PositionConfig::Sinusoidal, _) => {
+                sinusoidal::add(x, start, embedding_std(self.config.init))
+            }
             (_, Some(learned)) => learned.add(x, start),
             _ => x,
         };
@@ -129,7 +131,7 @@ impl Lm {
             layers: self
                 .blocks
                 .iter()
-                .map(|b| b.mixer.init_state(batch, device))
+                .map(|b| b.init_state(batch, device))
                 .collect(),
             pos: 0,
         }
@@ -190,7 +192,7 @@ impl Lm {
             .map(|(layer, b)| LayerState {
                 layer,
                 mixer: crate::attention::mixer_kind(&b.mixer),
-                bytes: b.mixer.state_size_bytes(seq_len),
+                bytes: b.state_size_bytes(seq_len),
             })
             .collect()
     }
@@ -200,11 +202,7 @@ impl Lm {
         let mut h = self.embed_tokens(tokens, 0);
         let mut out = Vec::with_capacity(self.blocks.len());
         for block in &self.blocks {
-            out.push(
-                block
-                    .mixer
-                    .attention_weights(block.norm_mixer.forward(h.clone())),
-            );
+            out.push(block.mixer.attention_weights(block.mixer_input(h.clone())));
             h = block.forward(h);
         }
         out

@@ -60,6 +60,7 @@ fn mlp_hidden(config: &ModelConfig) -> u128 {
     match config.mlp {
         MlpKind::Gelu => hidden,
         MlpKind::Swiglu => sat_mul(2, hidden).div_ceil(3),
+        MlpKind::None => 0,
     }
 }
 
@@ -143,8 +144,19 @@ fn mlp_params(config: &ModelConfig) -> u128 {
     let matrices = match config.mlp {
         MlpKind::Gelu => linear(d, m, config.bias),
         MlpKind::Swiglu => sat_mul(2, linear(d, m, config.bias)),
+        MlpKind::None => return 0,
     };
     matrices.saturating_add(linear(m, d, config.bias))
+}
+
+/// Parameters of a block apart from its mixer: norms, MLP and short convolution.
+fn block_common_params(config: &ModelConfig) -> u128 {
+    let norms: u128 = if config.mlp == MlpKind::None { 1 } else { 2 };
+    let conv = sat_mul(config.short_conv as u128 + 1, config.d_model as u128);
+    let conv = if config.short_conv == 0 { 0 } else { conv };
+    sat_mul(norms, norm_params(config))
+        .saturating_add(mlp_params(config))
+        .saturating_add(conv)
 }
 
 /// Exact parameter count of the model the config builds (saturating at u128::MAX). Needs
@@ -156,7 +168,7 @@ pub fn param_count(config: &ModelConfig) -> Result<u128, ModelError> {
     if matches!(config.position, PositionConfig::Learned) {
         total = total.saturating_add(sat_mul(config.max_seq_len as u128, d));
     }
-    let block_common = sat_mul(2, norm_params(config)).saturating_add(mlp_params(config));
+    let block_common = block_common_params(config);
     for (mixer, count) in mixer_counts(config) {
         let block = block_common.saturating_add(mixer_params(mixer, config));
         total = total.saturating_add(sat_mul(count as u128, block));
@@ -227,12 +239,21 @@ fn layer_values(mixer: &MixerConfig, config: &ModelConfig, n: f64, pass: Pass, f
     let mlp = match config.mlp {
         MlpKind::Gelu => 2.0 * m + d,
         MlpKind::Swiglu => 4.0 * m + d,
+        MlpKind::None => 0.0,
     };
     let dropout = if config.dropout > 0.0 && pass == Pass::Train {
         3.0 * d
     } else {
         0.0
     };
+    // The convolution's padded input and its K products.
+    let conv = if config.short_conv > 0 {
+        (config.short_conv as f64 + 2.0) * d
+    } else {
+        0.0
+    };
+    // Attention dropout needs the probabilities, so training takes the materialised path.
+    let fused = fused && !(config.attention_dropout > 0.0 && pass == Pass::Train);
     let mixer_values = match mixer {
         MixerConfig::Softmax { .. }
         | MixerConfig::SlidingWindow { .. }
@@ -274,7 +295,7 @@ fn layer_values(mixer: &MixerConfig, config: &ModelConfig, n: f64, pass: Pass, f
             20.0 * d + 2.0 * *decay_rank as f64 + states + chunks
         }
     };
-    6.0 * d + mlp + dropout + mixer_values
+    6.0 * d + mlp + dropout + conv + mixer_values
 }
 
 /// Transient bytes of the fused attention kernel's score tiles (one layer at a time).

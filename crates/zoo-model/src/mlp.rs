@@ -38,6 +38,7 @@ impl Mlp {
                     down: init.linear_out(hidden, d, config.bias, config.n_layers),
                 }
             }
+            MlpKind::None => unreachable!("a block without an MLP builds none"),
         }
     }
 

@@ -7,7 +7,7 @@ mod common;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use common::*;
-use zoo_model::{FeatureMap, Lm, MixerConfig, ModelConfig, PositionConfig, checkpoint};
+use zoo_model::{FeatureMap, Lm, MixerConfig, MlpKind, ModelConfig, PositionConfig, checkpoint};
 
 const VOCAB: usize = 29;
 
@@ -99,16 +99,32 @@ fn tiny(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
     }
 }
 
-/// Every valid (mixer, position) model.
+/// Every valid (mixer, position) model, and every mixer in Zoology's block (short
+/// convolution, no MLP) with its first valid position encoding.
 fn models() -> Vec<(String, ModelConfig)> {
     let mut out = Vec::new();
     for m in mixers() {
+        let mut zoology = None;
         for p in positions() {
             let cfg = tiny(m.clone(), p.clone());
             if cfg.validate().is_ok() {
-                out.push((format!("{} + {}", m.kind(), p.kind()), cfg));
+                out.push((format!("{} + {}", m.kind(), p.kind()), cfg.clone()));
+                zoology.get_or_insert(ModelConfig {
+                    short_conv: 3,
+                    mlp: MlpKind::None,
+                    ..cfg
+                });
             }
         }
+        let cfg = zoology.expect("every mixer has a valid position encoding");
+        out.push((
+            format!(
+                "{} + {} + short_conv 3, no MLP",
+                m.kind(),
+                cfg.position.kind()
+            ),
+            cfg,
+        ));
     }
     out
 }

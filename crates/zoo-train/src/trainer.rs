@@ -438,7 +438,7 @@ pub fn train(
         Ok(logs)
     };
 
-    let dropout = config.model.dropout > 0.0;
+    let dropout = config.model.uses_dropout();
     let accum = train_cfg.grad_accum.max(1);
     // A resumed run that trains no further step reports the loss it logged last.
     let mut last_loss = logged

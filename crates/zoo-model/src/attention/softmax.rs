@@ -13,7 +13,7 @@
 //! keeps its keys/values as the cache; continuing from a cache masks [n, pos + n] explicitly.
 
 use burn::module::Module;
-use burn::nn::Linear;
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -33,6 +33,8 @@ pub struct SoftmaxAttention {
     pub key: Linear,
     pub value: Linear,
     pub out: Linear,
+    /// Dropout on the attention probabilities (`model.attention_dropout`, training only).
+    pub prob_dropout: Dropout,
     #[module(skip)]
     heads: HeadLayout,
     #[module(skip)]
@@ -124,6 +126,7 @@ impl SoftmaxAttention {
             key,
             value,
             out,
+            prob_dropout: DropoutConfig::new(model.attention_dropout).init(),
             heads,
             scale: logit_scale.unwrap_or(1.0 / (heads.head_dim as f64).sqrt()),
             log_n_train_len: log_n_scaling.then(|| model.train_len.unwrap_or(model.max_seq_len)),
@@ -157,7 +160,13 @@ impl SoftmaxAttention {
         let [b, _, n, _] = q.dims();
         let g = self.heads.groups();
         let device = q.device();
-        if kernels::fused_on(&device) {
+        if self.prob_dropout.prob > 0.0 && q.is_autodiff() {
+            // Dropping probabilities needs them materialised: the fused kernels never form them.
+            let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);
+            let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
+            let weights = dense_weights(q, repeat_kv(k, g), blocked, bias, self.scale);
+            self.prob_dropout.forward(weights).matmul(repeat_kv(v, g))
+        } else if kernels::fused_on(&device) {
             let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
             kernels::causal_attention(
                 q,

@@ -15,7 +15,8 @@ pub struct LearnedPositions {
 impl LearnedPositions {
     pub fn new(init: &mut Init, max_seq_len: usize, d_model: usize) -> Self {
         LearnedPositions {
-            table: init.normal([max_seq_len, d_model], 0.02),
+            // At the token embeddings' scale (an embedding table of positions).
+            table: init.embedding(max_seq_len, d_model).weight,
         }
     }
 

@@ -4,6 +4,13 @@
 //!
 //! added to the token embeddings. Defined for every position, so evaluation past the training
 //! length runs (and shows how badly the model extrapolates).
+//!
+//! Scale: Vaswani et al. add PE (entries of RMS 1/√2) to embeddings multiplied by √d_model, i.e.
+//! to token vectors of unit entries. The table is multiplied by `amplitude` = the token
+//! embeddings' init std (1 under PyTorch's scheme — exactly Vaswani's ratio; 0.02 under GPT-2's),
+//! so position and token vectors start at the same ratio of norms whatever the init: unscaled
+//! PE rows (norm ≈ √(d/2) ≈ 5.7 at d 64) added to N(0, 0.02) embeddings (norm ≈ 0.16) drown the
+//! tokens, and such models barely trained.
 
 use burn::prelude::*;
 
@@ -26,9 +33,13 @@ pub fn table(start: usize, len: usize, d_model: usize) -> Vec<f32> {
     out
 }
 
-/// x: [batch, seq, d_model] → x + PE[start..start+seq]
-pub fn add(x: Tensor<3>, start: usize) -> Tensor<3> {
+/// x: [batch, seq, d_model] → x + amplitude · PE[start..start+seq]
+pub fn add(x: Tensor<3>, start: usize, amplitude: f64) -> Tensor<3> {
     let [_, n, d] = x.dims();
-    let pe = Tensor::<2>::from_data(TensorData::new(table(start, n, d), [n, d]), &x.device());
+    let scaled: Vec<f32> = table(start, n, d)
+        .into_iter()
+        .map(|v| (v as f64 * amplitude) as f32)
+        .collect();
+    let pe = Tensor::<2>::from_data(TensorData::new(scaled, [n, d]), &x.device());
     x + pe.unsqueeze::<3>() // [1, n, d] broadcast over batch
 }
