@@ -257,8 +257,10 @@ fn default_weight_decay() -> f64 {
 fn default_beta1() -> f64 {
     0.9
 }
+/// PyTorch's AdamW default, as Zoology trains with: β₂ = 0.95 (nanoGPT's choice for large
+/// LMs) slowed recall learning in small models (MQAR calibration: 0.84 against 0.98 at step 600).
 fn default_beta2() -> f64 {
-    0.95
+    0.999
 }
 fn default_eps() -> f64 {
     1e-8
