@@ -11,8 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
+use zoo_eval::grids::{self, Eval};
 use zoo_eval::{EvalOptions, load_run};
-use zoo_train::config::{self, RunConfig};
+use zoo_train::config;
 use zoo_train::{TrainOptions, train};
 
 #[derive(Parser)]
@@ -111,6 +112,8 @@ struct EvalCommon {
     run: PathBuf,
     #[arg(long, default_value = "flex")]
     device: String,
+    /// Which held-out sample draw to evaluate on (0 = the one the evaluation after training
+    /// used); samples always derive from the run's seed, apart from every training batch.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value_t = 16)]
@@ -386,22 +389,40 @@ fn cmd_train(
     let mut observer = observe::Progress::new(output.quiet, output.json);
     let summary = train(cfg.clone(), &opts, &mut observer)?;
     observer.finish();
-    let eval_missing = !no_eval && !post_train_eval_done(&run_dir, &cfg);
+    let eval_missing = !no_eval && !zoo_eval::after_training::is_done(&run_dir, &cfg);
+    let target_line = summary.stopped_at.map(|step| {
+        let reached = summary
+            .evals
+            .iter()
+            .map(|e| e.accuracy)
+            .fold(f64::INFINITY, f64::min);
+        format!(
+            "reached eval accuracy {reached:.4} ≥ {} at step {step} of {}; stopped",
+            summary.summary.target_accuracy.unwrap_or(f64::NAN),
+            summary.summary.planned_steps
+        )
+    });
+    let done_json = |already_finished: bool| {
+        serde_json::json!({
+            "kind": "done",
+            "run_dir": run_dir,
+            "steps": summary.steps,
+            "final_loss": summary.final_loss,
+            "stopped_at": summary.stopped_at,
+            "already_finished": already_finished,
+        })
+    };
     if summary.already_finished && !eval_missing {
-        let line = format!(
-            "{} already finished: {} steps, final loss {:.4}; nothing to do (evaluate it again with `zoo eval … --run {}`)",
-            run_dir.display(),
-            summary.steps,
-            summary.final_loss,
-            run_dir.display()
-        );
         if output.json {
-            println!(
-                "{}",
-                serde_json::json!({"kind": "done", "run_dir": run_dir, "steps": summary.steps, "final_loss": summary.final_loss, "already_finished": true})
-            );
+            println!("{}", done_json(true));
         } else {
-            println!("{line}");
+            println!(
+                "{} already finished: {} steps, final loss {:.4}; nothing to do (evaluate it again with `zoo eval … --run {}`)",
+                run_dir.display(),
+                summary.steps,
+                summary.final_loss,
+                run_dir.display()
+            );
         }
         return Ok(());
     }
@@ -417,109 +438,26 @@ fn cmd_train(
         })
         .unwrap_or_default();
     if !output.quiet && !output.json {
+        if let Some(line) = &target_line {
+            println!("{line}");
+        }
         println!(
             "trained {} params for {} steps, final loss {:.4}{final_eval}",
             summary.num_params, summary.steps, summary.final_loss
         );
     }
     if !no_eval {
-        post_train_eval(&run_dir, &cfg, &dev, &output)?;
-    }
-    if output.json {
-        println!(
-            "{}",
-            serde_json::json!({"kind": "done", "run_dir": run_dir, "steps": summary.steps, "final_loss": summary.final_loss})
-        );
-    } else {
-        println!("run saved to {}", run_dir.display());
-    }
-    Ok(())
-}
-
-/// The file the post-training evaluation writes last for this task.
-fn post_train_eval_file(cfg: &RunConfig) -> &'static str {
-    match cfg.task.kind() {
-        "needle" => "niah.json",
-        "mqar" => "mqar.json",
-        _ => "state.json",
-    }
-}
-
-fn post_train_eval_done(run_dir: &Path, cfg: &RunConfig) -> bool {
-    run_dir
-        .join("eval")
-        .join(post_train_eval_file(cfg))
-        .is_file()
-}
-
-/// The evaluation that fits the task, with the lengths of the config's [eval] section.
-fn post_train_eval(
-    run_dir: &Path,
-    cfg: &RunConfig,
-    device: &burn::prelude::Device,
-    output: &Output,
-) -> Result<()> {
-    let opts = EvalOptions {
-        device: device.clone(),
-        batch_size: cfg.eval.batch_size,
-        seed: cfg.run.seed,
-        progress: !output.quiet && !output.json,
-        base_dir: PathBuf::from("."),
-    };
-    let run = load_run(run_dir, &opts, |_| {})?;
-    let final_len = run.config.final_seq_len();
-    let or_default = |v: &Vec<usize>| {
-        if v.is_empty() {
-            vec![final_len, 2 * final_len]
-        } else {
-            v.clone()
-        }
-    };
-    let dir = run.eval_dir()?;
-    let state = zoo_eval::attention::state_table(
-        &run.name,
-        &run.model,
-        &or_default(&cfg.eval.niah.lengths),
-    );
-    state.write_json(&dir.join("state.json"))?;
-    state.write_csv(&dir.join("state.csv"))?;
-    match run.task.kind() {
-        "needle" => {
-            let variant = cfg
-                .eval
-                .niah
-                .variant
-                .parse()
-                .map_err(|e| anyhow::anyhow!("eval.niah.variant: {e}"))?;
-            let r = zoo_eval::niah::run_niah(
-                &run,
-                &or_default(&cfg.eval.niah.lengths),
-                &cfg.eval.niah.depths,
-                cfg.eval.niah.samples,
-                variant,
-                &opts,
-            )?;
-            if !output.quiet && !output.json {
-                print_niah(&r);
+        let done = zoo_eval::evaluate_after_training(
+            &run_dir,
+            &dev,
+            Path::new("."),
+            !output.quiet && !output.json,
+        )?;
+        if !output.quiet && !output.json {
+            if let Some(r) = &done.niah {
+                print_niah(r);
             }
-        }
-        "mqar" => {
-            let pairs = if cfg.eval.mqar.num_kv_pairs.is_empty() {
-                run.task
-                    .as_mqar()
-                    .map(|t| t.config().pair_counts())
-                    .unwrap_or_default()
-            } else {
-                cfg.eval.mqar.num_kv_pairs.clone()
-            };
-            let r = zoo_eval::mqar::run_mqar(
-                &run,
-                &or_default(&cfg.eval.mqar.lengths),
-                &pairs,
-                cfg.eval.mqar.samples,
-                &opts,
-            )?;
-            if !output.quiet && !output.json {
+            if let Some(r) = &done.mqar {
                 println!("MQAR accuracy (seq_len × num_kv_pairs):");
                 for row in &r.rows {
                     println!(
@@ -531,7 +469,11 @@ fn post_train_eval(
                 }
             }
         }
-        _ => {}
+    }
+    if output.json {
+        println!("{}", done_json(false));
+    } else {
+        println!("run saved to {}", run_dir.display());
     }
     Ok(())
 }
@@ -597,6 +539,16 @@ fn eval_options(c: &EvalCommon) -> Result<EvalOptions> {
     })
 }
 
+/// `--lengths` when given, else the lengths of `eval` for the run ([`zoo_eval::grids`]: the
+/// config's list, else the default grid).
+fn lengths_for(given: &[usize], run: &zoo_eval::LoadedRun, eval: Eval) -> Vec<usize> {
+    if given.is_empty() {
+        grids::lengths(&run.config, eval, run.task.min_seq_len())
+    } else {
+        given.to_vec()
+    }
+}
+
 /// The first non-empty list (command line, then config), else `fallback()`.
 fn first_given<T: Clone>(lists: &[&Vec<T>], fallback: impl FnOnce() -> Vec<T>) -> Vec<T> {
     lists
@@ -618,10 +570,7 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let c = &run.config.eval.niah;
-            let final_len = run.config.final_seq_len();
-            let lengths = first_given(&[&lengths, &c.lengths], || {
-                vec![final_len / 2, final_len, 2 * final_len]
-            });
+            let lengths = lengths_for(&lengths, &run, Eval::Niah);
             check_lengths(&lengths)?;
             let depths = first_given(&[&depths, &c.depths], Vec::new);
             anyhow::ensure!(
@@ -664,16 +613,8 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
             let c = &run.config.eval.mqar;
-            let final_len = run.config.final_seq_len();
-            let lengths = first_given(&[&lengths, &c.lengths], || {
-                vec![final_len, 2 * final_len, 4 * final_len]
-            });
-            let pairs = first_given(&[&pairs, &c.num_kv_pairs], || {
-                run.task
-                    .as_mqar()
-                    .map(|t| t.config().pair_counts())
-                    .unwrap_or_default()
-            });
+            let lengths = lengths_for(&lengths, &run, Eval::Mqar);
+            let pairs = first_given(&[&pairs], || grids::mqar_pairs(&run.config));
             check_lengths(&lengths)?;
             anyhow::ensure!(
                 !pairs.is_empty(),
@@ -756,10 +697,7 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
                     run.config.model.position.kind()
                 );
             }
-            let final_len = run.config.final_seq_len();
-            let lengths = first_given(&[&lengths, &run.config.eval.ppl.lengths], || {
-                vec![final_len / 2, final_len, 2 * final_len, 4 * final_len]
-            });
+            let lengths = lengths_for(&lengths, &run, Eval::Ppl);
             check_lengths(&lengths)?;
             let scaling = if labels.is_empty() {
                 "none".to_string()
@@ -788,10 +726,7 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             check_eval_args(&common, &lengths, Some(samples), &[])?;
             let opts = eval_options(&common)?;
             let run = load_run(&common.run, &opts, |_| {})?;
-            let final_len = run.config.final_seq_len();
-            let lengths = first_given(&[&lengths], || {
-                vec![final_len / 2, final_len, 2 * final_len]
-            });
+            let lengths = lengths_for(&lengths, &run, Eval::Attention);
             check_lengths(&lengths)?;
             let r = zoo_eval::attention::run_attention(&run, &lengths, samples, &opts)?;
             let state = zoo_eval::attention::state_table(&run.name, &run.model, &lengths);

@@ -217,6 +217,31 @@ fn bad_inputs_are_refused_in_one_line_and_change_nothing() {
 
     let big = "1000000000000";
     let rows = vec![
+        // Training to a target that cannot be checked or reached.
+        row(
+            "target above 1",
+            &[
+                "train",
+                mqar,
+                "--set",
+                "train.stop_at_accuracy=1.5",
+                "--set",
+                "train.eval_every=5",
+            ],
+            &["train.stop_at_accuracy", "(0, 1]"],
+        ),
+        row(
+            "target without evaluations",
+            &[
+                "train",
+                mqar,
+                "--set",
+                "train.stop_at_accuracy=0.9",
+                "--set",
+                "train.eval_every=0",
+            ],
+            &["train.stop_at_accuracy", "train.eval_every"],
+        ),
         // Run names and folders.
         row(
             "name `.`",

@@ -391,6 +391,109 @@ fn json_output_is_one_object_per_line() {
     );
 }
 
+/// A copy task that a tiny model learns within about a hundred of its 300 planned steps.
+const COPY: &str = r#"
+[run]
+name = "copy-target"
+seed = 1
+
+[model]
+d_model = 32
+n_layers = 2
+n_heads = 2
+mlp_ratio = 2.0
+mixer = { kind = "softmax" }
+position = { kind = "rope" }
+
+[task]
+kind = "copy"
+vocab = 8
+copy_len = 3
+
+[train]
+batch_size = 16
+lr = 1e-2
+warmup_steps = 5
+grad_accum = 2
+mixed_lengths = true
+eval_every = 10
+checkpoint_every = 50
+stop_at_accuracy = 0.99
+
+[[train.stages]]
+seq_len = 8
+steps = 100
+
+[[train.stages]]
+seq_len = 12
+steps = 200
+
+[eval]
+lengths = [8, 12]
+"#;
+
+#[test]
+fn training_to_a_target_stops_and_says_so() {
+    let t = tmp();
+    let config = t.path().join("copy.toml");
+    fs::write(&config, COPY).unwrap();
+    let json_run = t.path().join("json");
+    let stdout = expect_success(&mut zoo(&[
+        "train",
+        path(&config),
+        "--out",
+        path(&json_run),
+        "--json",
+        "--no-eval",
+    ]));
+    let lines = json_lines(&stdout);
+    let done = lines.last().unwrap();
+    assert_eq!(done["kind"], "done", "{stdout}");
+    let stopped_at = done["stopped_at"].as_u64().expect("stopped_at is set");
+    assert!(stopped_at < 300 && stopped_at.is_multiple_of(10), "{done}");
+    assert_eq!(done["steps"], stopped_at);
+    // The last reported evaluations are those of the stop, all at or above the target.
+    let last_evals: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "eval" && l["step"] == stopped_at)
+        .collect();
+    assert_eq!(last_evals.len(), 2, "{stdout}");
+    assert!(
+        last_evals
+            .iter()
+            .all(|l| l["accuracy"].as_f64().unwrap() >= 0.99)
+    );
+    let summary: Value =
+        serde_json::from_str(&fs::read_to_string(json_run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["to_target"]["steps"], stopped_at);
+    assert_eq!(summary["planned_steps"], 300);
+
+    // For people: one line names the accuracy, the target and the step.
+    let stdout = expect_success(&mut zoo(&[
+        "train",
+        path(&config),
+        "--out",
+        path(&t.path().join("plain")),
+        "--no-eval",
+    ]));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("reached eval accuracy"))
+        .unwrap_or_else(|| panic!("no stop line:\n{stdout}"));
+    assert!(
+        line.contains("≥ 0.99") && line.contains(&format!("at step {stopped_at} of 300; stopped")),
+        "{line}"
+    );
+    // Resuming it finds a finished run.
+    let stdout = expect_success(&mut zoo(&[
+        "train",
+        "--resume",
+        path(&json_run),
+        "--no-eval",
+    ]));
+    assert!(stdout.contains("already finished"), "{stdout}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Learning
 // ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ pub mod input;
 pub mod mqar;
 pub mod needle;
 pub mod sample;
+pub mod scoring;
 pub mod task;
 pub mod text;
 pub mod tokenizer;

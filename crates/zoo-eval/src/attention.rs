@@ -8,13 +8,12 @@
 //! Also the decoding-state size per layer and its ratio to the n·log₂n bits exact recall needs.
 
 use anyhow::Result;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use zoo_train::seeds::HeldOut;
 
 use crate::diagnostics::AttentionAccumulator;
 use crate::plot::attention_figures;
 use crate::results::{AttentionResult, StateResult, StateRow};
-use crate::runner::{EvalOptions, LoadedRun, cell_seed, progress};
+use crate::runner::{EvalOptions, LoadedRun, progress};
 use zoo_train::trainer::batch_tensors;
 
 /// The dense weights of every layer at every length must fit: bounds `--lengths` and
@@ -58,7 +57,7 @@ pub fn run_attention(
     let bar = progress(lengths.len(), "attention", opts.progress);
     let mut acc = AttentionAccumulator::new();
     for &len in lengths {
-        let mut rng = ChaCha8Rng::seed_from_u64(cell_seed(opts.seed, 4, len, 0));
+        let mut rng = run.held_out_rng(HeldOut::Attention, opts, len, 0);
         let batch: Vec<_> = (0..samples)
             .map(|_| match run.task.as_needle() {
                 Some(_) => run.task.needle_sample(

@@ -5,14 +5,17 @@
 //!   state size) with atomic CSV/JSON writers — the files under `runs/<name>/eval/`.
 //! - `plot`: heat maps and line charts (plotters; PNG + SVG).
 //! - `diagnostics`: entropy, sparsity and needle mass of attention rows, and their aggregation.
-//! - `scoring`: exact-match and token accuracy of predicted token ids.
 //! - `report`: the self-contained HTML report of `zoo report`.
+//!
+//! The model-running half: `niah`, `mqar`, `ppl`, `attention` (one evaluation each), `runner`
+//! (loading a run, batching, held-out sampling), `after_training` (what `zoo train` and sweeps
+//! evaluate once training ends) and `grids` (the lengths every evaluation uses by default).
+//! Scoring (what a correct answer is) is `zoo_data::scoring`, shared with training.
 
 pub mod diagnostics;
 pub mod plot;
 pub mod report;
 pub mod results;
-pub mod scoring;
 
 pub use diagnostics::{AttentionAccumulator, RowStats, Welford};
 pub use plot::{LineOpts, Series};
@@ -22,11 +25,16 @@ pub use results::{
     StateRow, write_file_atomic,
 };
 
-// model-running evals are added below by the lead
+pub mod after_training;
 pub mod attention;
 pub mod mqar;
 pub mod niah;
 pub mod ppl;
 pub mod runner;
 
+/// The lengths of every evaluation (one rule; it lives in zoo-train, whose in-training
+/// evaluation uses it too).
+pub use zoo_train::grids;
+
+pub use after_training::{AfterTraining, evaluate_after_training};
 pub use runner::{EvalOptions, LoadedRun, load_model, load_run, run_tokenizer};

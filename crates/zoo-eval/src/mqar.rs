@@ -2,13 +2,12 @@
 //! 2023, whose slice keys these are), per answer token, including lengths beyond training.
 
 use anyhow::Result;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use zoo_data::scoring::{AccuracyRule, score_batch};
+use zoo_train::seeds::HeldOut;
 
 use crate::plot::mqar_figure;
 use crate::results::{MqarResult, MqarRow};
-use crate::runner::{EvalOptions, LoadedRun, cell_seed, predict, progress};
-use crate::scoring::token_accuracy;
+use crate::runner::{EvalOptions, LoadedRun, predict, progress};
 
 pub fn run_mqar(
     run: &LoadedRun,
@@ -37,7 +36,7 @@ pub fn run_mqar(
     let bar = progress(cells.len(), "mqar", opts.progress);
     let mut rows = Vec::new();
     for (len, kv) in cells {
-        let mut rng = ChaCha8Rng::seed_from_u64(cell_seed(opts.seed, 2, len, kv));
+        let mut rng = run.held_out_rng(HeldOut::Mqar, opts, len, kv as u64);
         let (mut ok, mut total) = (0, 0);
         let mut remaining = samples;
         while remaining > 0 {
@@ -46,7 +45,7 @@ pub fn run_mqar(
                 .map(|_| task.sample_with_pairs(len, kv, &mut rng))
                 .collect::<Result<_, _>>()?;
             let (pred, _, batch) = predict(&run.model, batch, &opts.device)?;
-            let (good, count) = token_accuracy(&pred, &batch.targets, &batch.loss_mask);
+            let (good, count) = score_batch(AccuracyRule::of(run.task.config()), &pred, &batch);
             ok += good;
             total += count;
             remaining -= take;

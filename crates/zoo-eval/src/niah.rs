@@ -4,14 +4,13 @@
 //! fraction of references recalled). Lengths may exceed the training length.
 
 use anyhow::Result;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use zoo_data::needle::NeedleVariant;
+use zoo_data::scoring::{AccuracyRule, score_batch};
+use zoo_train::seeds::HeldOut;
 
 use crate::plot::niah_figure;
 use crate::results::NiahResult;
-use crate::runner::{EvalOptions, LoadedRun, cell_seed, predict, progress};
-use crate::scoring::exact_match;
+use crate::runner::{EvalOptions, LoadedRun, predict, progress};
 
 pub fn run_niah(
     run: &LoadedRun,
@@ -32,7 +31,8 @@ pub fn run_niah(
     let mut accuracy = vec![vec![0.0; lengths.len()]; depths.len()];
     for (d, &depth) in depths.iter().enumerate() {
         for (l, &len) in lengths.iter().enumerate() {
-            let mut rng = ChaCha8Rng::seed_from_u64(cell_seed(opts.seed, 1, len, d));
+            // Keyed by the depth itself, so a cell's haystacks do not depend on the other depths.
+            let mut rng = run.held_out_rng(HeldOut::Niah, opts, len, depth.to_bits());
             let (mut ok, mut total) = (0, 0);
             let mut remaining = samples;
             while remaining > 0 {
@@ -41,12 +41,9 @@ pub fn run_niah(
                     .map(|_| run.task.needle_sample(len, depth, variant, &mut rng))
                     .collect::<Result<_, _>>()?;
                 let (pred, _, batch) = predict(&run.model, batch, &opts.device)?;
-                for (s, sample) in batch.samples.iter().enumerate() {
-                    let p = &pred[s * len..(s + 1) * len];
-                    let (good, spans) = exact_match(p, &sample.targets, &sample.answers);
-                    ok += good;
-                    total += spans;
-                }
+                let (good, spans) = score_batch(AccuracyRule::of(run.task.config()), &pred, &batch);
+                ok += good;
+                total += spans;
                 remaining -= take;
             }
             accuracy[d][l] = ok as f64 / total.max(1) as f64;

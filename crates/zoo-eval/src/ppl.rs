@@ -4,12 +4,11 @@
 //! config at load time, so the same weights can be compared under each.
 
 use anyhow::Result;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use zoo_train::seeds::HeldOut;
 
 use crate::plot::ppl_figure;
 use crate::results::{PplResult, PplRow};
-use crate::runner::{EvalOptions, LoadedRun, cell_seed, predict, progress};
+use crate::runner::{EvalOptions, LoadedRun, predict, progress};
 
 /// Host bytes of one window token: inputs and targets (u32), the loss mask and the batch copies.
 const WINDOW_BYTES_PER_TOKEN: f64 = 24.0;
@@ -45,7 +44,7 @@ pub fn run_ppl(
         let samples = if run.task.is_text() {
             run.task.eval_windows(len, max_windows)?
         } else {
-            let mut rng = ChaCha8Rng::seed_from_u64(cell_seed(opts.seed, 3, len, 0));
+            let mut rng = run.held_out_rng(HeldOut::Ppl, opts, len, 0);
             (0..max_windows)
                 .map(|_| {
                     run.task.sample(len, &mut rng).map(|mut s| {

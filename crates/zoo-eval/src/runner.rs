@@ -1,18 +1,22 @@
 //! Running trained models for evaluation: load a run directory (resolved config, task, final
 //! weights — optionally with evaluation-time changes to the model config such as RoPE scaling or
 //! log-n scaling), batch samples through the model on any device, and score predictions.
-//! Every evaluation draws its samples from ChaCha8 seeded by (seed, what, length, …), so the same
-//! seed gives the same numbers.
+//! Every evaluation draws its samples from ChaCha8 seeded with the run's held-out seeds
+//! ([`zoo_train::seeds`]: (run seed, which evaluation, draw, length, cell), never a training
+//! batch's seed), so the same draw gives the same numbers.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use zoo_data::tokenizer::ZooTokenizer;
 use zoo_data::{Batch, Sample, Task, TaskConfig};
 use zoo_model::{Lm, ModelConfig, checkpoint, masked_cross_entropy};
 use zoo_train::config::RunConfig;
+use zoo_train::seeds::{HeldOut, held_out_seed};
 use zoo_train::trainer::{CONFIG_FILE, MODEL_DIR, batch_tensors, with_run_tokenizer};
 
 pub struct LoadedRun {
@@ -28,6 +32,8 @@ pub struct LoadedRun {
 pub struct EvalOptions {
     pub device: Device,
     pub batch_size: usize,
+    /// Which held-out draw to evaluate on (`zoo eval --seed`; 0 is the post-training one). The
+    /// samples always derive from the run's own seed, apart from every training batch.
     pub seed: u64,
     pub progress: bool,
     /// Folder that relative task paths are resolved against (where `zoo train` ran).
@@ -164,10 +170,22 @@ pub fn progress(total: usize, what: &str, enabled: bool) -> ProgressBar {
     bar
 }
 
-/// A seed for one evaluation cell.
-pub fn cell_seed(seed: u64, what: u64, a: usize, b: usize) -> u64 {
-    zoo_model::sync::derive_seed(
-        seed ^ what.wrapping_mul(0xA24B_AED4_963E_E407),
-        (a as u64) << 20 | b as u64,
-    )
+impl LoadedRun {
+    /// The generator of one held-out evaluation cell (`set`, length `seq_len`, `index`) of draw
+    /// `opts.seed`, seeded from the run's seed ([`zoo_train::seeds::held_out_seed`]).
+    pub fn held_out_rng(
+        &self,
+        set: HeldOut,
+        opts: &EvalOptions,
+        seq_len: usize,
+        index: u64,
+    ) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(held_out_seed(
+            self.config.run.seed,
+            set,
+            opts.seed,
+            seq_len,
+            index,
+        ))
+    }
 }

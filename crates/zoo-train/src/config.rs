@@ -166,6 +166,10 @@ pub struct TrainConfig {
     /// Evaluate every this many steps; 0 = only at the end.
     #[serde(default)]
     pub eval_every: usize,
+    /// Stop at the first in-training evaluation whose held-out accuracy reaches this at every
+    /// evaluation length (in (0, 1]; needs `eval_every` > 0). Unset: train every planned step.
+    #[serde(default)]
+    pub stop_at_accuracy: Option<f64>,
     /// Batches per evaluation during training.
     #[serde(default = "default_eval_batches")]
     pub eval_batches: usize,
@@ -317,6 +321,7 @@ impl Default for TrainConfig {
             tokens_per_step: None,
             log_every: default_log_every(),
             eval_every: 0,
+            stop_at_accuracy: None,
             eval_batches: default_eval_batches(),
             checkpoint_every: 0,
         }
@@ -1197,6 +1202,18 @@ impl RunConfig {
         }
         if t.eval_batches == 0 {
             return fail("train.eval_batches is 0 (use at least 1)".into());
+        }
+        if let Some(target) = t.stop_at_accuracy {
+            if !(target > 0.0 && target <= 1.0) {
+                return fail(format!(
+                    "train.stop_at_accuracy = {target} is outside (0, 1] (it is the held-out accuracy that ends training, e.g. 0.99)"
+                ));
+            }
+            if t.eval_every == 0 {
+                return fail(format!(
+                    "train.stop_at_accuracy = {target} needs train.eval_every > 0: the target is checked at the evaluations during training (set e.g. train.eval_every = 50)"
+                ));
+            }
         }
 
         // Model against the training lengths.

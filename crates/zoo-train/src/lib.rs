@@ -2,10 +2,12 @@
 //! `[eval]`), the learning-rate and sequence-length schedules, and the training loop.
 
 pub mod config;
+pub mod grids;
 pub mod optim;
 pub mod resources;
 pub mod run_dir;
 pub mod schedule;
+pub mod seeds;
 pub mod summary;
 pub mod trainer;
 

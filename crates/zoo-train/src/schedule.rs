@@ -196,6 +196,17 @@ impl LengthPlan {
         }
     }
 
+    /// Training tokens of the first `steps` steps: Σ batch_size · seq_len · `grad_accum` over
+    /// the lengths and batch sizes those steps actually use (mixed lengths included).
+    pub fn tokens_through(&self, steps: usize, seed: u64, grad_accum: usize) -> u64 {
+        (0..steps)
+            .map(|step| {
+                let at = self.at(step, seed);
+                (at.batch_size * at.seq_len * grad_accum) as u64
+            })
+            .sum()
+    }
+
     /// The first step of every stage after the first.
     pub fn stage_boundaries(&self) -> Vec<usize> {
         self.segments.iter().skip(1).map(|s| s.start).collect()

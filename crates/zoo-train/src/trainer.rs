@@ -6,9 +6,15 @@
 //!       clip to global norm;  AdamW step;  log;  eval / checkpoint every N
 //!
 //! Everything random is a pure function of (run seed, step): the task batches come from
-//! ChaCha8(derive(seed, step, micro)) and dropout seeds Burn's RNG under the project lock. So a
-//! checkpoint only needs model + optimiser + step, and a resumed run reproduces the uninterrupted
-//! loss curve (bitwise on the flex backend).
+//! ChaCha8(train_batch_seed(seed, step, micro)) and dropout seeds Burn's RNG under the project
+//! lock. So a checkpoint only needs model + optimiser + step, and a resumed run reproduces the
+//! uninterrupted loss curve (bitwise on the flex backend). Evaluations draw from the held-out
+//! seeds of [`crate::seeds`], which no training batch can use.
+//!
+//! With `train.stop_at_accuracy`, the first in-training evaluation whose accuracy reaches the
+//! target at every evaluation length ([`crate::summary::reaches_target`]) ends the run: that
+//! step is checkpointed, its evaluation is the final one, and the model is exported as at the
+//! last step. Every run ends by writing `summary.json` ([`crate::summary`]).
 
 use std::fs;
 use std::io::Write;
@@ -22,14 +28,18 @@ use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use zoo_data::scoring::{AccuracyRule, score_batch};
 use zoo_data::{Batch, Task, TaskConfig};
-use zoo_model::sync::{derive_seed, seeded};
+use zoo_model::sync::seeded;
 use zoo_model::{Lm, checkpoint, manifest, masked_cross_entropy};
 
 use crate::config::RunConfig;
+use crate::grids::{self, Eval};
 use crate::optim::{adamw, clip_global_norm, scale_grads};
 use crate::run_dir::{self, Target};
 use crate::schedule::{LengthPlan, lr_at};
+use crate::seeds::{HeldOut, held_out_seed, train_batch_seed};
+use crate::summary::{self, RunSummary};
 
 /// One training line of metrics.jsonl.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -42,6 +52,9 @@ pub struct StepLog {
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens_per_s: f64,
+    /// Wall seconds since the run's first step, counting the earlier parts of a resumed run.
+    #[serde(default)]
+    pub elapsed_s: f64,
 }
 
 /// One evaluation line of metrics.jsonl.
@@ -52,6 +65,9 @@ pub struct EvalLog {
     pub seq_len: usize,
     pub loss: f64,
     pub accuracy: f64,
+    /// Wall seconds since the run's first step when this evaluation ended (as in [`StepLog`]).
+    #[serde(default)]
+    pub elapsed_s: f64,
 }
 
 /// Receives progress (the CLI draws a progress bar or prints JSON).
@@ -78,15 +94,23 @@ pub struct TrainOptions {
     pub base_dir: PathBuf,
 }
 
+/// What [`train`] returns; `summary` is also what it wrote to `summary.json`.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
+    /// Steps trained: the planned steps, or the step the target stopped the run at.
     pub steps: usize,
     pub final_loss: f64,
+    /// The final evaluation (one line per in-training evaluation length).
     pub evals: Vec<EvalLog>,
     pub num_params: usize,
-    /// A resumed run whose training, final evaluation and export were all complete already:
-    /// nothing was computed or written.
+    /// The step at which `train.stop_at_accuracy` was reached and training stopped, when that
+    /// happened before the last planned step.
+    pub stopped_at: Option<usize>,
+    /// A resumed run whose training, final evaluation, export and summary were all complete
+    /// already: nothing was computed or written.
     pub already_finished: bool,
+    /// The contents of `summary.json`.
+    pub summary: RunSummary,
 }
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
@@ -119,28 +143,9 @@ pub fn batch_tensors(
     )
 }
 
-/// Accuracy counts of argmax predictions [b·n] against a batch: (correct answer tokens, answer
-/// tokens, fully-correct answer spans, spans).
-pub fn score(pred: &[u32], batch: &Batch) -> (usize, usize, usize, usize) {
-    let (mut tok_ok, mut tok, mut span_ok, mut spans) = (0, 0, 0, 0);
-    for (s, sample) in batch.samples.iter().enumerate() {
-        let offset = s * batch.seq_len;
-        for i in 0..batch.seq_len {
-            if sample.loss_mask[i] {
-                tok += 1;
-                tok_ok += usize::from(pred[offset + i] == sample.targets[i]);
-            }
-        }
-        for span in &sample.answers {
-            spans += 1;
-            span_ok += usize::from(span.clone().all(|i| pred[offset + i] == sample.targets[i]));
-        }
-    }
-    (tok_ok, tok, span_ok, spans)
-}
-
-/// Loss and accuracy of `model` (plain device) on `batches` eval batches at `seq_len`.
-/// Accuracy is exact match of whole answers for needle tasks, per answer token otherwise.
+/// Loss and accuracy of `model` (plain device) on `batches` held-out batches at `seq_len`, drawn
+/// from the run's held-out seeds ([`crate::seeds`]) and scored by the task's
+/// [`AccuracyRule`] (whole answers for needle tasks, answer tokens otherwise).
 pub fn evaluate(
     model: &Lm,
     task: &Task,
@@ -150,10 +155,11 @@ pub fn evaluate(
     seed: u64,
     device: &Device,
 ) -> Result<(f64, f64)> {
+    let rule = AccuracyRule::of(task.config());
     let (mut loss_sum, mut ok, mut total) = (0.0, 0usize, 0usize);
     for i in 0..batches {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(derive_seed(seed ^ 0xE7A1, (seq_len * 1_000 + i) as u64));
+        let held_out = held_out_seed(seed, HeldOut::InTraining, 0, seq_len, i as u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(held_out);
         let batch = task.batch(batch_size, seq_len, &mut rng)?;
         let (inputs, targets, mask) = batch_tensors(&batch, device);
         let logits = model.forward(inputs);
@@ -165,14 +171,9 @@ pub fn evaluate(
             .into_iter()
             .map(|t| t as u32)
             .collect();
-        let (tok_ok, tok, span_ok, spans) = score(&pred, &batch);
-        if task.kind() == "needle" {
-            ok += span_ok;
-            total += spans;
-        } else {
-            ok += tok_ok;
-            total += tok;
-        }
+        let (good, counted) = score_batch(rule, &pred, &batch);
+        ok += good;
+        total += counted;
     }
     Ok((loss_sum / batches as f64, ok as f64 / total.max(1) as f64))
 }
@@ -252,6 +253,23 @@ fn verified_latest_checkpoint(run_dir: &Path) -> Result<usize> {
 struct CheckpointState {
     step: usize,
     seed: u64,
+    /// Wall seconds of the run up to this checkpoint (absent in checkpoints of older runs).
+    #[serde(default)]
+    elapsed_s: Option<f64>,
+}
+
+/// The run time a resumed run continues from: the checkpoint's, else the latest logged one.
+fn elapsed_at_checkpoint(dir: &Path, logged: &[serde_json::Value]) -> f64 {
+    let from_state = fs::read(dir.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CheckpointState>(&b).ok())
+        .and_then(|s| s.elapsed_s);
+    from_state.unwrap_or_else(|| {
+        logged
+            .iter()
+            .filter_map(|v| v.get("elapsed_s")?.as_f64())
+            .fold(0.0, f64::max)
+    })
 }
 
 /// Write model record + optimiser + step into checkpoints/step-N atomically (temp dir, rename).
@@ -259,6 +277,7 @@ fn save_checkpoint(
     run_dir: &Path,
     step: usize,
     seed: u64,
+    elapsed_s: f64,
     model: &Lm,
     optim: &ModuleOptimizer,
 ) -> Result<()> {
@@ -279,7 +298,11 @@ fn save_checkpoint(
         .map_err(|e| anyhow::anyhow!("cannot save the optimiser checkpoint: {e:?}"))?;
     fs::write(
         tmp.join("state.json"),
-        serde_json::to_vec(&CheckpointState { step, seed })?,
+        serde_json::to_vec(&CheckpointState {
+            step,
+            seed,
+            elapsed_s: Some(elapsed_s),
+        })?,
     )?;
     manifest::write_manifest(&tmp)?;
     if final_dir.exists() {
@@ -300,12 +323,56 @@ fn metrics_prefix(path: &Path, step: usize) -> Vec<(String, serde_json::Value)> 
         .split(|&b| b == b'\n')
         .map(|line| {
             let text = std::str::from_utf8(line).ok()?;
-            let value = serde_json::from_str::<serde_json::Value>(text).ok()?;
+            let mut value = serde_json::from_str::<serde_json::Value>(text).ok()?;
+            exact_floats(text, &mut value);
             let line_step = value.get("step")?.as_u64()?;
             (line_step as usize <= step).then(|| (text.to_string(), value))
         })
         .take_while(Option::is_some)
         .flatten()
+        .collect()
+}
+
+/// Replaces the floats of a flat metrics line by the exact values of their text. serde_json
+/// (without its `float_roundtrip` feature, which would rebuild Burn's dependencies) may read a
+/// 17-digit number one ulp off, and a resumed run must see exactly the numbers the uninterrupted
+/// run had in memory; Rust's own `f64` parser is correctly rounded.
+fn exact_floats(text: &str, value: &mut serde_json::Value) {
+    let Some(fields) = value.as_object_mut() else {
+        return;
+    };
+    for (key, field) in fields.iter_mut().filter(|(_, v)| v.is_f64()) {
+        let exact = text
+            .find(&format!("\"{key}\":"))
+            .map(|i| &text[i + key.len() + 3..])
+            .and_then(|rest| {
+                rest[..rest.find([',', '}']).unwrap_or(rest.len())]
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .and_then(serde_json::Number::from_f64);
+        if let Some(exact) = exact {
+            *field = serde_json::Value::Number(exact);
+        }
+    }
+}
+
+/// Every line of metrics.jsonl, parsed (up to the first line that is not a JSON object with a
+/// step).
+pub(crate) fn read_metrics(path: &Path) -> Vec<serde_json::Value> {
+    metrics_prefix(path, usize::MAX)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The evaluation lines among parsed metrics lines, in order.
+pub(crate) fn eval_lines(lines: &[serde_json::Value]) -> Vec<EvalLog> {
+    lines
+        .iter()
+        .filter(|v| v.get("kind").and_then(|k| k.as_str()) == Some("eval"))
+        .filter_map(|v| serde_json::from_value::<EvalLog>(v.clone()).ok())
         .collect()
 }
 
@@ -342,7 +409,9 @@ pub fn with_run_tokenizer(task: &TaskConfig, run_dir: &Path) -> Result<TaskConfi
     Ok(task)
 }
 
-/// Train `config` into `opts.run_dir`.
+/// Train `config` into `opts.run_dir`: train (or resume), evaluate, export `model/` and write
+/// `summary.json`. Stops early at the first in-training evaluation that reaches
+/// `train.stop_at_accuracy`.
 pub fn train(
     mut config: RunConfig,
     opts: &TrainOptions,
@@ -360,6 +429,7 @@ pub fn train(
     let run_dir = &opts.run_dir;
     let seed = config.run.seed;
     let train_cfg = config.train.clone();
+    let target = train_cfg.stop_at_accuracy;
     let plan = LengthPlan::new(&train_cfg);
     let total = plan.total_steps();
     for len in plan.lengths() {
@@ -372,8 +442,10 @@ pub fn train(
     }
     let ad = opts.device.clone().autodiff();
     let metrics = run_dir.join(METRICS_FILE);
+    let eval_lengths = grids::lengths(&config, Eval::InTraining, task.min_seq_len());
 
     let mut logged = Vec::new();
+    let mut elapsed_before = 0.0;
     let (mut model, mut optim, first_step) = if opts.resume {
         let step = verified_latest_checkpoint(run_dir)?;
         let dir = checkpoint_dir(run_dir, step);
@@ -392,9 +464,7 @@ pub fn train(
             )
         })?;
         logged = truncate_metrics(&metrics, step)?;
-        if step < total {
-            observer.message(&format!("resuming {} from step {step}", run_dir.display()));
-        }
+        elapsed_before = elapsed_at_checkpoint(&dir, &logged);
         (model, optim, step)
     } else {
         let target = run_dir::check_target(run_dir, opts.overwrite)?;
@@ -402,14 +472,30 @@ pub fn train(
         start_run_dir(run_dir, target, &config, &task)?;
         (model, adamw(&train_cfg), 0)
     };
+    // A resumed run whose last checkpoint is the evaluation that reached the target had stopped
+    // there: it is finished, not continued (the checkpoint is written after that evaluation).
+    let logged_evals = eval_lines(&logged);
+    let mut stopped_at = target.and_then(|t| {
+        let at: Vec<EvalLog> = logged_evals
+            .iter()
+            .filter(|e| e.step == first_step)
+            .cloned()
+            .collect();
+        (first_step > 0 && first_step < total && summary::reaches_target(&at, &eval_lengths, t))
+            .then_some(first_step)
+    });
+    let end = stopped_at.unwrap_or(total);
+    if opts.resume && first_step < end {
+        observer.message(&format!(
+            "resuming {} from step {first_step}",
+            run_dir.display()
+        ));
+    }
     let num_params = model.num_params();
     observer.start(total, first_step);
 
-    let eval_lengths = if config.eval.lengths.is_empty() {
-        vec![plan.final_seq_len()]
-    } else {
-        config.eval.lengths.clone()
-    };
+    let started = Instant::now();
+    let elapsed = || elapsed_before + started.elapsed().as_secs_f64();
     let run_eval = |model: &Lm, step: usize, observer: &mut dyn Observer| -> Result<Vec<EvalLog>> {
         let valid = model.valid();
         let mut logs = Vec::new();
@@ -430,6 +516,7 @@ pub fn train(
                 seq_len: len,
                 loss,
                 accuracy,
+                elapsed_s: elapsed(),
             };
             append_line(&metrics, &log)?;
             observer.eval(&log);
@@ -448,14 +535,15 @@ pub fn train(
         .and_then(|v| v.get("loss")?.as_f64())
         .unwrap_or(f64::NAN);
     let mut last_saved = latest_checkpoint(run_dir);
-    for step in first_step..total {
-        let started = Instant::now();
+    let mut stop_evals = None;
+    for step in first_step..end {
+        let step_started = Instant::now();
         let at = plan.at(step, seed);
         let lr = lr_at(step, total, &train_cfg);
         let mut accumulator = GradientsAccumulator::<Lm>::new();
         let mut loss_sum = 0.0;
         for micro in 0..accum {
-            let data_seed = derive_seed(seed, (step * accum + micro) as u64);
+            let data_seed = train_batch_seed(seed, step, micro, accum);
             let mut rng = ChaCha8Rng::seed_from_u64(data_seed);
             let batch = task.batch(at.batch_size, at.seq_len, &mut rng)?;
             let (inputs, targets, mask) = batch_tensors(&batch, &ad);
@@ -498,6 +586,8 @@ pub fn train(
         model = optim.step(lr, model, grads);
         last_loss = loss;
         let done = step + 1;
+        let eval_now =
+            train_cfg.eval_every > 0 && done % train_cfg.eval_every == 0 && done != total;
         let log = StepLog {
             step: done,
             stage: at.stage,
@@ -507,70 +597,111 @@ pub fn train(
             lr,
             grad_norm,
             tokens_per_s: (at.batch_size * at.seq_len * accum) as f64
-                / started.elapsed().as_secs_f64(),
+                / step_started.elapsed().as_secs_f64(),
+            elapsed_s: elapsed(),
         };
-        if done % train_cfg.log_every.max(1) == 0 || done == total || done == first_step + 1 {
+        // With a target, every evaluation step may be the last, so its loss is logged too.
+        if done % train_cfg.log_every.max(1) == 0
+            || done == total
+            || done == first_step + 1
+            || (eval_now && target.is_some())
+        {
             append_line(&metrics, &log)?;
         }
         observer.step(&log);
-        if train_cfg.eval_every > 0 && done % train_cfg.eval_every == 0 && done != total {
-            run_eval(&model, done, observer)?;
+        let mut reached = false;
+        if eval_now {
+            let logs = run_eval(&model, done, observer)?;
+            reached = target.is_some_and(|t| summary::reaches_target(&logs, &eval_lengths, t));
+            if reached {
+                stop_evals = Some(logs);
+            }
         }
-        if (train_cfg.checkpoint_every > 0 && done % train_cfg.checkpoint_every == 0)
+        if reached
+            || (train_cfg.checkpoint_every > 0 && done % train_cfg.checkpoint_every == 0)
             || done == total
         {
-            save_checkpoint(run_dir, done, seed, &model, &optim)?;
+            save_checkpoint(run_dir, done, seed, elapsed(), &model, &optim)?;
             last_saved = Some(done);
         }
+        if reached {
+            stopped_at = Some(done);
+            break;
+        }
     }
+    let final_step = stopped_at.unwrap_or(total);
     // Finish what a run killed after its last checkpoint left undone, without repeating lines:
-    // the final evaluation (unless metrics.jsonl has it) and the export (unless it verifies).
-    let logged_final: Vec<EvalLog> = logged
-        .iter()
-        .filter(|v| v.get("kind").and_then(|k| k.as_str()) == Some("eval"))
-        .filter_map(|v| serde_json::from_value::<EvalLog>(v.clone()).ok())
-        .filter(|e| e.step == total)
+    // the final evaluation (unless metrics.jsonl has it; the evaluation that reached the target
+    // is the final one), the export (unless it verifies) and summary.json.
+    let trained = first_step < final_step;
+    let logged_final: Vec<EvalLog> = logged_evals
+        .into_iter()
+        .filter(|e| e.step == final_step)
         .collect();
-    let trained = first_step < total;
     let eval_done = !trained && !logged_final.is_empty();
-    let evals = if eval_done {
-        logged_final
-    } else {
-        run_eval(&model, total, observer)?
+    let evals = match stop_evals {
+        Some(logs) => logs,
+        None if eval_done => logged_final,
+        None => run_eval(&model, final_step, observer)?,
     };
     let model_dir = run_dir.join(MODEL_DIR);
     let export_done = !trained
         && manifest::verify_manifest(&model_dir).is_ok()
         && model_dir.join("summary.json").is_file();
-    if export_done {
+    if export_done && eval_done && run_dir.join(summary::SUMMARY_FILE).is_file() {
         return Ok(TrainSummary {
-            steps: total,
+            steps: final_step,
             final_loss: last_loss,
             evals,
             num_params,
-            already_finished: eval_done,
+            stopped_at,
+            already_finished: true,
+            summary: RunSummary::read(run_dir)?,
         });
     }
-    let valid = model.valid();
-    checkpoint::save(&valid, &model_dir)?;
-    let summary = serde_json::json!({
-        "num_params": num_params,
-        "steps": total,
-        "final_loss": last_loss,
-        "mixers": config.model.layer_mixers().iter().map(|m| m.kind()).collect::<Vec<_>>(),
-        "position": config.model.position.kind(),
-    });
-    checkpoint::write_atomic(
-        &model_dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    if !export_done {
+        let valid = model.valid();
+        checkpoint::save(&valid, &model_dir)?;
+        let export = serde_json::json!({
+            "num_params": num_params,
+            "steps": final_step,
+            "final_loss": last_loss,
+            "mixers": config.model.layer_mixers().iter().map(|m| m.kind()).collect::<Vec<_>>(),
+            "position": config.model.position.kind(),
+        });
+        checkpoint::write_atomic(
+            &model_dir.join("summary.json"),
+            serde_json::to_string_pretty(&export)?.as_bytes(),
+        )?;
+        manifest::write_manifest(&model_dir)?;
+    }
+    let state_seq_len = plan.final_seq_len();
+    let state_bytes: u64 = model
+        .state_size_bytes(state_seq_len)
+        .iter()
+        .map(|layer| layer.bytes as u64)
+        .sum();
+    let run_summary = summary::summarize(
+        &config,
+        run_dir,
+        &summary::Trained {
+            num_params,
+            state_bits: 8 * state_bytes,
+            state_seq_len,
+            steps: final_step,
+            final_loss: last_loss,
+            eval_lengths: &eval_lengths,
+        },
     )?;
-    manifest::write_manifest(&model_dir)?;
+    run_summary.write(run_dir)?;
     Ok(TrainSummary {
-        steps: total,
+        steps: final_step,
         final_loss: last_loss,
         evals,
         num_params,
+        stopped_at,
         already_finished: false,
+        summary: run_summary,
     })
 }
 

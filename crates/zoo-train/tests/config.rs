@@ -709,3 +709,40 @@ fn shipped_needle_configs_fit_their_task() {
     }
     assert!(!built.is_empty());
 }
+
+#[test]
+fn stop_at_accuracy_must_be_a_reachable_fraction_checked_during_training() {
+    let c = parse(BASE, &["train.stop_at_accuracy=0.99", "train.eval_every=5"]).unwrap();
+    assert_eq!(c.train.stop_at_accuracy, Some(0.99));
+    assert_eq!(parse(BASE, &[]).unwrap().train.stop_at_accuracy, None);
+    // It round-trips through the resolved config a run writes.
+    let again = parse(&c.to_toml(), &[]).unwrap();
+    assert_eq!(again.train.stop_at_accuracy, Some(0.99));
+    assert!(parse(BASE, &["train.stop_at_accuracy=1", "train.eval_every=5"]).is_ok());
+
+    for bad in ["0", "-0.5", "1.01", "nan", "inf"] {
+        let e = error_of(
+            BASE,
+            &[
+                &format!("train.stop_at_accuracy={bad}"),
+                "train.eval_every=5",
+            ],
+        );
+        assert!(
+            e.contains("train.stop_at_accuracy") && e.contains("outside (0, 1]"),
+            "{bad}: {e}"
+        );
+        assert!(!e.contains('\n'));
+    }
+    // Without in-training evaluations the target could never be checked.
+    let e = error_of(BASE, &["train.stop_at_accuracy=0.9"]);
+    assert!(
+        e.contains("train.stop_at_accuracy") && e.contains("train.eval_every > 0"),
+        "{e}"
+    );
+    let e = error_of(
+        BASE,
+        &["train.stop_at_accuracy=\"high\"", "train.eval_every=5"],
+    );
+    assert!(e.contains("train.stop_at_accuracy"), "{e}");
+}

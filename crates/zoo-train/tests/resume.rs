@@ -102,16 +102,19 @@ fn step_of(line: &str) -> Option<u64> {
         .as_u64()
 }
 
-/// A metrics line without its wall-clock field (`tokens_per_s` is a timing, not a result);
-/// everything else stays as written, so equal strings mean bitwise-equal losses, lrs and norms.
+/// A metrics line without its wall-clock fields (`tokens_per_s` and `elapsed_s` are timings,
+/// not results); everything else stays as written, so equal strings mean bitwise-equal losses,
+/// lrs and norms.
 fn without_timing(line: &str) -> String {
-    match line.find(",\"tokens_per_s\":") {
-        Some(i) => {
-            let end = line[i..].find('}').map(|j| i + j).expect("a JSON object");
-            format!("{}{}", &line[..i], &line[end..])
+    let mut line = line.to_string();
+    for field in [",\"tokens_per_s\":", ",\"elapsed_s\":"] {
+        if let Some(i) = line.find(field) {
+            let rest = &line[i + field.len()..];
+            let end = rest.find([',', '}']).expect("a JSON object");
+            line = format!("{}{}", &line[..i], &rest[end..]);
         }
-        None => line.to_string(),
     }
+    line
 }
 
 fn logits_of(model_dir: &Path) -> Vec<f32> {
@@ -184,6 +187,16 @@ fn resumed_run_matches_the_uninterrupted_run_bitwise() {
         resumed.final_loss.to_bits(),
         summary.final_loss.to_bits(),
         "final loss differs"
+    );
+    // The same summary.json, wall time aside (tokens, accuracies, digest, state size …).
+    let untimed = |mut s: zoo_train::summary::RunSummary| {
+        assert!(s.wall_seconds > 0.0);
+        s.wall_seconds = 0.0;
+        s
+    };
+    assert_eq!(
+        untimed(resumed.summary.clone()),
+        untimed(summary.summary.clone())
     );
 
     let b_metrics = fs::read_to_string(b.join("metrics.jsonl")).unwrap();
