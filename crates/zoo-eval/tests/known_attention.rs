@@ -23,6 +23,8 @@ fn zero_query_attention(position: PositionConfig, heads: usize) -> SoftmaxAttent
         n_heads: heads,
         mixer: mixer.clone(),
         position,
+        // Zero query weights give uniform attention only without a query bias.
+        bias: false,
         ..ModelConfig::default()
     };
     let mut attn = SoftmaxAttention::new(&mixer, &cfg, &mut Init::new(1, &device));

@@ -345,11 +345,16 @@ fn safetensors_round_trip_and_mismatch() {
         );
     }
     // A checkpoint of one shape refuses a model of another, naming the tensor.
-    let small = Lm::new(&tiny(mixers()[0].clone(), PositionConfig::None), &device).unwrap();
+    // Without biases, so that the first tensor that differs is a weight matrix.
+    let small_cfg = ModelConfig {
+        bias: false,
+        ..tiny(mixers()[0].clone(), PositionConfig::None)
+    };
+    let small = Lm::new(&small_cfg, &device).unwrap();
     checkpoint::save(&small, &dir).unwrap();
     let wider = ModelConfig {
         d_model: 32,
-        ..tiny(mixers()[0].clone(), PositionConfig::None)
+        ..small_cfg
     };
     let err = checkpoint::load_with_config(&dir, &wider, &device)
         .err()
