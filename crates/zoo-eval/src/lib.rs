@@ -4,13 +4,17 @@
 //! - `results`: serde result types (NIAH, MQAR, perplexity vs length, attention diagnostics,
 //!   state size) with atomic CSV/JSON writers — the files under `runs/<name>/eval/`.
 //! - `plot`: heat maps and line charts (plotters; PNG + SVG).
+//! - `panels`: small-multiples figures with whiskers (sweep results).
 //! - `diagnostics`: entropy, sparsity and needle mass of attention rows, and their aggregation.
 //! - `scoring`: exact-match and token accuracy of predicted token ids.
-//! - `report`: the self-contained HTML report of `zoo report`.
+//! - `report`: the self-contained HTML report of `zoo report` (`report_sweep`: its sweep
+//!   sections).
 
 pub mod diagnostics;
+pub mod panels;
 pub mod plot;
 pub mod report;
+mod report_sweep;
 pub mod results;
 pub mod scoring;
 
