@@ -84,7 +84,12 @@ fn check_options(args: &SweepArgs, concurrent: usize) -> CheckOptions {
 }
 
 /// Checks every run and every device name; nothing is written.
-fn check_all(sweep: &Sweep, plan: &Plan, dir: &Path, opts: &CheckOptions) -> Result<Vec<zoo_train::config::RunConfig>> {
+fn check_all(
+    sweep: &Sweep,
+    plan: &Plan,
+    dir: &Path,
+    opts: &CheckOptions,
+) -> Result<Vec<zoo_train::config::RunConfig>> {
     let configs = check::check_all(sweep, plan, dir, opts)?;
     for (run, cfg) in plan.runs.iter().zip(&configs) {
         device::check_name(&check::device_name(cfg, opts))
@@ -146,10 +151,12 @@ fn only(
 ) -> Result<()> {
     let total = plan.runs.len();
     if index >= total {
-        bail!(
-            "--only {index}: the sweep has {total} runs (indices 0 to {})",
-            total - 1
-        );
+        let range = if total == 1 {
+            "1 run (index 0)".to_string()
+        } else {
+            format!("{total} runs (indices 0 to {})", total - 1)
+        };
+        bail!("--only {index}: the sweep has {range}");
     }
     let opts = check_options(args, 1);
     let cfg = check::check_one(sweep, plan, index, dir, &opts)?;
@@ -162,7 +169,10 @@ fn only(
     let mut observer = RunLog::new(output, cfg.train.log_every, cfg.train.total_steps());
     let outcome = execute::run_one(dir, plan, index, cfg, &dev, &mut observer)?;
     let (status, line) = match &outcome {
-        Outcome::AlreadyFinished => ("already_finished", "already finished; nothing to do".to_string()),
+        Outcome::AlreadyFinished => (
+            "already_finished",
+            "already finished; nothing to do".to_string(),
+        ),
         Outcome::Finished {
             resumed_from,
             trained,
@@ -355,9 +365,9 @@ fn local_sweep(
             parts.push(format!("… {} more", failures.len() - 5));
         }
         bail!(
-            "{} of {} runs failed ({}); the others finished and the table holds them; rerun the sweep to retry",
+            "{} of {} failed ({}); the others finished and the table holds them; rerun the sweep to retry",
             failures.len(),
-            todo.len(),
+            runs(todo.len()),
             parts.join("; ")
         );
     }
@@ -367,9 +377,21 @@ fn local_sweep(
             serde_json::json!({"kind": "done", "sweep": name, "dir": dir, "trained": trained, "skipped": skipped})
         );
     } else {
-        println!("sweep {name}: {trained} runs trained, {skipped} already finished; {tail}");
+        println!(
+            "sweep {name}: {} trained, {skipped} already finished; {tail}",
+            runs(trained)
+        );
     }
     Ok(())
+}
+
+/// "1 run", "3 runs".
+fn runs(n: usize) -> String {
+    if n == 1 {
+        "1 run".into()
+    } else {
+        format!("{n} runs")
+    }
 }
 
 /// 4m10s, 1h02m, 35s.

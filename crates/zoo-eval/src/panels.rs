@@ -94,7 +94,7 @@ pub struct PanelOpts {
 /// Panel size in pixels, and the most panels per row.
 const PANEL_SIZE: (u32, u32) = (400, 330);
 const MAX_COLUMNS: usize = 3;
-const LEGEND_WIDTH: u32 = 230;
+const LEGEND_WIDTH: u32 = 300;
 const TITLE_HEIGHT: u32 = 50;
 
 /// Pixel size of a figure with `panels` panels: up to three panels per row plus the legend.
@@ -279,7 +279,13 @@ impl Figure for PanelFigure<'_> {
             XScale::Log2 => tick_label(*v, true),
             XScale::Linear => tick_label(*v, false),
         };
-        let y_fmt = |v: &f64| tick_label(*v, sy.log);
+        let y_fmt = |v: &f64| {
+            if sy.log {
+                si_label(*v)
+            } else {
+                tick_label(*v, false)
+            }
+        };
 
         root.fill(&WHITE)?;
         let root = root.titled(self.title, (FONT, 22))?;
@@ -371,8 +377,8 @@ impl Figure for PanelFigure<'_> {
                 colour.stroke_width(3),
             ))?;
             legend_area.draw(&Circle::new((18, y), 4, colour.filled()))?;
-            let mut text: String = name.chars().take(26).collect();
-            if name.chars().count() > 26 {
+            let mut text: String = name.chars().take(36).collect();
+            if name.chars().count() > 36 {
                 text.push('…');
             }
             legend_area.draw(&Text::new(
@@ -419,6 +425,9 @@ mod tests {
     fn sizes_grow_with_rows() {
         assert_eq!(panel_figure_size(1).1, panel_figure_size(3).1);
         assert!(panel_figure_size(4).1 > panel_figure_size(3).1);
-        assert_eq!(panel_figure_size(2).0, panel_figure_size(5).0 - PANEL_SIZE.0);
+        assert_eq!(
+            panel_figure_size(2).0,
+            panel_figure_size(5).0 - PANEL_SIZE.0
+        );
     }
 }

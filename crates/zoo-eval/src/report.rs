@@ -457,7 +457,12 @@ impl Page {
     }
 
     /// Embeds the PNG file `png` as a figure; `caption` is HTML.
-    pub(crate) fn figure_png(&mut self, png: &Path, alt: &str, caption: &str) -> anyhow::Result<()> {
+    pub(crate) fn figure_png(
+        &mut self,
+        png: &Path,
+        alt: &str,
+        caption: &str,
+    ) -> anyhow::Result<()> {
         let bytes = fs::read(png).with_context(|| format!("reading {}", png.display()))?;
         let (w, h) = png_size(&bytes).unwrap_or((0, 0));
         let data = base64::engine::general_purpose::STANDARD.encode(&bytes);

@@ -96,7 +96,10 @@ fn cell(column: &str, axis: bool, v: &Value) -> String {
             )
         }
         Value::Number(n) if n.is_f64() => {
-            format!("<td class=\"num\">{}</td>", fmt_sig(n.as_f64().unwrap_or(f64::NAN)))
+            format!(
+                "<td class=\"num\">{}</td>",
+                fmt_sig(n.as_f64().unwrap_or(f64::NAN))
+            )
         }
         Value::Number(n) => format!("<td class=\"num\">{n}</td>"),
         Value::String(s) => format!("<td>{}</td>", esc(s)),

@@ -55,7 +55,11 @@ pub fn mark_best<R: Candidate>(rows: &mut [R]) {
                 / n;
             let tokens: f64 = members
                 .iter()
-                .map(|&i| rows[i].tokens_to_target().map_or(f64::INFINITY, |t| t as f64))
+                .map(|&i| {
+                    rows[i]
+                        .tokens_to_target()
+                        .map_or(f64::INFINITY, |t| t as f64)
+                })
                 .sum::<f64>()
                 / n;
             (acc, tokens)

@@ -140,8 +140,12 @@ fn compare_with_existing(expected: &RunConfig, dir: &Path) -> Result<(), String>
     }
     let text = zoo_data::read_text_capped(&path, "run config", zoo_data::input::MAX_CONFIG_BYTES)
         .map_err(|e| e.to_string())?;
-    let found: toml::Value = toml::from_str(&text)
-        .map_err(|_| format!("{} is not a TOML file (delete the run folder to retrain it)", path.display()))?;
+    let found: toml::Value = toml::from_str(&text).map_err(|_| {
+        format!(
+            "{} is not a TOML file (delete the run folder to retrain it)",
+            path.display()
+        )
+    })?;
     let mut wanted = toml::Value::try_from(expected).map_err(|e| e.to_string())?;
     if let (Some(toml::Value::Table(w)), Some(device)) = (
         wanted.get_mut("run"),
@@ -208,10 +212,17 @@ mod tests {
 
     #[test]
     fn differences_name_the_key() {
-        let a = v("[train]\nlr = 0.001\nstages = [{ seq_len = 64, steps = 10 }]\n[run]\nname = \"x\"\n");
-        let b = v("[train]\nlr = 0.001\nstages = [{ seq_len = 128, steps = 10 }]\n[run]\nname = \"x\"\nnew_key = 1\n");
+        let a = v(
+            "[train]\nlr = 0.001\nstages = [{ seq_len = 64, steps = 10 }]\n[run]\nname = \"x\"\n",
+        );
+        let b = v(
+            "[train]\nlr = 0.001\nstages = [{ seq_len = 128, steps = 10 }]\n[run]\nname = \"x\"\nnew_key = 1\n",
+        );
         let (key, was, now) = first_difference(&a, &b, &mut Vec::new()).unwrap();
-        assert_eq!((key.as_str(), was.as_str(), now.as_str()), ("train.stages.0.seq_len", "64", "128"));
+        assert_eq!(
+            (key.as_str(), was.as_str(), now.as_str()),
+            ("train.stages.0.seq_len", "64", "128")
+        );
         // Keys on one side only are not differences.
         assert!(first_difference(&a, &a, &mut Vec::new()).is_none());
         let c = v("[run]\nname = \"x\"\n");

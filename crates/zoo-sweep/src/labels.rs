@@ -95,7 +95,10 @@ mod tests {
         assert_eq!(label(&v("64")), "64");
         assert_eq!(label(&v("[64, 128]")), "[64,128]");
         assert_eq!(label(&v("\"cosine\"")), "cosine");
-        assert_eq!(label(&v("{ seq_len = 64, steps = 10 }")), "{seq_len=64,steps=10}");
+        assert_eq!(
+            label(&v("{ seq_len = 64, steps = 10 }")),
+            "{seq_len=64,steps=10}"
+        );
     }
 
     #[test]

@@ -12,16 +12,16 @@
 //! - `results`, `best_of`, `plots`: the table, its best-of marking, its figures.
 //! - `slurm`: the job-array script.
 
-pub mod labels;
-pub mod plan;
-pub mod spec;
 pub mod after;
 pub mod best_of;
 pub mod check;
 pub mod execute;
+pub mod labels;
 pub mod local;
+pub mod plan;
 pub mod plots;
 pub mod record;
 pub mod results;
 pub mod slurm;
+pub mod spec;
 mod summary_fallback;

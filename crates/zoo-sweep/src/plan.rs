@@ -79,7 +79,10 @@ impl Plan {
     /// Its overrides with `run.name` last: what the run's config is loaded with.
     pub fn overrides_with_name(&self, run: &PlannedRun) -> Vec<String> {
         let mut all = run.overrides.clone();
-        all.push(format!("run.name={}", toml::Value::String(run.name.clone())));
+        all.push(format!(
+            "run.name={}",
+            toml::Value::String(run.name.clone())
+        ));
         all
     }
 
@@ -154,7 +157,11 @@ pub fn expand(sweep: &Sweep) -> Result<Plan> {
     }
 
     let mut columns: Vec<String> = Vec::new();
-    for a in sweep.axes.iter().chain(sweep.grids.iter().flat_map(|g| &g.axes)) {
+    for a in sweep
+        .axes
+        .iter()
+        .chain(sweep.grids.iter().flat_map(|g| &g.axes))
+    {
         for k in &a.keys {
             if !columns.contains(k) {
                 columns.push(k.clone());

@@ -64,7 +64,10 @@ pub fn draw(
         let kind = kind_name(spec.kind);
         let mut stem_name = kind.to_string();
         let mut n = 1;
-        while files.iter().any(|f| f.png == format!("{PLOTS_DIR}/{stem_name}.png")) {
+        while files
+            .iter()
+            .any(|f| f.png == format!("{PLOTS_DIR}/{stem_name}.png"))
+        {
             n += 1;
             stem_name = format!("{kind}-{n}");
         }
@@ -231,7 +234,7 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
             parts.extend(
                 lay.rest
                     .iter()
-                    .map(|d| format!("{}={}", short_key(d), label_of(results, row, d))),
+                    .map(|d| format!("{}={}", last_segment(d), label_of(results, row, d))),
             );
         }
         if parts.is_empty() {
@@ -241,9 +244,9 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
         }
     };
     let panel_name = |row: &Row| {
-        lay.panel
-            .as_ref()
-            .map_or(String::new(), |p| format!("{} = {}", short_key(p), label_of(results, row, p)))
+        lay.panel.as_ref().map_or(String::new(), |p| {
+            format!("{} = {}", short_key(p), label_of(results, row, p))
+        })
     };
 
     let best_note = if results.best_of.is_empty() {
@@ -363,9 +366,9 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
                 )
             } else {
                 (
-                    spec.title
-                        .clone()
-                        .unwrap_or_else(|| format!("{}: accuracy vs {}", results.name, short_key(&x))),
+                    spec.title.clone().unwrap_or_else(|| {
+                        format!("{}: accuracy vs {}", results.name, short_key(&x))
+                    }),
                     format!(
                         "Final held-out accuracy against {x}{best_note}; dot = mean over seeds, bar = min–max, circles = seeds."
                     ),
@@ -468,6 +471,11 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
             })
         }
     }
+}
+
+/// The last segment of a dotted key (`train.mixed_lengths` → `mixed_lengths`), for legends.
+fn last_segment(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
 }
 
 /// Positive values spanning at least a factor of four read best on a log₂ axis.

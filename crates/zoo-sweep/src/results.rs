@@ -218,16 +218,7 @@ impl Results {
             h.push("grid".into());
         }
         h.extend(self.columns.iter().cloned());
-        h.extend(
-            [
-                "seed",
-                "best",
-                "accuracy",
-                "num_params",
-                "state_bits",
-            ]
-            .map(String::from),
-        );
+        h.extend(["seed", "best", "accuracy", "num_params", "state_bits"].map(String::from));
         h.extend(self.lengths.iter().map(|l| format!("acc@{l}")));
         h.extend(self.lengths.iter().map(|l| format!("best_acc@{l}")));
         h.extend(self.mqar_cells.iter().map(|(l, p)| format!("mqar@{l}x{p}")));
@@ -252,13 +243,18 @@ impl Results {
         if self.has_grids {
             c.push(json!(row.grid));
         }
-        c.extend(row.labels.iter().zip(&row.values).map(|(l, v)| match (l, v) {
-            // Numbers stay numbers, so the JSON table sorts and plots as such.
-            (_, Some(toml::Value::Integer(i))) => json!(i),
-            (_, Some(toml::Value::Float(f))) => number(*f),
-            (Some(l), _) => json!(l),
-            (None, _) => Value::Null,
-        }));
+        c.extend(
+            row.labels
+                .iter()
+                .zip(&row.values)
+                .map(|(l, v)| match (l, v) {
+                    // Numbers stay numbers, so the JSON table sorts and plots as such.
+                    (_, Some(toml::Value::Integer(i))) => json!(i),
+                    (_, Some(toml::Value::Float(f))) => number(*f),
+                    (Some(l), _) => json!(l),
+                    (None, _) => Value::Null,
+                }),
+        );
         c.extend([
             json!(row.seed),
             json!(row.best),
@@ -267,8 +263,16 @@ impl Results {
             json!(s.state_bits),
         ]);
         let at = |l: usize| s.accuracy.iter().find(|a| a.seq_len == l);
-        c.extend(self.lengths.iter().map(|&l| at(l).map_or(Value::Null, |a| number(a.last))));
-        c.extend(self.lengths.iter().map(|&l| at(l).map_or(Value::Null, |a| number(a.best))));
+        c.extend(
+            self.lengths
+                .iter()
+                .map(|&l| at(l).map_or(Value::Null, |a| number(a.last))),
+        );
+        c.extend(
+            self.lengths
+                .iter()
+                .map(|&l| at(l).map_or(Value::Null, |a| number(a.best))),
+        );
         c.extend(
             self.mqar_cells
                 .iter()
@@ -319,9 +323,7 @@ impl Results {
                     .columns
                     .iter()
                     .zip(&row.values)
-                    .filter_map(|(c, v)| {
-                        Some((c.clone(), serde_json::to_value(v.as_ref()?).ok()?))
-                    })
+                    .filter_map(|(c, v)| Some((c.clone(), serde_json::to_value(v.as_ref()?).ok()?)))
                     .collect();
                 object.insert("axis_values".into(), Value::Object(raw));
                 Value::Object(object)
@@ -354,7 +356,8 @@ impl Results {
     /// One line on what the table holds, e.g. `4 of 6 runs (missing: r004-…, r005-…)`.
     pub fn describe(&self) -> String {
         let total = self.rows.len() + self.missing.len();
-        let mut text = format!("{} of {total} runs", self.rows.len());
+        let plural = if total == 1 { "" } else { "s" };
+        let mut text = format!("{} of {total} run{plural}", self.rows.len());
         if !self.missing.is_empty() {
             let mut shown: Vec<String> = self
                 .missing

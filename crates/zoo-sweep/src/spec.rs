@@ -216,8 +216,7 @@ pub fn parse(text: &str, origin: &str, folder: &Path) -> Result<Sweep> {
     check_name(&name).map_err(fail)?;
     if raw.sweep.base.trim().is_empty() {
         return Err(fail(
-            "sweep.base is empty (give the run config to start from, relative to this file)"
-                .into(),
+            "sweep.base is empty (give the run config to start from, relative to this file)".into(),
         ));
     }
     let base = folder.join(&raw.sweep.base);
@@ -265,7 +264,10 @@ pub fn parse(text: &str, origin: &str, folder: &Path) -> Result<Sweep> {
     check_conflicts(&set, &axes, &grids).map_err(fail)?;
 
     // best_of names axes (as written) or one key of a zipped axis; it means the whole axis.
-    let all_axes: Vec<&Axis> = axes.iter().chain(grids.iter().flat_map(|g| &g.axes)).collect();
+    let all_axes: Vec<&Axis> = axes
+        .iter()
+        .chain(grids.iter().flat_map(|g| &g.axes))
+        .collect();
     let mut best_of = Vec::new();
     for (i, wanted) in raw.sweep.best_of.iter().enumerate() {
         let Some(axis) = all_axes
@@ -608,5 +610,135 @@ fn describe_error(e: &serde_path_to_error::Error<toml::de::Error>, text: &str) -
         format!("{message}{at}{hint}")
     } else {
         format!("`{path}`: {message}{at}{hint}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "[sweep]\nname = \"t\"\nbase = \"../configs/b.toml\"\n";
+
+    fn parsed(body: &str) -> Result<Sweep> {
+        parse(&format!("{HEAD}{body}"), "s.toml", Path::new("sweeps"))
+    }
+
+    fn error(body: &str) -> String {
+        let e = parsed(body).unwrap_err().to_string();
+        assert!(e.starts_with("s.toml: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        e
+    }
+
+    #[test]
+    fn reads_axes_in_file_order_and_resolves_the_base() {
+        let s = parsed(
+            "seeds = [3, 1]\nbest_of = [\"train.lr\"]\nset = { \"train.eval_every\" = 5 }\n[axes]\n\"train.lr\" = [1e-3, 3e-3]\n\"model.d_model\" = [64, 32]\n\"train.stages.0.seq_len,task.num_kv_pairs\" = [[64, 4]]\n",
+        )
+        .unwrap();
+        assert_eq!(s.base, Path::new("sweeps/../configs/b.toml"));
+        let names: Vec<&str> = s.axes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "train.lr",
+                "model.d_model",
+                "train.stages.0.seq_len,task.num_kv_pairs"
+            ]
+        );
+        assert_eq!(
+            s.axes[2].keys,
+            ["train.stages.0.seq_len", "task.num_kv_pairs"]
+        );
+        assert_eq!(s.seeds, Some(vec![3, 1]));
+        assert_eq!(s.best_of, ["train.lr"]);
+        assert_eq!(s.set[0].0, "train.eval_every");
+        assert_eq!(s.digest.len(), 64);
+    }
+
+    #[test]
+    fn best_of_a_zipped_key_means_the_whole_axis() {
+        let s = parsed("best_of = [\"train.warmup_steps\"]\n[axes]\n\"train.lr,train.warmup_steps\" = [[1e-3, 10], [3e-3, 20]]\n").unwrap();
+        assert_eq!(s.best_of, ["train.lr", "train.warmup_steps"]);
+    }
+
+    #[test]
+    fn mistakes_are_one_line_naming_the_key() {
+        let cases = [
+            (
+                "[axes]\ntrain.lr = [1e-3]\n",
+                "axes.\"train\": expected a list",
+            ),
+            ("seed = [1]\n", "`sweep.seed`: unknown field `seed`"),
+            (
+                "[axes]\n\"train.lr\" = 1e-3\n",
+                "expected a list of values, found a float",
+            ),
+            ("[axes]\n\"train.lr\" = []\n", "has no values"),
+            ("[axes]\n\"train.lr\" = [1, 1]\n", "lists the value 1 twice"),
+            (
+                "[axes]\n\"lr\" = [1]\n",
+                "does not start with a config section",
+            ),
+            ("[axes]\n\"run.seed\" = [1]\n", "sweep.seeds"),
+            ("[axes]\n\"run.name\" = [\"a\"]\n", "names its runs itself"),
+            (
+                "set = { train = { lr = 1 } }\n",
+                "replaces the whole [train] section",
+            ),
+            (
+                "best_of = [\"train.lr\"]\n",
+                "sweep.best_of.0 = \"train.lr\" is not an axis",
+            ),
+            ("seeds = []\n", "sweep.seeds is empty"),
+            ("seeds = [1, 1]\n", "lists 1 twice"),
+            (
+                "set = { \"train.lr\" = 1 }\n[axes]\n\"train.lr\" = [2]\n",
+                "set in both sweep.set and axes",
+            ),
+            (
+                "[axes]\n\"train.lr\" = [1]\n[[grids]]\naxes = { \"train.lr\" = [2] }\n",
+                "set in both axes and grids.0.axes",
+            ),
+            (
+                "[[grids]]\nname = \"a\"\n[[grids]]\nname = \"a\"\n",
+                "two grids are named",
+            ),
+            (
+                "[axes]\n\"train.lr\" = [1]\n[[plots]]\nkind = \"accuracy\"\nx = \"model.d_model\"\n",
+                "plots.0.x = \"model.d_model\" is not an axis key (use one of: train.lr)",
+            ),
+            (
+                "[[plots]]\nkind = \"scatter\"\n",
+                "unknown variant `scatter`",
+            ),
+            ("[slurm]\ncpus_per_task = 0\n", "slurm.cpus_per_task is 0"),
+            (
+                "[slurm]\noptions = [\"gres=gpu:1\"]\n",
+                "not an sbatch option",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = error(body);
+            assert!(e.contains(want), "{body:?}: {e}");
+        }
+        let e = parse(
+            "[sweep]\nname = \"a/b\"\nbase = \"x\"\n",
+            "s.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sweep.name"), "{e}");
+    }
+
+    #[test]
+    fn grids_may_set_a_table_and_sweep_inside_it() {
+        let s = parsed(
+            "[[grids]]\nset = { \"model.mixer\" = { kind = \"sliding_window\" } }\naxes = { \"model.mixer.window\" = [16, 32] }\n",
+        )
+        .unwrap();
+        assert_eq!(s.grids.len(), 1);
+        assert_eq!(s.grids[0].axes[0].keys, ["model.mixer.window"]);
     }
 }
