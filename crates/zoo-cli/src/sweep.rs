@@ -328,17 +328,13 @@ fn local_sweep(
                         "{}",
                         serde_json::json!({"kind": "run", "index": index, "id": run_of(*index).id, "status": "failed", "error": message, "log": log})
                     );
-                } else if !output.quiet {
-                    let text = format!(
+                } else if !bar.is_hidden() {
+                    // On a terminal at once; elsewhere the final error line names every failure.
+                    bar.println(format!(
                         "run {index} ({}) failed: {message} (log: {})",
                         run_of(*index).id,
                         log.display()
-                    );
-                    if bar.is_hidden() {
-                        eprintln!("{text}");
-                    } else {
-                        bar.println(text);
-                    }
+                    ));
                 }
             }
             _ => {}
@@ -427,7 +423,7 @@ impl RunLog {
 
 impl Observer for RunLog {
     fn step(&mut self, log: &StepLog) {
-        if self.quiet || (log.step % self.log_every != 0 && log.step != self.total) {
+        if self.quiet || (!log.step.is_multiple_of(self.log_every) && log.step != self.total) {
             return;
         }
         if self.json {

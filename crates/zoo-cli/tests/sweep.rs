@@ -498,3 +498,56 @@ fn slurm_script_tasks_train_runs_and_collect_tabulates_the_finished_ones() {
     ]));
     assert!(line.contains("nothing to collect"), "{line}");
 }
+
+#[test]
+fn failed_run_is_reported_and_the_others_finish() {
+    let t = tmp();
+    let file = write_sweep(
+        t.path(),
+        "seeds = [0]",
+        "\"train.lr\" = [1e-3, 2e-3, 3e-3]",
+        8,
+        4,
+    );
+    let out = t.path().join("out");
+    // Prepare the folder, then put a stranger's file where run 1 will train.
+    expect_success(&mut zoo(&[
+        "sweep",
+        path(&file),
+        "--out",
+        path(&out),
+        "--slurm",
+    ]));
+    let id1 = json(&out.join("sweep.json"))["runs"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::create_dir_all(out.join("runs").join(&id1)).unwrap();
+    fs::write(out.join("runs").join(&id1).join("notes.txt"), "mine\n").unwrap();
+
+    let line = expect_error(&mut zoo(&[
+        "sweep",
+        path(&file),
+        "--out",
+        path(&out),
+        "--jobs",
+        "2",
+    ]));
+    assert!(
+        line.contains(&format!("1 of 3 runs failed (run 1 ({id1}): "))
+            && line.contains("notes.txt")
+            && line.contains(&format!(
+                "log: {}",
+                out.join("logs").join(format!("{id1}.txt")).display()
+            )),
+        "{line}"
+    );
+    // The others trained and are in the table; the stranger's file is untouched.
+    let (_, rows) = read_csv(&out.join("results.csv"));
+    let indices: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(indices, ["0", "2"]);
+    assert_eq!(
+        fs::read_to_string(out.join("runs").join(&id1).join("notes.txt")).unwrap(),
+        "mine\n"
+    );
+}

@@ -23,10 +23,13 @@ pub trait Candidate {
     fn set_best(&mut self, best: bool);
 }
 
+/// The candidates of one cell: (candidate key, row positions), in order of first appearance.
+type Candidates = Vec<(String, Vec<usize>)>;
+
 /// Marks the best candidate's rows in every cell (rows in sweep order).
 pub fn mark_best<R: Candidate>(rows: &mut [R]) {
-    // cell → candidate → row positions, both in order of first appearance.
-    let mut cells: Vec<(String, Vec<(String, Vec<usize>)>)> = Vec::new();
+    // cell → candidates, in order of first appearance.
+    let mut cells: Vec<(String, Candidates)> = Vec::new();
     let mut cell_at: BTreeMap<String, usize> = BTreeMap::new();
     for (i, row) in rows.iter().enumerate() {
         let cell = row.cell_key();

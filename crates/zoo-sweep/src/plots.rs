@@ -218,6 +218,106 @@ fn layout(results: &Results, spec: &PlotSpec) -> Result<Layout, String> {
     })
 }
 
+/// Points grouped by panel, then series, then point, each in order of first appearance.
+#[derive(Default)]
+struct Grouped {
+    panels: Vec<PanelGroup>,
+}
+
+struct PanelGroup {
+    title: String,
+    series: Vec<SeriesGroup>,
+}
+
+struct SeriesGroup {
+    name: String,
+    points: Vec<PointGroup>,
+}
+
+/// The values measured at one point (one per seed).
+struct PointGroup {
+    key: String,
+    x: f64,
+    values: Vec<f64>,
+}
+
+impl Grouped {
+    fn add(&mut self, panel: String, series: String, key: String, x: f64, y: f64) {
+        let p = match self.panels.iter().position(|g| g.title == panel) {
+            Some(i) => i,
+            None => {
+                self.panels.push(PanelGroup {
+                    title: panel,
+                    series: Vec::new(),
+                });
+                self.panels.len() - 1
+            }
+        };
+        let all = &mut self.panels[p].series;
+        let s = match all.iter().position(|g| g.name == series) {
+            Some(i) => i,
+            None => {
+                all.push(SeriesGroup {
+                    name: series,
+                    points: Vec::new(),
+                });
+                all.len() - 1
+            }
+        };
+        let points = &mut all[s].points;
+        match points.iter_mut().find(|g| g.key == key) {
+            Some(g) => g.values.push(y),
+            None => points.push(PointGroup {
+                key,
+                x,
+                values: vec![y],
+            }),
+        }
+    }
+
+    /// Keeps the first `MAX_PANELS` panels; returns a note when some were dropped.
+    fn cap(&mut self) -> Option<String> {
+        let n = self.panels.len();
+        (n > MAX_PANELS).then(|| {
+            self.panels.truncate(MAX_PANELS);
+            format!("showing the first {MAX_PANELS} of {n} panels")
+        })
+    }
+
+    fn x_values(&self) -> Vec<f64> {
+        self.panels
+            .iter()
+            .flat_map(|p| p.series.iter().flat_map(|s| s.points.iter().map(|g| g.x)))
+            .collect()
+    }
+
+    /// The panels to draw: each point the mean and spread of its values, points sorted by x.
+    fn into_panels(self) -> Vec<Panel> {
+        self.panels
+            .into_iter()
+            .map(|p| Panel {
+                title: p.title,
+                series: p
+                    .series
+                    .into_iter()
+                    .map(|s| {
+                        let mut points: Vec<SpreadPoint> = s
+                            .points
+                            .iter()
+                            .filter_map(|g| SpreadPoint::from_values(g.x, &g.values))
+                            .collect();
+                        points.sort_by(|a, b| a.x.total_cmp(&b.x));
+                        SpreadSeries {
+                            name: s.name,
+                            points,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
 fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
     let rows: Vec<&Row> = results.rows.iter().filter(|r| r.best).collect();
     if rows.is_empty() {
@@ -230,6 +330,7 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
             .iter()
             .map(|s| label_of(results, row, s))
             .collect();
+        // State plots keep the remaining axes apart as points of one line instead.
         if spec.kind != PlotKind::State {
             parts.extend(
                 lay.rest
@@ -248,229 +349,126 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
             format!("{} = {}", short_key(p), label_of(results, row, p))
         })
     };
-
     let best_note = if results.best_of.is_empty() {
         String::new()
     } else {
         format!(", best {} per point", results.best_of.join(", "))
     };
-    match spec.kind {
-        PlotKind::Accuracy | PlotKind::ToTarget => {
-            let x = lay.x.clone().expect("set for these kinds");
-            let to_target = spec.kind == PlotKind::ToTarget;
-            let numeric = !to_target && rows.iter().all(|r| numeric_of(results, r, &x).is_some());
-            let mut categories: Vec<String> = Vec::new();
-            // panel → series → x key → (x, values)
-            let mut panels: Vec<(String, Vec<(String, Vec<(String, f64, Vec<f64>)>)>)> = Vec::new();
-            let mut unreached = 0usize;
-            for row in &rows {
-                let y = if to_target {
-                    match row.summary.to_target.as_ref() {
-                        Some(t) => t.tokens as f64,
-                        None => {
-                            unreached += 1;
-                            continue;
-                        }
-                    }
-                } else {
-                    row.accuracy
-                };
-                let x_label = label_of(results, row, &x);
-                let x_value = if numeric {
-                    numeric_of(results, row, &x).unwrap_or(f64::NAN)
-                } else {
-                    slot(&mut categories, &x_label) as f64
-                };
-                let p = panel_name(row);
-                let pi = match panels.iter().position(|(k, _)| *k == p) {
-                    Some(i) => i,
-                    None => {
-                        panels.push((p, Vec::new()));
-                        panels.len() - 1
-                    }
-                };
-                let s = series_name(row);
-                let series = &mut panels[pi].1;
-                let si = match series.iter().position(|(k, _)| *k == s) {
-                    Some(i) => i,
-                    None => {
-                        series.push((s, Vec::new()));
-                        series.len() - 1
-                    }
-                };
-                let points = &mut series[si].1;
-                match points.iter_mut().find(|(k, _, _)| *k == x_label) {
-                    Some((_, _, ys)) => ys.push(y),
-                    None => points.push((x_label, x_value, vec![y])),
-                }
-            }
-            if panels.is_empty() {
-                return Err(
-                    "no run reached its target accuracy (set train.stop_at_accuracy in the sweep's set)".into(),
-                );
-            }
-            let mut note = (unreached > 0).then(|| {
-                format!("{unreached} best-of runs never reached their target and are not shown")
-            });
-            if panels.len() > MAX_PANELS {
-                note = Some(format!(
-                    "showing the first {MAX_PANELS} of {} panels",
-                    panels.len()
-                ));
-                panels.truncate(MAX_PANELS);
-            }
-            let x_values: Vec<f64> = panels
-                .iter()
-                .flat_map(|(_, s)| s.iter().flat_map(|(_, p)| p.iter().map(|(_, x, _)| *x)))
-                .collect();
-            let scale = if !numeric {
-                XScale::Categories(categories)
-            } else if log2_fits(&x_values) {
-                XScale::Log2
-            } else {
-                XScale::Linear
-            };
-            let panels = panels
-                .into_iter()
-                .map(|(title, series)| Panel {
-                    title,
-                    series: series
-                        .into_iter()
-                        .map(|(name, mut points)| {
-                            points.sort_by(|a, b| a.1.total_cmp(&b.1));
-                            SpreadSeries {
-                                name,
-                                points: points
-                                    .iter()
-                                    .filter_map(|(_, x, ys)| SpreadPoint::from_values(*x, ys))
-                                    .collect(),
-                            }
-                        })
-                        .collect(),
-                })
-                .collect();
-            let (title, caption, y_label, opts) = if to_target {
-                (
-                    spec.title
-                        .clone()
-                        .unwrap_or_else(|| format!("{}: tokens to target", results.name)),
-                    format!(
-                        "Training tokens until the held-out accuracy reached the target, by {x}{best_note}; dot = mean over seeds, bar = min–max, circles = seeds."
-                    ),
-                    "tokens to target",
-                    PanelOpts {
-                        x: scale,
-                        log_y: true,
-                        y_range: None,
-                    },
-                )
-            } else {
-                (
-                    spec.title.clone().unwrap_or_else(|| {
-                        format!("{}: accuracy vs {}", results.name, short_key(&x))
-                    }),
-                    format!(
-                        "Final held-out accuracy against {x}{best_note}; dot = mean over seeds, bar = min–max, circles = seeds."
-                    ),
-                    "accuracy",
-                    PanelOpts {
-                        x: scale,
-                        log_y: false,
-                        y_range: Some((0.0, 1.0)),
-                    },
-                )
-            };
-            Ok(Figure {
-                title,
-                caption,
-                x_label: x,
-                y_label: y_label.into(),
-                panels,
-                opts,
-                note,
-            })
+
+    let mut groups = Grouped::default();
+    if spec.kind == PlotKind::State {
+        for row in &rows {
+            let config: Vec<String> = lay.rest.iter().map(|d| label_of(results, row, d)).collect();
+            groups.add(
+                panel_name(row),
+                series_name(row),
+                config.join("\n"),
+                row.summary.state_bits as f64,
+                row.accuracy,
+            );
         }
-        PlotKind::State => {
-            // panel → series → configuration → (state bits, accuracies)
-            let mut panels: Vec<(String, Vec<(String, Vec<(String, f64, Vec<f64>)>)>)> = Vec::new();
-            for row in &rows {
-                let p = panel_name(row);
-                let pi = match panels.iter().position(|(k, _)| *k == p) {
-                    Some(i) => i,
-                    None => {
-                        panels.push((p, Vec::new()));
-                        panels.len() - 1
-                    }
-                };
-                let s = series_name(row);
-                let series = &mut panels[pi].1;
-                let si = match series.iter().position(|(k, _)| *k == s) {
-                    Some(i) => i,
-                    None => {
-                        series.push((s, Vec::new()));
-                        series.len() - 1
-                    }
-                };
-                let config: String = lay
-                    .rest
-                    .iter()
-                    .map(|d| label_of(results, row, d))
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                let bits = row.summary.state_bits as f64;
-                let points = &mut series[si].1;
-                match points.iter_mut().find(|(k, _, _)| *k == config) {
-                    Some((_, _, ys)) => ys.push(row.accuracy),
-                    None => points.push((config, bits, vec![row.accuracy])),
-                }
-            }
-            let mut note = None;
-            if panels.len() > MAX_PANELS {
-                note = Some(format!(
-                    "showing the first {MAX_PANELS} of {} panels",
-                    panels.len()
-                ));
-                panels.truncate(MAX_PANELS);
-            }
-            let panels = panels
-                .into_iter()
-                .map(|(title, series)| Panel {
-                    title,
-                    series: series
-                        .into_iter()
-                        .map(|(name, mut points)| {
-                            points.sort_by(|a, b| a.1.total_cmp(&b.1));
-                            SpreadSeries {
-                                name,
-                                points: points
-                                    .iter()
-                                    .filter_map(|(_, x, ys)| SpreadPoint::from_values(*x, ys))
-                                    .collect(),
-                            }
-                        })
-                        .collect(),
-                })
-                .collect();
-            Ok(Figure {
-                title: spec
-                    .title
-                    .clone()
-                    .unwrap_or_else(|| format!("{}: accuracy vs decoding state", results.name)),
-                caption: format!(
-                    "Final held-out accuracy against the decoding-state size in bits (at the final training length){best_note}; each point one configuration, dot = mean over seeds, bar = min–max."
-                ),
-                x_label: "decoding state (bits)".into(),
-                y_label: "accuracy".into(),
-                panels,
-                opts: PanelOpts {
-                    x: XScale::Log10,
-                    log_y: false,
-                    y_range: Some((0.0, 1.0)),
-                },
-                note,
-            })
-        }
+        let note = groups.cap();
+        return Ok(Figure {
+            title: spec
+                .title
+                .clone()
+                .unwrap_or_else(|| format!("{}: accuracy vs decoding state", results.name)),
+            caption: format!(
+                "Final held-out accuracy against the decoding-state size in bits (at the final training length){best_note}; each point one configuration, dot = mean over seeds, bar = min–max."
+            ),
+            x_label: "decoding state (bits)".into(),
+            y_label: "accuracy".into(),
+            panels: groups.into_panels(),
+            opts: PanelOpts {
+                x: XScale::Log10,
+                log_y: false,
+                y_range: Some((0.0, 1.0)),
+            },
+            note,
+        });
     }
+
+    let x = lay
+        .x
+        .clone()
+        .expect("accuracy and to_target plots have an x");
+    let to_target = spec.kind == PlotKind::ToTarget;
+    // Schedules are names; other numeric axes are drawn to scale.
+    let numeric = !to_target && rows.iter().all(|r| numeric_of(results, r, &x).is_some());
+    let mut categories: Vec<String> = Vec::new();
+    let mut unreached = 0usize;
+    for row in &rows {
+        let y = if to_target {
+            match row.summary.to_target.as_ref() {
+                Some(t) => t.tokens as f64,
+                None => {
+                    unreached += 1;
+                    continue;
+                }
+            }
+        } else {
+            row.accuracy
+        };
+        let x_label = label_of(results, row, &x);
+        let x_value = if numeric {
+            numeric_of(results, row, &x).unwrap_or(f64::NAN)
+        } else {
+            slot(&mut categories, &x_label) as f64
+        };
+        groups.add(panel_name(row), series_name(row), x_label, x_value, y);
+    }
+    if groups.panels.is_empty() {
+        return Err(
+            "no run reached its target accuracy (set train.stop_at_accuracy in the sweep's set)"
+                .into(),
+        );
+    }
+    let mut note = (unreached > 0)
+        .then(|| format!("{unreached} best-of runs never reached their target and are not shown"));
+    if let Some(capped) = groups.cap() {
+        note = Some(capped);
+    }
+    let scale = if !numeric {
+        XScale::Categories(categories)
+    } else if log2_fits(&groups.x_values()) {
+        XScale::Log2
+    } else {
+        XScale::Linear
+    };
+    let (title, caption, y_label, log_y, y_range) = if to_target {
+        (
+            format!("{}: tokens to target", results.name),
+            format!(
+                "Training tokens until the held-out accuracy reached the target, by {x}{best_note}; dot = mean over seeds, bar = min–max, circles = seeds."
+            ),
+            "tokens to target",
+            true,
+            None,
+        )
+    } else {
+        (
+            format!("{}: accuracy vs {}", results.name, short_key(&x)),
+            format!(
+                "Final held-out accuracy against {x}{best_note}; dot = mean over seeds, bar = min–max, circles = seeds."
+            ),
+            "accuracy",
+            false,
+            Some((0.0, 1.0)),
+        )
+    };
+    Ok(Figure {
+        title: spec.title.clone().unwrap_or(title),
+        caption,
+        x_label: x,
+        y_label: y_label.into(),
+        panels: groups.into_panels(),
+        opts: PanelOpts {
+            x: scale,
+            log_y,
+            y_range,
+        },
+        note,
+    })
 }
 
 /// The last segment of a dotted key (`train.mixed_lengths` → `mixed_lengths`), for legends.
