@@ -158,6 +158,7 @@ fn only(
         };
         bail!("--only {index}: the sweep has {range}");
     }
+    record::check_index(dir, plan, index)?;
     let opts = check_options(args, 1);
     let cfg = check::check_one(sweep, plan, index, dir, &opts)?;
     let dev = device::select(&check::device_name(&cfg, &opts))?;

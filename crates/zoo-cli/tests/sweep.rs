@@ -479,6 +479,22 @@ fn slurm_script_tasks_train_runs_and_collect_tabulates_the_finished_ones() {
         .collect();
     assert_eq!(missing, [0, 3]);
 
+    // An edited sweep file no longer matches the script's indices: a task refuses to run.
+    let edited = fs::read_to_string(&file)
+        .unwrap()
+        .replace("[16, 32]", "[8, 16, 32]");
+    let moved = t.path().join("edited.toml");
+    fs::write(&moved, edited).unwrap();
+    let line = expect_error(&mut zoo(&[
+        "sweep",
+        path(&moved),
+        "--out",
+        path(&out),
+        "--only",
+        "3",
+    ]));
+    assert!(line.contains("the sweep file changed"), "{line}");
+
     // --only out of range, and --collect of a folder with nothing in it.
     let line = expect_error(&mut zoo(&[
         "sweep",

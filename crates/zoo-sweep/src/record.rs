@@ -136,6 +136,38 @@ pub fn record(sweep: &Sweep, plan: &Plan) -> Result<Record> {
     })
 }
 
+/// Reads `sweep.json` of `dir`.
+pub fn read(dir: &Path) -> Result<Record> {
+    let path = dir.join(RECORD_FILE);
+    let text = zoo_data::read_text_capped(&path, "sweep record", zoo_data::input::MAX_TEXT_BYTES)?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a sweep record (delete it to write it again)",
+            path.display()
+        )
+    })
+}
+
+/// Fails when `sweep.json` of `dir` gives run `index` another id than `plan` does: the sweep
+/// file changed after the sweep (or its Slurm script) was set up, so index `index` no longer
+/// means the run its caller was started for.
+pub fn check_index(dir: &Path, plan: &Plan, index: usize) -> Result<()> {
+    if !is_sweep_dir(dir) {
+        return Ok(());
+    }
+    let record = read(dir)?;
+    let recorded = record.runs.get(index).map(|r| r.id.as_str());
+    let planned = plan.runs[index].id.as_str();
+    if recorded != Some(planned) {
+        bail!(
+            "run {index} of the sweep file is {planned}, but {} lists {} at that index: the sweep file changed since the sweep was set up (run the sweep, or --slurm, again to update it)",
+            dir.join(RECORD_FILE).display(),
+            recorded.unwrap_or("no run")
+        );
+    }
+    Ok(())
+}
+
 /// Writes `sweep.json` atomically (unless it already holds exactly this record).
 pub fn write(dir: &Path, record: &Record) -> Result<()> {
     let text = serde_json::to_string_pretty(record)? + "\n";
