@@ -7,7 +7,9 @@
 //! - `plan`: expansion into runs (order, ids, overrides); `labels`: short value labels.
 //! - `check`: every run's config loaded, validated and resource-checked up front.
 //! - `record`: the sweep folder and its `sweep.json`.
-//! - `execute`: one run (`--only I`): train or resume, then evaluate.
+//! - `execute`: one run (`--only I`): train or resume, then evaluate (`after`: the one call of
+//!   the post-training evaluation; `summary_fallback`: a temporary `summary.json` writer for
+//!   trainers that do not write one yet).
 //! - `local`: the scheduler of child processes.
 //! - `results`, `best_of`, `plots`: the table, its best-of marking, its figures.
 //! - `slurm`: the job-array script.

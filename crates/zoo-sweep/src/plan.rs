@@ -47,6 +47,9 @@ pub struct Plan {
     pub name: String,
     /// Every axis key, in order of first appearance (top-level axes, then each grid's).
     pub columns: Vec<String>,
+    /// The keys of each axis (several for a zipped axis), in column order: keys of one group
+    /// vary together.
+    pub axis_groups: Vec<Vec<String>>,
     /// Grid labels (their `name`, else a label of their `set`); empty without grids.
     pub grids: Vec<String>,
     /// Axis keys optimised within a cell.
@@ -157,6 +160,7 @@ pub fn expand(sweep: &Sweep) -> Result<Plan> {
     }
 
     let mut columns: Vec<String> = Vec::new();
+    let mut axis_groups: Vec<Vec<String>> = Vec::new();
     for a in sweep
         .axes
         .iter()
@@ -166,6 +170,9 @@ pub fn expand(sweep: &Sweep) -> Result<Plan> {
             if !columns.contains(k) {
                 columns.push(k.clone());
             }
+        }
+        if !axis_groups.contains(&a.keys) {
+            axis_groups.push(a.keys.clone());
         }
     }
     let grid_labels = grid_labels(sweep);
@@ -227,6 +234,7 @@ pub fn expand(sweep: &Sweep) -> Result<Plan> {
     Ok(Plan {
         name: sweep.name.clone(),
         columns,
+        axis_groups,
         grids: grid_labels,
         best_of: sweep.best_of.clone(),
         runs,
@@ -327,6 +335,13 @@ mod tests {
         assert_eq!(
             p.columns,
             ["train.stages.0.seq_len", "task.num_kv_pairs", "model.mixer"]
+        );
+        assert_eq!(
+            p.axis_groups,
+            [
+                vec!["train.stages.0.seq_len", "task.num_kv_pairs"],
+                vec!["model.mixer"]
+            ]
         );
         assert_eq!(
             p.runs[3].overrides,

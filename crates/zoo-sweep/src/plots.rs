@@ -10,9 +10,10 @@
 //!   remaining configuration.
 //!
 //! Only the best-of rows are plotted (each cell at its best learning rate, as Zoology reports);
-//! seeds make a point's spread: the mean with min–max whiskers and every seed as a dot. Axes
-//! that are neither x, series, panel nor best-of are folded into the series name, so no two
-//! configurations are averaged into one point. A plot whose axis is absent, or that has nothing
+//! seeds make a point's spread: the mean with min–max whiskers and every seed as a dot. The keys
+//! zipped with x, series or panel go with them (a panel of the (length, pairs) axis is titled by
+//! both). Axes that are neither x, series, panel nor best-of are folded into the series name, so
+//! no two configurations are averaged into one point. A plot whose axis is absent, or that has nothing
 //! to show, is skipped with a note (kept in results.json) instead of failing the sweep.
 
 use std::path::Path;
@@ -167,6 +168,15 @@ struct Layout {
     rest: Vec<String>,
 }
 
+/// The keys that vary together with `dim` (itself included).
+fn partners<'a>(results: &'a Results, dim: &'a str) -> Vec<&'a str> {
+    results
+        .axis_groups
+        .iter()
+        .find(|g| g.iter().any(|k| k == dim))
+        .map_or(vec![dim], |g| g.iter().map(String::as_str).collect())
+}
+
 fn layout(results: &Results, spec: &PlotSpec) -> Result<Layout, String> {
     let dims = dimensions(results);
     let has = |d: &str| dims.iter().any(|x| x == d);
@@ -188,8 +198,13 @@ fn layout(results: &Results, spec: &PlotSpec) -> Result<Layout, String> {
                 .ok_or("the sweep has no length-schedule axis (train.stages…, train.length_warmup…); name one with [[plots]] kind = \"to_target\", x = …")?,
         ),
     };
+    // A dimension is taken when chosen, zipped with a chosen one, or a best-of axis.
     let taken = |d: &str, chosen: &[&Option<String>]| {
-        chosen.iter().any(|c| c.as_deref() == Some(d)) || results.best_of.iter().any(|b| b == d)
+        chosen
+            .iter()
+            .filter_map(|c| c.as_deref())
+            .any(|c| partners(results, c).contains(&d))
+            || results.best_of.iter().any(|b| b == d)
     };
     let series = spec.series.clone().or_else(|| {
         dims.iter()
@@ -346,7 +361,11 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
     };
     let panel_name = |row: &Row| {
         lay.panel.as_ref().map_or(String::new(), |p| {
-            format!("{} = {}", short_key(p), label_of(results, row, p))
+            partners(results, p)
+                .iter()
+                .map(|k| format!("{} = {}", short_key(k), label_of(results, row, k)))
+                .collect::<Vec<_>>()
+                .join(" · ")
         })
     };
     let best_note = if results.best_of.is_empty() {

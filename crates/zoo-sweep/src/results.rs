@@ -101,6 +101,8 @@ pub struct Results {
     pub name: String,
     /// Axis keys, in plan order.
     pub columns: Vec<String>,
+    /// The keys of each axis; a zipped axis's keys vary together.
+    pub axis_groups: Vec<Vec<String>>,
     pub has_grids: bool,
     pub best_of: Vec<String>,
     pub rows: Vec<Row>,
@@ -190,6 +192,7 @@ pub fn collect(plan: &Plan, sweep_dir: &Path) -> Result<Results> {
     Ok(Results {
         name: plan.name.clone(),
         columns: plan.columns.clone(),
+        axis_groups: plan.axis_groups.clone(),
         has_grids: !plan.grids.is_empty(),
         best_of: plan.best_of.clone(),
         rows,

@@ -315,3 +315,32 @@ fn plots_without_their_axis_are_skipped_with_a_note() {
     assert!(notes[0].contains("accuracy plot skipped") && notes[0].contains("model.d_model"));
     assert!(notes[1].contains("to_target plot skipped"));
 }
+
+#[test]
+fn zipped_partners_go_with_the_panel_and_do_not_split_series() {
+    let text = r#"
+[sweep]
+name = "zipped"
+base = "b.toml"
+[axes]
+"model.mixer,model.position" = [[{ kind = "softmax" }, { kind = "rope" }], [{ kind = "rwkv" }, { kind = "none" }]]
+"model.d_model" = [32, 64, 128]
+"train.stages.0.seq_len,task.num_kv_pairs" = [[64, 4], [128, 8]]
+"#;
+    let sweep = spec::parse(text, "z.toml", Path::new(".")).unwrap();
+    let plan = plan::expand(&sweep).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_summaries(&plan, dir.path(), &[]);
+    let table = results::collect(&plan, dir.path()).unwrap();
+    let (files, _) = plots::draw(&table, &[], dir.path()).unwrap();
+    assert_eq!(files[0].kind, "accuracy");
+    let svg = fs::read_to_string(dir.path().join(&files[0].svg)).unwrap();
+    assert!(
+        svg.contains("stages.0.seq_len = 64 · task.num_kv_pairs = 4")
+            && svg.contains("stages.0.seq_len = 128 · task.num_kv_pairs = 8"),
+        "panel titles name both zipped keys"
+    );
+    // Series are the mixers alone: the zipped position and pairs do not split them.
+    assert!(svg.contains(">softmax<") || svg.contains("softmax"));
+    assert!(!svg.contains("position=") && !svg.contains("num_kv_pairs="));
+}
