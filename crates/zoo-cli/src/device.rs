@@ -12,6 +12,16 @@ pub const AVAILABLE: &str = if cfg!(feature = "cuda") {
     "flex, ndarray, wgpu"
 };
 
+/// Refuses an unknown device name without starting any device (for checks before work starts).
+pub fn check_name(name: &str) -> Result<()> {
+    match name {
+        "flex" | "cpu" | "ndarray" | "wgpu" | "gpu" => Ok(()),
+        "cuda" if cfg!(feature = "cuda") => Ok(()),
+        "cuda" => cuda().map(|_| ()),
+        other => bail!("unknown device `{other}`; available: {AVAILABLE}"),
+    }
+}
+
 pub fn select(name: &str) -> Result<Device> {
     match name {
         "flex" | "cpu" => Ok(Device::flex()),

@@ -5,6 +5,7 @@ mod bench;
 mod device;
 mod info;
 mod observe;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,7 +95,8 @@ enum Command {
     /// Evaluate a trained run.
     #[command(subcommand)]
     Eval(EvalCommand),
-    /// Compare runs in one self-contained HTML page.
+    /// Compare runs (and sweep folders: their results table and plots) in one self-contained
+    /// HTML page.
     Report {
         #[arg(required = true)]
         runs: Vec<PathBuf>,
@@ -104,6 +106,14 @@ enum Command {
     /// Speed benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Train a grid of runs from a sweep file (locally, or as a Slurm job array) and tabulate
+    /// and plot their results.
+    Sweep {
+        #[command(flatten)]
+        args: sweep::SweepArgs,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -293,8 +303,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report { runs, out } => {
             check_report_out(&out)?;
             let summary = zoo_eval::write_report(&runs, &out)?;
+            let sweeps = match summary.sweeps {
+                0 => String::new(),
+                1 => ", 1 sweep".to_string(),
+                n => format!(", {n} sweeps"),
+            };
             println!(
-                "wrote {} ({} runs, {} figures)",
+                "wrote {} ({} runs{sweeps}, {} figures)",
                 out.display(),
                 summary.runs,
                 summary.figures
@@ -302,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(b) => bench::run(b),
+        Command::Sweep { args, output } => sweep::run(args, &output),
     }
 }
 

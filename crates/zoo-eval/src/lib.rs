@@ -4,8 +4,10 @@
 //! - `results`: serde result types (NIAH, MQAR, perplexity vs length, attention diagnostics,
 //!   state size) with atomic CSV/JSON writers — the files under `runs/<name>/eval/`.
 //! - `plot`: heat maps and line charts (plotters; PNG + SVG).
+//! - `panels`: small-multiples figures with whiskers (sweep results).
 //! - `diagnostics`: entropy, sparsity and needle mass of attention rows, and their aggregation.
-//! - `report`: the self-contained HTML report of `zoo report`.
+//! - `report`: the self-contained HTML report of `zoo report` (`report_sweep`: its sweep
+//!   sections).
 //!
 //! The model-running half: `niah`, `mqar`, `ppl`, `attention` (one evaluation each), `runner`
 //! (loading a run, batching, held-out sampling), `after_training` (what `zoo train` and sweeps
@@ -13,8 +15,10 @@
 //! Scoring (what a correct answer is) is `zoo_data::scoring`, shared with training.
 
 pub mod diagnostics;
+pub mod panels;
 pub mod plot;
 pub mod report;
+mod report_sweep;
 pub mod results;
 
 pub use diagnostics::{AttentionAccumulator, RowStats, Welford};

@@ -40,13 +40,13 @@ pub const HEATMAP_SIZE: (u32, u32) = (960, 640);
 /// Pixel size (width, height) of line charts, PNG and SVG.
 pub const LINE_CHART_SIZE: (u32, u32) = (960, 560);
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 const NAN_CELL: RGBColor = RGBColor(200, 200, 200);
-const GRID: RGBColor = RGBColor(225, 225, 225);
-const MARKER: RGBColor = RGBColor(110, 110, 110);
+pub(crate) const GRID: RGBColor = RGBColor(225, 225, 225);
+pub(crate) const MARKER: RGBColor = RGBColor(110, 110, 110);
 
 /// Matplotlib's "tab10" palette: distinguishable categorical colours.
-const PALETTE: [RGBColor; 10] = [
+pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -95,7 +95,7 @@ pub fn output_paths(stem: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Something that can draw itself on any plotters backend.
-trait Figure {
+pub(crate) trait Figure {
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> anyhow::Result<()>
     where
@@ -103,7 +103,7 @@ trait Figure {
 }
 
 /// Draws `fig` into `<stem>.png` and `<stem>.svg`, each atomically.
-fn save<F: Figure>(stem: &Path, fig: &F) -> anyhow::Result<()> {
+pub(crate) fn save<F: Figure>(stem: &Path, fig: &F) -> anyhow::Result<()> {
     let (png, svg) = output_paths(stem);
 
     // The bitmap backend picks the image format from the file extension, so the temp file keeps
@@ -138,14 +138,14 @@ fn save<F: Figure>(stem: &Path, fig: &F) -> anyhow::Result<()> {
 /// plotters' own f64 axis picks its ticks itself, and its key-point override (`WithKeyPoints`)
 /// loses the custom-formatter support; owning the axis gives both: ticks at cell centres or at
 /// powers of two, labelled by our formatters.
-struct TickAxis {
+pub(crate) struct TickAxis {
     lo: f64,
     hi: f64,
     ticks: Vec<f64>,
 }
 
 impl TickAxis {
-    fn new(lo: f64, hi: f64, ticks: Vec<f64>) -> Self {
+    pub(crate) fn new(lo: f64, hi: f64, ticks: Vec<f64>) -> Self {
         TickAxis { lo, hi, ticks }
     }
 }
@@ -374,7 +374,7 @@ where
     Ok(())
 }
 
-fn no_data_note<DB: DrawingBackend, CT: plotters::coord::CoordTranslate>(
+pub(crate) fn no_data_note<DB: DrawingBackend, CT: plotters::coord::CoordTranslate>(
     area: &DrawingArea<DB, CT>,
 ) -> anyhow::Result<()>
 where
@@ -618,7 +618,7 @@ where
 
 /// Range of the plotted values with 3 % padding; a degenerate or empty range gets a sensible
 /// width so the axis still has ticks.
-fn padded_range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+pub(crate) fn padded_range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
@@ -650,7 +650,7 @@ fn clean(v: f64) -> f64 {
 
 /// Tick label: integers without a decimal point, otherwise the shortest exact form of the
 /// cleaned value. On a log axis `v` is log10 of the value.
-fn tick_label(v: f64, log: bool) -> String {
+pub(crate) fn tick_label(v: f64, log: bool) -> String {
     let v = clean(if log { 10f64.powf(v) } else { v });
     if v == 0.0 {
         "0".into() // also turns −0 into 0
@@ -660,7 +660,7 @@ fn tick_label(v: f64, log: bool) -> String {
 }
 
 /// Ticks at multiples of a 1-2-2.5-5 step, about six of them.
-fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
+pub(crate) fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = hi - lo;
     if span.is_nan() || span <= 0.0 || span.is_infinite() {
         return vec![lo];
@@ -679,7 +679,7 @@ fn linear_ticks(lo: f64, hi: f64) -> Vec<f64> {
 
 /// Ticks for a log axis spanning log10 values [lo, hi]: powers of two (when `pow2` and the
 /// range is ≥ 1), else 1-2-5 per decade, thinned to at most ~10; returned as log10 positions.
-fn log_ticks(lo: f64, hi: f64, pow2: bool) -> Vec<f64> {
+pub(crate) fn log_ticks(lo: f64, hi: f64, pow2: bool) -> Vec<f64> {
     let (vlo, vhi) = (10f64.powf(lo), 10f64.powf(hi));
     let mut ticks: Vec<f64> = Vec::new();
     if pow2 && vlo >= 0.5 {

@@ -9,6 +9,10 @@
 //! of all runs on one chart, attention diagnostics (entropy and sparsity vs length per layer,
 //! needle mass vs length), and recurrent-state sizes. Missing evaluations say how to produce them.
 //!
+//! An argument that is a sweep folder (it holds `sweep.json`, written by `zoo sweep`) adds a
+//! section of its own instead (see `report_sweep`): the sweep's results table with the best-of
+//! rows highlighted, and its plots. The run sections appear when at least one run is given.
+//!
 //! Self-contained means no external resource: CSS is inline and every figure is a PNG drawn by
 //! `plot` into a scratch directory and embedded as a base64 `data:` URI, inside a `<figure>` with a
 //! `<figcaption>`. PNG rather than inline SVG so what the tests decode is exactly what a browser
@@ -31,6 +35,7 @@ use serde::Deserialize;
 use zoo_data::input::{MAX_CONFIG_BYTES, MAX_TEXT_BYTES};
 
 use crate::plot::{self, AttentionFigure, LineOpts, Series};
+use crate::report_sweep::{SweepData, is_sweep_dir};
 use crate::results::{
     AttentionResult, MqarResult, NiahResult, PplResult, StateResult, write_file_atomic,
 };
@@ -42,20 +47,24 @@ pub struct ReportSummary {
     pub figures: usize,
     /// Number of runs in the report.
     pub runs: usize,
+    /// Number of sweep folders in the report.
+    pub sweeps: usize,
 }
 
 /// Most points per loss curve: longer curves are averaged in equal-width step buckets, which
 /// keeps the shape (and smooths noise) while bounding the figure's drawing cost.
 const MAX_LOSS_POINTS: usize = 1500;
 
-/// Writes the HTML report for `run_dirs` to `out`.
-pub fn write_report(run_dirs: &[PathBuf], out: &Path) -> anyhow::Result<ReportSummary> {
-    if run_dirs.is_empty() {
+/// Writes the HTML report for `dirs` (run folders and sweep folders) to `out`.
+pub fn write_report(dirs: &[PathBuf], out: &Path) -> anyhow::Result<ReportSummary> {
+    if dirs.is_empty() {
         bail!("no run directories given");
     }
+    let (sweep_dirs, run_dirs): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        dirs.iter().partition(|d| is_sweep_dir(d));
     // Check every directory before reading any, so the first error is about the path the user
     // most likely mistyped rather than a parse error further down.
-    for dir in run_dirs {
+    for dir in &run_dirs {
         check_run_dir(dir)?;
     }
     let mut runs = run_dirs
@@ -63,6 +72,10 @@ pub fn write_report(run_dirs: &[PathBuf], out: &Path) -> anyhow::Result<ReportSu
         .map(|d| RunData::load(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
     disambiguate_names(&mut runs);
+    let sweeps = sweep_dirs
+        .iter()
+        .map(|d| SweepData::load(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let scratch = tempfile::tempdir().context("creating a scratch directory for figures")?;
     let mut page = Page {
@@ -70,12 +83,13 @@ pub fn write_report(run_dirs: &[PathBuf], out: &Path) -> anyhow::Result<ReportSu
         figures: 0,
         scratch: scratch.path().to_path_buf(),
     };
-    page.build(&runs)?;
+    page.build(&runs, &sweeps)?;
     write_file_atomic(out, page.html.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(ReportSummary {
         figures: page.figures,
         runs: runs.len(),
+        sweeps: sweeps.len(),
     })
 }
 
@@ -343,9 +357,9 @@ fn read_params(path: &Path) -> anyhow::Result<Option<f64>> {
 
 // --- page ------------------------------------------------------------------------------------
 
-struct Page {
-    html: String,
-    figures: usize,
+pub(crate) struct Page {
+    pub(crate) html: String,
+    pub(crate) figures: usize,
     scratch: PathBuf,
 }
 
@@ -358,6 +372,7 @@ table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.best td { background: #e8f5e9; font-weight: 600; }
 figure { margin: 1.2rem 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9rem; color: #555; margin-top: 0.3rem; }
@@ -368,11 +383,13 @@ code { background: #f3f3f3; padding: 0 0.2rem; }
 ";
 
 impl Page {
-    fn build(&mut self, runs: &[RunData]) -> anyhow::Result<()> {
-        let title = if runs.len() == 1 {
-            format!("attention-zoo report: {}", runs[0].name)
-        } else {
-            format!("attention-zoo report: {} runs", runs.len())
+    fn build(&mut self, runs: &[RunData], sweeps: &[SweepData]) -> anyhow::Result<()> {
+        let title = match (runs.len(), sweeps.len()) {
+            (1, 0) => format!("attention-zoo report: {}", runs[0].name),
+            (0, 1) => format!("attention-zoo report: sweep {}", sweeps[0].name),
+            (n, 0) => format!("attention-zoo report: {n} runs"),
+            (0, m) => format!("attention-zoo report: {m} sweeps"),
+            (n, m) => format!("attention-zoo report: {n} runs, {m} sweeps"),
         };
         let _ = write!(
             self.html,
@@ -382,6 +399,13 @@ impl Page {
             esc(&title),
             esc(&title)
         );
+        for (i, sweep) in sweeps.iter().enumerate() {
+            self.sweep_section(i, sweep)?;
+        }
+        if runs.is_empty() {
+            self.html.push_str("</body>\n</html>\n");
+            return Ok(());
+        }
         self.html.push_str("<p class=\"note\">Runs: ");
         let list: Vec<String> = runs
             .iter()
@@ -407,7 +431,7 @@ impl Page {
         Ok(())
     }
 
-    fn h2(&mut self, id: &str, title: &str) {
+    pub(crate) fn h2(&mut self, id: &str, title: &str) {
         let _ = writeln!(self.html, "<h2 id=\"{id}\">{}</h2>", esc(title));
     }
 
@@ -429,7 +453,17 @@ impl Page {
     /// Embeds `<stem>.png` (drawn by the caller) as a figure.
     fn figure(&mut self, stem: &Path, alt: &str, caption: &str) -> anyhow::Result<()> {
         let (png, _) = plot::output_paths(stem);
-        let bytes = fs::read(&png).with_context(|| format!("reading {}", png.display()))?;
+        self.figure_png(&png, alt, caption)
+    }
+
+    /// Embeds the PNG file `png` as a figure; `caption` is HTML.
+    pub(crate) fn figure_png(
+        &mut self,
+        png: &Path,
+        alt: &str,
+        caption: &str,
+    ) -> anyhow::Result<()> {
+        let bytes = fs::read(png).with_context(|| format!("reading {}", png.display()))?;
         let (w, h) = png_size(&bytes).unwrap_or((0, 0));
         let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
         let _ = writeln!(
@@ -829,7 +863,7 @@ fn relabelled<T: Relabel>(r: &T, name: &str) -> T {
 }
 
 /// Escapes text for HTML element content and attribute values.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -958,7 +992,7 @@ fn fmt_num(x: f64) -> String {
     }
 }
 
-fn fmt_acc(a: f64) -> String {
+pub(crate) fn fmt_acc(a: f64) -> String {
     if a.is_finite() {
         format!("{a:.3}")
     } else {
@@ -967,7 +1001,7 @@ fn fmt_acc(a: f64) -> String {
 }
 
 /// Three significant digits.
-fn fmt_sig(x: f64) -> String {
+pub(crate) fn fmt_sig(x: f64) -> String {
     if !x.is_finite() {
         return "n/a".into();
     }
@@ -1006,7 +1040,7 @@ fn human_bytes(b: u64) -> String {
 }
 
 /// Background of an MQAR cell: light red (0) → light green (1), pale enough for black text.
-fn cell_colour(a: f64) -> String {
+pub(crate) fn cell_colour(a: f64) -> String {
     if !a.is_finite() {
         return "#eeeeee".into();
     }
