@@ -221,21 +221,12 @@ fn split_csv_line(line: &str) -> Vec<String> {
     fields
 }
 
-/// Runs in results.json: a top-level array, or the one array field of a top-level object.
+/// Runs in results.json: its `rows` (docs/sweeps.md).
 fn json_records(json: &Value) -> usize {
-    match json {
-        Value::Array(items) => items.len(),
-        Value::Object(fields) => {
-            let arrays: Vec<&Vec<Value>> = fields.values().filter_map(Value::as_array).collect();
-            assert_eq!(
-                arrays.len(),
-                1,
-                "results.json: expected one array of runs: {json}"
-            );
-            arrays[0].len()
-        }
-        _ => panic!("results.json is neither an array nor an object: {json}"),
-    }
+    json["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("results.json has no `rows` array: {json}"))
+        .len()
 }
 
 /// Folders under `root` (at any depth) that directly hold a file named `name`.

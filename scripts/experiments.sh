@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Regenerates EXPERIMENTS.md's results: scripts/experiments.sh [a|b|c|d|e|all]... [--commit]
+#
+# Each experiment is one sweep file in experiments/ (e: diagnostics on models trained by a and c).
+# Sweeps train into sweeps/<name>/ (not committed: checkpoints) and resume where they stopped, so
+# an interrupted run of this script continues the next time. When an experiment completes, its
+# table and plots are copied to experiments/results/<name>/ together with the wall time and the
+# machine, and with --commit committed, so the page never cites a result the repository lacks.
+# Budget on a 2-core CPU (EXPERIMENTS.md has the measured times): ≤ 3 hours in all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ZOO=${ZOO:-}
+if [[ -z "$ZOO" ]]; then
+  cargo build --release --quiet
+  ZOO="${CARGO_TARGET_DIR:-target}/release/zoo"
+fi
+commit=0
+wanted=()
+for arg in "$@"; do
+  case "$arg" in
+    --commit) commit=1 ;;
+    a|b|c|d|e) wanted+=("$arg") ;;
+    all) wanted+=(a b c d e) ;;
+    *) echo "experiments.sh: unknown argument '$arg' (use a, b, c, d, e, all, --commit)" >&2; exit 2 ;;
+  esac
+done
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(a b c d e)
+
+declare -A FILE=([a]=a-mqar-zoology [b]=b-state-size [c]=c-positions [d]=d-progressive)
+
+machine() {
+  local cpu
+  cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+  echo "$cpu, $(nproc) cores"
+}
+
+# Copies a finished sweep's table and plots into experiments/results/<name>/.
+publish() {
+  local name=$1 seconds=$2 out="experiments/results/$1"
+  mkdir -p "$out"
+  cp "sweeps/$name/results.csv" "sweeps/$name/results.json" "$out/"
+  if [[ -d "sweeps/$name/plots" ]]; then cp -r "sweeps/$name/plots" "$out/"; fi
+  printf '{"wall_seconds_this_invocation": %s, "machine": "%s", "date": "%s"}\n' \
+    "$seconds" "$(machine)" "$(date -u +%FT%TZ)" > "$out/provenance.json"
+  if [[ $commit == 1 ]]; then
+    git add "$out" && git commit -q -m "experiments: $name results" -- "$out" || true
+  fi
+}
+
+run_sweep() {
+  local name=${FILE[$1]} start=$SECONDS
+  echo "== experiment $1: $name"
+  "$ZOO" sweep "experiments/$name.toml" --out "sweeps/$name"
+  publish "$name" $((SECONDS - start))
+}
+
+# (e): attention diagnostics (needle mass, entropy, sparsity) of trained models.
+diagnostics() {
+  local start=$SECONDS out=experiments/results/e-diagnostics
+  echo "== experiment e: diagnostics"
+  mkdir -p "$out"
+  # Seed 0 of RoPE and of RoPE + log-n from (c), and softmax / linear at d 64, (128, 8) from (a).
+  python3 - "$out" <<'PY'
+import json, subprocess, sys, os, shutil
+out = sys.argv[1]
+zoo = os.environ["ZOO_BIN"]
+def rows(name):
+    with open(f"sweeps/{name}/results.json") as f:
+        return json.load(f)["rows"]
+picks = []
+for r in rows("c-positions"):
+    label = r.get("model.mixer", "")
+    if r.get("seed") == 0 and str(r.get("model.position", "")).startswith("rope"):
+        picks.append((("softmax-rope-logn" if "log_n" in str(label) else "softmax-rope"), "c-positions", r["id"]))
+for r in rows("a-mqar-zoology"):
+    if r.get("best") and str(r.get("model.d_model")) == "64" and str(r.get("train.stages.0.seq_len")) == "128" \
+            and r.get("grid") in ("softmax", "linear"):
+        picks.append((f"{r['grid']}-d64-128x8", "a-mqar-zoology", r["id"]))
+for tag, sweep, run in picks:
+    run_dir = f"sweeps/{sweep}/runs/{run}"
+    subprocess.run([zoo, "eval", "attention", "--run", run_dir, "--lengths", "128,256,512,1024"], check=True)
+    os.makedirs(f"{out}/{tag}", exist_ok=True)
+    for f in os.listdir(f"{run_dir}/eval"):
+        if f.startswith("attention"):
+            shutil.copy(f"{run_dir}/eval/{f}", f"{out}/{tag}/{f}")
+PY
+  printf '{"wall_seconds_this_invocation": %s, "machine": "%s", "date": "%s"}\n' \
+    $((SECONDS - start)) "$(machine)" "$(date -u +%FT%TZ)" > "$out/provenance.json"
+  if [[ $commit == 1 ]]; then
+    git add "$out" && git commit -q -m "experiments: e-diagnostics results" -- "$out" || true
+  fi
+}
+
+export ZOO_BIN="$ZOO"
+for x in "${wanted[@]}"; do
+  case "$x" in
+    e) diagnostics ;;
+    *) run_sweep "$x" ;;
+  esac
+done
