@@ -4,6 +4,17 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use zoo_train::{EvalLog, Observer, StepLog};
 
+/// The human-readable line of one in-training evaluation.
+pub fn eval_line(log: &EvalLog) -> String {
+    format!(
+        "eval step {} seq_len {}: loss {:.4}, accuracy {:.1}%",
+        log.step,
+        log.seq_len,
+        log.loss,
+        100.0 * log.accuracy
+    )
+}
+
 pub struct Progress {
     bar: Option<ProgressBar>,
     json: bool,
@@ -59,13 +70,7 @@ impl Observer for Progress {
         if self.json {
             println!("{}", serde_json::to_string(log).expect("serialisable"));
         } else if let Some(bar) = &self.bar {
-            bar.println(format!(
-                "eval step {} seq_len {}: loss {:.4}, accuracy {:.1}%",
-                log.step,
-                log.seq_len,
-                log.loss,
-                100.0 * log.accuracy
-            ));
+            bar.println(eval_line(log));
         }
     }
 

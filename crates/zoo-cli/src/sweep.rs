@@ -444,13 +444,7 @@ impl Observer for RunLog {
         if self.json {
             println!("{}", serde_json::to_string(log).expect("serialisable"));
         } else {
-            println!(
-                "eval step {} seq_len {}: loss {:.4}, accuracy {:.1}%",
-                log.step,
-                log.seq_len,
-                log.loss,
-                100.0 * log.accuracy
-            );
+            println!("{}", crate::observe::eval_line(log));
         }
     }
 

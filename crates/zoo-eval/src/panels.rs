@@ -22,7 +22,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::plot::{
-    FONT, Figure, GRID, MARKER, PALETTE, TickAxis, linear_ticks, log_ticks, no_data_note,
+    Axis, FONT, Figure, GRID, MARKER, PALETTE, TickAxis, linear_ticks, log_ticks, no_data_note,
     padded_range, save, tick_label,
 };
 
@@ -139,24 +139,6 @@ struct PanelFigure<'a> {
     opts: &'a PanelOpts,
 }
 
-/// One axis transform: identity or log10.
-#[derive(Clone, Copy)]
-struct Scale {
-    log: bool,
-}
-
-impl Scale {
-    fn to_plot(self, v: f64) -> Option<f64> {
-        if !v.is_finite() || (self.log && v <= 0.0) {
-            None
-        } else if self.log {
-            Some(v.log10())
-        } else {
-            Some(v)
-        }
-    }
-}
-
 /// Compact label for a value on a log10 axis: 1k, 2.5M, 1G (powers of 1000).
 fn si_label(v: f64) -> String {
     let v = 10f64.powf(v);
@@ -180,8 +162,8 @@ impl PanelFigure<'_> {
         names
     }
 
-    fn x_scale(&self) -> Scale {
-        Scale {
+    fn x_scale(&self) -> Axis {
+        Axis {
             log: matches!(self.opts.x, XScale::Log2 | XScale::Log10),
         }
     }
@@ -211,7 +193,7 @@ impl Figure for PanelFigure<'_> {
     where
         DB::ErrorType: 'static,
     {
-        let sy = Scale {
+        let sy = Axis {
             log: self.opts.log_y,
         };
         let legend = self.legend();

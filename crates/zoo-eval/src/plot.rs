@@ -426,13 +426,13 @@ pub fn line_chart(
 
 /// Axis transform: identity or log10.
 #[derive(Clone, Copy)]
-struct Axis {
-    log: bool,
+pub(crate) struct Axis {
+    pub(crate) log: bool,
 }
 
 impl Axis {
     /// Plot coordinate of a data value, `None` if it cannot be drawn on this axis.
-    fn to_plot(self, v: f64) -> Option<f64> {
+    pub(crate) fn to_plot(self, v: f64) -> Option<f64> {
         if !v.is_finite() || (self.log && v <= 0.0) {
             None
         } else if self.log {

@@ -2,11 +2,14 @@
 //! metrics lines, the same final weights. Plus the two ways a run stops early: resuming a
 //! directory without checkpoints, and a loss that turns NaN.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
+use common::{copy_dir, opts, snapshot};
 use zoo_model::{Lm, checkpoint};
 use zoo_train::config::{self, RunConfig};
 use zoo_train::{Silent, TrainOptions, train};
@@ -57,42 +60,7 @@ impl ModuleVisitor for NonFinite {
 }
 
 fn cfg(overrides: &[&str]) -> RunConfig {
-    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    config::parse(TOML, "test", &overrides).expect("the test config is valid")
-}
-
-/// A fresh, empty directory under Cargo's per-target scratch folder.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("resume-{name}-{}", std::process::id()));
-    if dir.exists() {
-        fs::remove_dir_all(&dir).unwrap();
-    }
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn opts(run_dir: &Path, resume: bool) -> TrainOptions {
-    TrainOptions {
-        run_dir: run_dir.to_path_buf(),
-        device: Device::flex(),
-        resume,
-        overwrite: false,
-        base_dir: PathBuf::from("."),
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
+    common::parse(TOML, overrides)
 }
 
 fn step_of(line: &str) -> Option<u64> {
@@ -250,24 +218,6 @@ fn resumed_run_matches_the_uninterrupted_run_bitwise() {
     );
 
     fs::remove_dir_all(&root).unwrap();
-}
-
-/// Files and their bytes under `dir`, for "nothing changed" checks.
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
@@ -516,4 +466,8 @@ fn nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint() {
         "{metrics}"
     );
     fs::remove_dir_all(&root).unwrap();
+}
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("resume", name)
 }

@@ -3,16 +3,19 @@
 //! else), `summary.json` agrees with metrics.jsonl and the model, and resuming a stopped or
 //! killed run gives the same summary as the uninterrupted one.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use common::{copy_dir, opts, snapshot};
 use serde_json::Value;
 use zoo_model::{checkpoint, manifest};
-use zoo_train::config::{self, RunConfig};
+use zoo_train::config::RunConfig;
 use zoo_train::summary::{RunSummary, SUMMARY_FILE};
-use zoo_train::{Silent, TrainOptions, TrainSummary, train};
+use zoo_train::{Silent, TrainSummary, train};
 
 /// Copy of 3 tokens after a delay, trained on lengths 8 and 12 mixed and evaluated at both: a
 /// 2-layer model copies perfectly at both lengths after about a hundred steps (0.2 s on flex),
@@ -63,28 +66,7 @@ batch_size = 16
 const LENGTHS: [u64; 2] = [8, 12];
 
 fn cfg(overrides: &[&str]) -> RunConfig {
-    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    config::parse(TOML, "test", &overrides).expect("the test config is valid")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("target-{name}-{}", std::process::id()));
-    if dir.exists() {
-        fs::remove_dir_all(&dir).unwrap();
-    }
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn opts(run_dir: &Path, resume: bool) -> TrainOptions {
-    TrainOptions {
-        run_dir: run_dir.to_path_buf(),
-        device: Device::flex(),
-        resume,
-        overwrite: false,
-        base_dir: PathBuf::from("."),
-    }
+    common::parse(TOML, overrides)
 }
 
 fn metrics(run_dir: &Path) -> Vec<Value> {
@@ -122,36 +104,6 @@ fn first_step_reaching(lines: &[Value], target: f64) -> Option<u64> {
             .all(|len| acc.get(len).is_some_and(|&a| a >= target))
             .then_some(step)
     })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A summary with its wall-clock figures zeroed (everything else is a pure function of the
@@ -452,4 +404,8 @@ fn a_stopped_run_resumes_as_finished_and_a_killed_one_stops_at_the_same_step() {
             == fs::read(c.join("model/model.safetensors")).unwrap()
     );
     fs::remove_dir_all(&root).unwrap();
+}
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("target", name)
 }
