@@ -132,6 +132,20 @@ struct EvalCommon {
     quiet: bool,
 }
 
+/// Length scalings applied to the model at evaluation time (never to its training).
+#[derive(Args, Clone, Default)]
+struct ScalingArgs {
+    /// RoPE position interpolation factor (Chen et al. 2023): positions are divided by it.
+    #[arg(long)]
+    rope_interpolation: Option<f64>,
+    /// RoPE NTK-aware base scaling factor.
+    #[arg(long)]
+    ntk: Option<f64>,
+    /// Turn on log-n scaling of softmax logits.
+    #[arg(long)]
+    log_n: bool,
+}
+
 #[derive(Subcommand)]
 enum EvalCommand {
     /// Needle in a haystack: depth × length heat map.
@@ -158,6 +172,8 @@ enum EvalCommand {
         pairs: Vec<usize>,
         #[arg(long)]
         samples: Option<usize>,
+        #[command(flatten)]
+        scaling: ScalingArgs,
     },
     /// Loss and perplexity against evaluation length.
     Ppl {
@@ -168,15 +184,8 @@ enum EvalCommand {
         /// Windows per length (default: the run's eval.ppl.max_windows).
         #[arg(long)]
         max_windows: Option<usize>,
-        /// RoPE position interpolation factor.
-        #[arg(long)]
-        rope_interpolation: Option<f64>,
-        /// RoPE NTK-aware base scaling factor.
-        #[arg(long)]
-        ntk: Option<f64>,
-        /// Turn on log-n scaling of softmax logits.
-        #[arg(long)]
-        log_n: bool,
+        #[command(flatten)]
+        scaling: ScalingArgs,
     },
     /// Attention entropy, sparsity S(a), needle mass and state size against length.
     Attention {
@@ -621,13 +630,14 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
             lengths,
             pairs,
             samples,
+            scaling,
         } => {
             if let Some(i) = pairs.iter().position(|&p| p == 0) {
                 bail!("--pairs: entry {} is 0 (use at least 1 pair)", i + 1);
             }
             check_eval_args(&common, &lengths, samples, &[])?;
             let opts = eval_options(&common)?;
-            let run = load_run(&common.run, &opts, |_| {})?;
+            let (run, label) = load_scaled_run(&common, &opts, &scaling)?;
             let c = &run.config.eval.mqar;
             let lengths = lengths_for(&lengths, &run, Eval::Mqar);
             let pairs = first_given(&[&pairs], || grids::mqar_pairs(&run.config));
@@ -636,14 +646,18 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
                 !pairs.is_empty(),
                 "no pair counts to evaluate; give --pairs, e.g. --pairs 4,8"
             );
-            let r = zoo_eval::mqar::run_mqar(
+            let r = zoo_eval::mqar::run_mqar_scaled(
                 &run,
                 &lengths,
                 &pairs,
                 samples.unwrap_or(c.samples),
+                &label,
                 &opts,
             )?;
-            println!("{:>8} {:>8} {:>9}", "seq_len", "kv_pairs", "accuracy");
+            println!(
+                "{:>8} {:>8} {:>9}   (scaling: {label})",
+                "seq_len", "kv_pairs", "accuracy"
+            );
             for row in &r.rows {
                 println!(
                     "{:>8} {:>8} {:>8.1}%",
@@ -653,73 +667,22 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
                 );
             }
             println!(
-                "wrote {}/eval/mqar.{{csv,json,png,svg}}",
-                common.run.display()
+                "wrote {}/eval/{}.{{csv,json,png,svg}}",
+                common.run.display(),
+                zoo_eval::mqar::file_stem(&label)
             );
         }
         EvalCommand::Ppl {
             common,
             lengths,
             max_windows,
-            rope_interpolation,
-            ntk,
-            log_n,
+            scaling,
         } => {
             check_eval_args(&common, &lengths, None, &[("--max-windows", max_windows)])?;
-            for (flag, f) in [("--rope-interpolation", rope_interpolation), ("--ntk", ntk)] {
-                if let Some(f) = f {
-                    anyhow::ensure!(
-                        f.is_finite() && f >= 1.0,
-                        "{flag} = {f} must be a finite factor ≥ 1 (1 = no scaling)"
-                    );
-                }
-            }
             let opts = eval_options(&common)?;
-            let mut labels = Vec::new();
-            let run = load_run(&common.run, &opts, |m| {
-                if let zoo_model::PositionConfig::Rope {
-                    interpolation,
-                    ntk_factor,
-                    ..
-                } = &mut m.position
-                {
-                    if let Some(f) = rope_interpolation {
-                        *interpolation = f;
-                        labels.push(format!("rope_pi:{f}"));
-                    }
-                    if let Some(f) = ntk {
-                        *ntk_factor = f;
-                        labels.push(format!("ntk:{f}"));
-                    }
-                }
-                if log_n {
-                    for mixer in std::iter::once(&mut m.mixer).chain(m.mixers.iter_mut()) {
-                        if let zoo_model::MixerConfig::Softmax { log_n_scaling, .. } = mixer {
-                            *log_n_scaling = true;
-                        }
-                    }
-                    labels.push("logn".into());
-                }
-            })?;
-            if (rope_interpolation.is_some() || ntk.is_some())
-                && !matches!(
-                    run.config.model.position,
-                    zoo_model::PositionConfig::Rope { .. }
-                )
-            {
-                bail!(
-                    "--rope-interpolation / --ntk need a RoPE model; run {} uses {} positions",
-                    run.name,
-                    run.config.model.position.kind()
-                );
-            }
+            let (run, scaling) = load_scaled_run(&common, &opts, &scaling)?;
             let lengths = lengths_for(&lengths, &run, Eval::Ppl);
             check_lengths(&lengths)?;
-            let scaling = if labels.is_empty() {
-                "none".to_string()
-            } else {
-                labels.join("+")
-            };
             let max_windows = max_windows.unwrap_or(run.config.eval.ppl.max_windows);
             let r = zoo_eval::ppl::run_ppl(&run, &lengths, max_windows, &scaling, &opts)?;
             println!(
@@ -772,6 +735,71 @@ fn cmd_eval(e: EvalCommand) -> Result<()> {
 }
 
 /// The `top_k` largest (id, logit) pairs of one row, largest first (ties: lower id first).
+/// Loads the run with the evaluation-time scalings of `args` applied to its model config, and
+/// names them ("none", "rope_pi:4", "ntk:4+logn", …). Factors must be finite and ≥ 1, and RoPE
+/// factors need a RoPE model.
+fn load_scaled_run(
+    common: &EvalCommon,
+    opts: &EvalOptions,
+    args: &ScalingArgs,
+) -> Result<(zoo_eval::LoadedRun, String)> {
+    for (flag, f) in [
+        ("--rope-interpolation", args.rope_interpolation),
+        ("--ntk", args.ntk),
+    ] {
+        if let Some(f) = f {
+            anyhow::ensure!(
+                f.is_finite() && f >= 1.0,
+                "{flag} = {f} must be a finite factor ≥ 1 (1 = no scaling)"
+            );
+        }
+    }
+    let mut labels = Vec::new();
+    let run = load_run(&common.run, opts, |m| {
+        if let zoo_model::PositionConfig::Rope {
+            interpolation,
+            ntk_factor,
+            ..
+        } = &mut m.position
+        {
+            if let Some(f) = args.rope_interpolation {
+                *interpolation = f;
+                labels.push(format!("rope_pi:{f}"));
+            }
+            if let Some(f) = args.ntk {
+                *ntk_factor = f;
+                labels.push(format!("ntk:{f}"));
+            }
+        }
+        if args.log_n {
+            for mixer in std::iter::once(&mut m.mixer).chain(m.mixers.iter_mut()) {
+                if let zoo_model::MixerConfig::Softmax { log_n_scaling, .. } = mixer {
+                    *log_n_scaling = true;
+                }
+            }
+            labels.push("logn".into());
+        }
+    })?;
+    if (args.rope_interpolation.is_some() || args.ntk.is_some())
+        && !matches!(
+            run.config.model.position,
+            zoo_model::PositionConfig::Rope { .. }
+        )
+    {
+        bail!(
+            "--rope-interpolation / --ntk need a RoPE model; run {} uses {} positions",
+            run.name,
+            run.config.model.position.kind()
+        );
+    }
+    let label = if labels.is_empty() {
+        "none".to_string()
+    } else {
+        labels.join("+")
+    };
+    Ok((run, label))
+}
+
 fn top_logits(row: &[f32], top_k: usize) -> Vec<(usize, f32)> {
     let mut order: Vec<usize> = (0..row.len()).collect();
     order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));

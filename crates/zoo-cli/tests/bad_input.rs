@@ -413,6 +413,23 @@ fn bad_inputs_are_refused_in_one_line_and_change_nothing() {
             &["--batch-size"],
         ),
         row(
+            "mqar --ntk 0.5",
+            &["eval", "mqar", "--run", "runs/r", "--ntk", "0.5"],
+            &["--ntk", "≥ 1"],
+        ),
+        row(
+            "ppl --rope-interpolation NaN",
+            &[
+                "eval",
+                "ppl",
+                "--run",
+                "runs/needle",
+                "--rope-interpolation",
+                "NaN",
+            ],
+            &["--rope-interpolation", "finite"],
+        ),
+        row(
             "ppl --max-windows 0",
             &["eval", "ppl", "--run", "runs/needle", "--max-windows", "0"],
             &["--max-windows"],

@@ -255,6 +255,40 @@ fn train_eval_report_end_to_end() {
         "header + 2 lengths × 2 pair counts:\n{csv}\n{mqar}"
     );
 
+    // Evaluation-time scaling writes its own files and leaves the run's mqar.json alone.
+    let unscaled = fs::read(eval_dir.join("mqar.json")).unwrap();
+    let stdout = expect_success(&mut zoo(&[
+        "eval",
+        "mqar",
+        "--run",
+        r,
+        "--lengths",
+        "64",
+        "--pairs",
+        "4",
+        "--samples",
+        "8",
+        "--rope-interpolation",
+        "2",
+        "--log-n",
+        "--quiet",
+    ]));
+    assert!(stdout.contains("scaling: rope_pi:2+logn"), "{stdout}");
+    assert_files(
+        &eval_dir,
+        &[
+            "mqar-rope_pi_2_logn.json",
+            "mqar-rope_pi_2_logn.csv",
+            "mqar-rope_pi_2_logn.png",
+        ],
+    );
+    let scaled: Value = serde_json::from_str(
+        &fs::read_to_string(eval_dir.join("mqar-rope_pi_2_logn.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(scaled["scaling"], "rope_pi:2+logn", "{scaled}");
+    assert_eq!(fs::read(eval_dir.join("mqar.json")).unwrap(), unscaled);
+
     // zoo eval attention.
     expect_success(&mut zoo(&[
         "eval",

@@ -9,11 +9,36 @@ use crate::plot::mqar_figure;
 use crate::results::{MqarResult, MqarRow};
 use crate::runner::{EvalOptions, LoadedRun, predict, progress};
 
+/// The stem of the files of an MQAR evaluation under `scaling`: `mqar`, or `mqar-<scaling>` with
+/// ":" and "+" as "_".
+pub fn file_stem(scaling: &str) -> String {
+    if scaling == "none" {
+        "mqar".to_string()
+    } else {
+        format!("mqar-{}", scaling.replace([':', '+'], "_"))
+    }
+}
+
+/// MQAR of the run as trained: writes `eval/mqar.{csv,json,png,svg}`.
 pub fn run_mqar(
     run: &LoadedRun,
     lengths: &[usize],
     pairs: &[usize],
     samples: usize,
+    opts: &EvalOptions,
+) -> Result<MqarResult> {
+    run_mqar_scaled(run, lengths, pairs, samples, "none", opts)
+}
+
+/// MQAR of a run loaded with an evaluation-time length scaling (`scaling` names it, e.g.
+/// "rope_pi:4", "ntk:4", "logn"): writes `eval/mqar-<scaling>.*` (":" and "+" as "_"), so the
+/// unscaled `eval/mqar.json` that `zoo train`, reports and sweeps read is never replaced.
+pub fn run_mqar_scaled(
+    run: &LoadedRun,
+    lengths: &[usize],
+    pairs: &[usize],
+    samples: usize,
+    scaling: &str,
     opts: &EvalOptions,
 ) -> Result<MqarResult> {
     let task = run.task.as_mqar().ok_or_else(|| {
@@ -63,10 +88,12 @@ pub fn run_mqar(
         run: run.name.clone(),
         rows,
         train_len: run.train_len(),
+        scaling: scaling.to_string(),
     };
+    let stem = file_stem(scaling);
     let dir = run.eval_dir()?;
-    result.write_csv(&dir.join("mqar.csv"))?;
-    result.write_json(&dir.join("mqar.json"))?;
-    mqar_figure(&result, &dir.join("mqar"))?;
+    result.write_csv(&dir.join(format!("{stem}.csv")))?;
+    result.write_json(&dir.join(format!("{stem}.json")))?;
+    mqar_figure(&result, &dir.join(stem))?;
     Ok(result)
 }

@@ -244,6 +244,14 @@ pub struct MqarResult {
     pub run: String,
     pub rows: Vec<MqarRow>,
     pub train_len: Option<usize>,
+    /// Length scaling applied at evaluation, as in [`PplResult::scaling`] ("none" in files
+    /// written before the field existed).
+    #[serde(default = "no_scaling")]
+    pub scaling: String,
+}
+
+fn no_scaling() -> String {
+    "none".to_string()
 }
 
 json_io!(MqarResult);

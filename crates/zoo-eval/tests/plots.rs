@@ -344,6 +344,7 @@ fn result_figures_use_the_eval_file_names() {
             },
         ],
         train_len: None,
+        scaling: "none".into(),
     };
     mqar_figure(&mqar, &eval.join("mqar")).unwrap();
     let texts = svg_texts(&fs::read_to_string(eval.join("mqar.svg")).unwrap());

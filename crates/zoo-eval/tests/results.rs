@@ -55,6 +55,7 @@ fn other_results_round_trip_and_write_csv() {
             samples: 64,
         }],
         train_len: None,
+        scaling: "none".into(),
     };
     mqar.write_json(&p("mqar.json")).unwrap();
     assert_eq!(MqarResult::read_json(&p("mqar.json")).unwrap(), mqar);

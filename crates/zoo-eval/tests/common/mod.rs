@@ -95,6 +95,7 @@ fn fake_run(root: &Path, name: &str, mixer: &str, position: &str, needle: bool) 
             })
             .collect(),
         train_len: Some(128),
+        scaling: "none".into(),
     }
     .write_json(&dir.join("eval/mqar.json"))
     .unwrap();
