@@ -52,7 +52,30 @@ run_sweep() {
   local name=${FILE[$1]} start=$SECONDS
   echo "== experiment $1: $name"
   "$ZOO" sweep "experiments/$name.toml" --out "sweeps/$name"
+  if [[ $1 == c ]]; then rope_scaled; fi
   publish "$name" $((SECONDS - start))
+}
+
+# (c) also: the RoPE runs evaluated with position interpolation and NTK scaling (factor 8 =
+# 1024 / 128, the longest test length over the training length) applied at test time.
+rope_scaled() {
+  local out=experiments/results/c-positions/scaled
+  mkdir -p "$out"
+  python3 - "$out" <<'PY'
+import json, subprocess, sys, os, shutil
+out = sys.argv[1]
+zoo = os.environ["ZOO_BIN"]
+with open("sweeps/c-positions/results.json") as f:
+    rows = json.load(f)["rows"]
+for r in rows:
+    if r.get("model.position") != "rope" or "log_n" in str(r.get("model.mixer", "")):
+        continue
+    run_dir = f"sweeps/c-positions/runs/{r['id']}"
+    for flag, tag in (("--rope-interpolation", "rope_pi_8"), ("--ntk", "ntk_8")):
+        subprocess.run([zoo, "eval", "mqar", "--run", run_dir, "--lengths", "128,256,512,1024",
+                        "--pairs", "8", flag, "8", "--quiet"], check=True)
+        shutil.copy(f"{run_dir}/eval/mqar-{tag}.json", f"{out}/seed{r['seed']}-mqar-{tag}.json")
+PY
 }
 
 # (e): attention diagnostics (needle mass, entropy, sparsity) of trained models.

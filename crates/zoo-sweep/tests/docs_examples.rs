@@ -80,3 +80,32 @@ fn documented_zipped_axis_sets_training_length_and_pairs_together() {
         );
     }
 }
+
+/// The experiments of EXPERIMENTS.md (experiments/*.toml) expand to the runs their headers
+/// describe, and every run passes the checks made before training, so
+/// `scripts/experiments.sh` cannot fail on a cell after hours of training.
+#[test]
+fn experiment_sweeps_expand_and_every_run_is_valid() {
+    let folder = Path::new(WORKSPACE).join("experiments");
+    let expected = [
+        ("a-mqar-zoology.toml", 6 * 3 * 3 * 3),
+        ("b-state-size.toml", (2 + 4 + 3 + 3 + 3) * 2),
+        ("c-positions.toml", 6 * 3),
+        ("d-progressive.toml", 3 * 3),
+    ];
+    for (file, runs) in expected {
+        let sweep = spec::load(&folder.join(file)).unwrap();
+        let plan = plan::expand(&sweep).unwrap();
+        assert_eq!(plan.runs.len(), runs, "{file}");
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CheckOptions {
+            device: None,
+            concurrent: 1,
+        };
+        assert_eq!(
+            check_all(&sweep, &plan, dir.path(), &opts).unwrap().len(),
+            runs,
+            "{file}"
+        );
+    }
+}
