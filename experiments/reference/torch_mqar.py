@@ -4,7 +4,7 @@ Written from the papers, not from the zoo's code: its own MQAR generator (Zoolog
 keys from 1..V/2, values from V/2..V, the kv block first, each key queried once at a gap drawn
 ∝ a·x^(a−1) without replacement, noise elsewhere, loss and accuracy only where a value is
 asked), PyTorch's module defaults (Embedding N(0,1), Linear U(±1/√fan_in) with biases,
-LayerNorm), an untied head, RoPE (half-split), optional short causal depthwise convolution and
+LayerNorm), an untied head, RoPE (half-split) / ALiBi / learned positions / none, optional short causal depthwise convolution and
 GELU MLP, AdamW (β 0.9/0.999, weight decay on every parameter), linear warm-up then cosine to
 min_lr_ratio · lr, gradient clipping at 1.
 
@@ -54,10 +54,20 @@ def rope(x, base=10_000.0):
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+def alibi_bias(heads, n):
+    """[heads, n, n]: −m_h·(i − j) below the diagonal, −inf above (Press et al. 2022 slopes)."""
+    slopes = torch.tensor([2 ** (-8 * (h + 1) / heads) for h in range(heads)])
+    i = torch.arange(n)[:, None]
+    j = torch.arange(n)[None, :]
+    bias = -slopes[:, None, None] * (i - j).float()
+    return bias.masked_fill(j > i, float("-inf"))
+
+
 class Block(nn.Module):
-    def __init__(self, d, heads, conv, mlp):
+    def __init__(self, d, heads, conv, mlp, position):
         super().__init__()
         self.heads = heads
+        self.position = position
         self.norm1 = nn.LayerNorm(d)
         self.conv = nn.Conv1d(d, d, conv, groups=d, padding=conv - 1) if conv else None
         self.qkv = nn.Linear(d, 3 * d)
@@ -74,21 +84,29 @@ class Block(nn.Module):
         if self.conv is not None:
             u = self.conv(u.transpose(1, 2))[..., :n].transpose(1, 2)
         q, k, v = self.qkv(u).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        o = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
+        if self.position == "rope":
+            o = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
+        elif self.position == "alibi":
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=alibi_bias(self.heads, n))
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.out(o.transpose(1, 2).reshape(b, n, d))
         return x + self.mlp(x) if self.mlp is not None else x
 
 
 class Model(nn.Module):
-    def __init__(self, vocab, d, layers, heads, conv, mlp):
+    def __init__(self, vocab, d, layers, heads, conv, mlp, position, max_len):
         super().__init__()
         self.embed = nn.Embedding(vocab, d)
-        self.blocks = nn.ModuleList(Block(d, heads, conv, mlp) for _ in range(layers))
+        self.positions = nn.Embedding(max_len, d) if position == "learned" else None
+        self.blocks = nn.ModuleList(Block(d, heads, conv, mlp, position) for _ in range(layers))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab, bias=False)
 
     def forward(self, tokens):
         x = self.embed(tokens)
+        if self.positions is not None:
+            x = x + self.positions(torch.arange(tokens.shape[1]))
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.norm(x))
@@ -104,6 +122,7 @@ def main():
     ap.add_argument("--heads", type=int, default=1)
     ap.add_argument("--conv", type=int, default=0)
     ap.add_argument("--mlp", action="store_true")
+    ap.add_argument("--position", choices=["rope", "alibi", "learned", "none"], default="rope")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=60)
@@ -114,7 +133,7 @@ def main():
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     train_rng = np.random.default_rng(a.seed)
-    model = Model(a.vocab, a.d_model, a.layers, a.heads, a.conv, a.mlp)
+    model = Model(a.vocab, a.d_model, a.layers, a.heads, a.conv, a.mlp, a.position, a.seq_len)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.1)
 
     def lr_at(step):
