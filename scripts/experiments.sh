@@ -41,8 +41,20 @@ publish() {
   mkdir -p "$out"
   cp "sweeps/$name/results.csv" "sweeps/$name/results.json" "$out/"
   if [[ -d "sweeps/$name/plots" ]]; then cp -r "sweeps/$name/plots" "$out/"; fi
-  printf '{"wall_seconds_this_invocation": %s, "machine": "%s", "date": "%s"}\n' \
-    "$seconds" "$(machine)" "$(date -u +%FT%TZ)" > "$out/provenance.json"
+  # Each run's post-training MQAR results and figure (and any test-time scaled ones).
+  mkdir -p "$out/per-run"
+  for run in "sweeps/$name"/runs/*/; do
+    id=$(basename "$run")
+    for f in "$run"eval/mqar*.json "$run"eval/mqar*.svg; do
+      [[ -f "$f" ]] && cp "$f" "$out/per-run/$id-$(basename "$f")"
+    done
+  done
+  # The runs' own wall seconds (summary.json, summed over sessions when a run was resumed), and
+  # this invocation's, which is short when the runs had finished before.
+  local runs_seconds
+  runs_seconds=$(python3 -c 'import json,sys; print(round(sum(r["wall_seconds"] or 0 for r in json.load(open(sys.argv[1]))["rows"])))' "$out/results.json")
+  printf '{"wall_seconds_sum_of_runs": %s, "wall_seconds_this_invocation": %s, "machine": "%s", "date": "%s"}\n' \
+    "$runs_seconds" "$seconds" "$(machine)" "$(date -u +%FT%TZ)" > "$out/provenance.json"
   if [[ $commit == 1 ]]; then
     git add "$out" && git commit -q -m "experiments: $name results" -- "$out" || true
   fi
@@ -59,22 +71,18 @@ run_sweep() {
 # (c) also: the RoPE runs evaluated with position interpolation and NTK scaling (factor 8 =
 # 1024 / 128, the longest test length over the training length) applied at test time.
 rope_scaled() {
-  local out=experiments/results/c-positions/scaled
-  mkdir -p "$out"
-  python3 - "$out" <<'PY'
-import json, subprocess, sys, os, shutil
-out = sys.argv[1]
+  python3 - <<'PY'
+import json, os, subprocess
 zoo = os.environ["ZOO_BIN"]
 with open("sweeps/c-positions/results.json") as f:
     rows = json.load(f)["rows"]
 for r in rows:
     if r.get("model.position") != "rope" or "log_n" in str(r.get("model.mixer", "")):
         continue
-    run_dir = f"sweeps/c-positions/runs/{r['id']}"
-    for flag, tag in (("--rope-interpolation", "rope_pi_8"), ("--ntk", "ntk_8")):
-        subprocess.run([zoo, "eval", "mqar", "--run", run_dir, "--lengths", "128,256,512,1024",
-                        "--pairs", "8", flag, "8", "--quiet"], check=True)
-        shutil.copy(f"{run_dir}/eval/mqar-{tag}.json", f"{out}/seed{r['seed']}-mqar-{tag}.json")
+    for flag in ("--rope-interpolation", "--ntk"):
+        subprocess.run([zoo, "eval", "mqar", "--run", f"sweeps/c-positions/runs/{r['id']}",
+                        "--lengths", "128,256,512,1024", "--pairs", "8", flag, "8", "--quiet"],
+                       check=True)
 PY
 }
 
