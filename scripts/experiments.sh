@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates EXPERIMENTS.md's results: scripts/experiments.sh [a|b|c|d|e|all]... [--commit]
 #
-# Each experiment is one sweep file in experiments/ (e: diagnostics on models trained by a and c).
+# Each experiment is one sweep file in experiments/ (c and e add evaluations of the trained runs).
 # Sweeps train into sweeps/<name>/ (not committed: checkpoints) and resume where they stopped, so
 # an interrupted run of this script continues the next time. When an experiment completes, its
 # table and plots are copied to experiments/results/<name>/ together with the wall time and the
@@ -11,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ZOO=${ZOO:-}
+# Runs trained at once (each on cores / JOBS threads): these models are small enough that two
+# one-thread runs finish more work per hour than one two-thread run.
+JOBS=${JOBS:-$(nproc)}
 if [[ -z "$ZOO" ]]; then
   cargo build --release --quiet
   ZOO="${CARGO_TARGET_DIR:-target}/release/zoo"
@@ -27,7 +30,7 @@ for arg in "$@"; do
 done
 [[ ${#wanted[@]} -gt 0 ]] || wanted=(a b c d e)
 
-declare -A FILE=([a]=a-mqar-zoology [b]=b-state-size [c]=c-positions [d]=d-progressive)
+declare -A FILE=([a]=a-mqar-zoology [b]=b-state-size [c]=c-positions [d]=d-progressive [e]=e-diagnostics)
 
 machine() {
   local cpu
@@ -63,8 +66,9 @@ publish() {
 run_sweep() {
   local name=${FILE[$1]} start=$SECONDS
   echo "== experiment $1: $name"
-  "$ZOO" sweep "experiments/$name.toml" --out "sweeps/$name"
+  "$ZOO" sweep "experiments/$name.toml" --out "sweeps/$name" --jobs "$JOBS"
   if [[ $1 == c ]]; then rope_scaled; fi
+  if [[ $1 == e ]]; then diagnostics; fi
   publish "$name" $((SECONDS - start))
 }
 
@@ -86,47 +90,27 @@ for r in rows:
 PY
 }
 
-# (e): attention diagnostics (needle mass, entropy, sparsity) of trained models.
+# (e): its sweep (softmax with and without log-n scaling, linear attention), then the attention
+# diagnostics of each run at 128–1024 tokens, copied next to the sweep's results.
 diagnostics() {
-  local start=$SECONDS out=experiments/results/e-diagnostics
-  echo "== experiment e: diagnostics"
-  mkdir -p "$out"
-  # Seed 0 of RoPE and of RoPE + log-n from (c), and softmax / linear at d 64, (128, 8) from (a).
-  python3 - "$out" <<'PY'
+  python3 - "experiments/results/e-diagnostics" <<'PY'
 import json, subprocess, sys, os, shutil
 out = sys.argv[1]
 zoo = os.environ["ZOO_BIN"]
-def rows(name):
-    with open(f"sweeps/{name}/results.json") as f:
-        return json.load(f)["rows"]
-picks = []
-for r in rows("c-positions"):
-    label = r.get("model.mixer", "")
-    if r.get("seed") == 0 and str(r.get("model.position", "")).startswith("rope"):
-        picks.append((("softmax-rope-logn" if "log_n" in str(label) else "softmax-rope"), "c-positions", r["id"]))
-for r in rows("a-mqar-zoology"):
-    if r.get("best") and str(r.get("model.d_model")) == "64" and str(r.get("train.stages.0.seq_len")) == "128" \
-            and r.get("grid") in ("softmax", "linear"):
-        picks.append((f"{r['grid']}-d64-128x8", "a-mqar-zoology", r["id"]))
-for tag, sweep, run in picks:
-    run_dir = f"sweeps/{sweep}/runs/{run}"
-    subprocess.run([zoo, "eval", "attention", "--run", run_dir, "--lengths", "128,256,512,1024"], check=True)
-    os.makedirs(f"{out}/{tag}", exist_ok=True)
+with open("sweeps/e-diagnostics/results.json") as f:
+    rows = json.load(f)["rows"]
+for r in rows:
+    run_dir = f"sweeps/e-diagnostics/runs/{r['id']}"
+    subprocess.run([zoo, "eval", "attention", "--run", run_dir, "--lengths", "128,256,512,1024",
+                    "--samples", "16", "--quiet"], check=True)
+    os.makedirs(f"{out}/attention", exist_ok=True)
     for f in os.listdir(f"{run_dir}/eval"):
         if f.startswith("attention"):
-            shutil.copy(f"{run_dir}/eval/{f}", f"{out}/{tag}/{f}")
+            shutil.copy(f"{run_dir}/eval/{f}", f"{out}/attention/{r['id']}-{f}")
 PY
-  printf '{"wall_seconds_this_invocation": %s, "machine": "%s", "date": "%s"}\n' \
-    $((SECONDS - start)) "$(machine)" "$(date -u +%FT%TZ)" > "$out/provenance.json"
-  if [[ $commit == 1 ]]; then
-    git add "$out" && git commit -q -m "experiments: e-diagnostics results" -- "$out" || true
-  fi
 }
 
 export ZOO_BIN="$ZOO"
 for x in "${wanted[@]}"; do
-  case "$x" in
-    e) diagnostics ;;
-    *) run_sweep "$x" ;;
-  esac
+  run_sweep "$x"
 done

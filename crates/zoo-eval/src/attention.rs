@@ -81,11 +81,10 @@ pub fn run_attention(
                 if rows.is_empty() {
                     rows.push(n - 1);
                 }
-                let needle = (!sample.needle_positions.is_empty())
-                    .then_some(sample.needle_positions.as_slice());
                 for head in 0..h {
                     for &i in &rows {
                         let start = ((s * h + head) * n + i) * n;
+                        let needle = evidence_of_row(sample, i);
                         acc.push(layer, head, len, &w[start..start + i + 1], needle);
                     }
                 }
@@ -113,6 +112,24 @@ pub fn run_attention(
     Ok(result)
 }
 
+/// The needle of row `i`: the evidence span of the answer that row `i` predicts
+/// (`needle_positions` runs parallel to `answers`), so that with several answers — MQAR's
+/// queries — each row's needle mass counts only its own key-value pair; all evidence spans when
+/// the row belongs to no answer; None for tasks without needles.
+fn evidence_of_row(sample: &zoo_data::Sample, i: usize) -> Option<&[std::ops::Range<usize>]> {
+    let needles = &sample.needle_positions;
+    if needles.is_empty() {
+        return None;
+    }
+    let own = (needles.len() == sample.answers.len())
+        .then(|| sample.answers.iter().position(|a| a.contains(&i)))
+        .flatten();
+    Some(match own {
+        Some(k) => &needles[k..k + 1],
+        None => needles.as_slice(),
+    })
+}
+
 /// Decoding state per layer at each length, and bits of state per n·log₂n bits of context.
 pub fn state_table(run_name: &str, model: &zoo_model::Lm, lengths: &[usize]) -> StateResult {
     let mut rows = Vec::new();
@@ -131,5 +148,39 @@ pub fn state_table(run_name: &str, model: &zoo_model::Lm, lengths: &[usize]) -> 
     StateResult {
         run: run_name.to_string(),
         rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evidence_of_row;
+    use zoo_data::Sample;
+
+    fn sample(
+        answers: Vec<std::ops::Range<usize>>,
+        needles: Vec<std::ops::Range<usize>>,
+    ) -> Sample {
+        Sample {
+            inputs: vec![0; 12],
+            targets: vec![0; 12],
+            loss_mask: vec![false; 12],
+            answers,
+            needle_positions: needles,
+            depth: None,
+        }
+    }
+
+    #[test]
+    fn each_answer_row_is_scored_against_its_own_evidence() {
+        // Two MQAR queries: the answer at 8 binds the pair at 0..2, the answer at 10 the pair at 2..4.
+        let s = sample(vec![8..9, 10..11], vec![0..2, 2..4]);
+        assert_eq!(evidence_of_row(&s, 8), Some(&[0..2][..]));
+        assert_eq!(evidence_of_row(&s, 10), Some(&[2..4][..]));
+        // A row outside every answer falls back to all the evidence.
+        assert_eq!(evidence_of_row(&s, 5), Some(&[0..2, 2..4][..]));
+        // A needle span per sample but several answer spans (a passkey's digits): all evidence.
+        let passkey = sample(vec![8..9, 9..10], vec![0..4]);
+        assert_eq!(evidence_of_row(&passkey, 9), Some(&[0..4][..]));
+        assert_eq!(evidence_of_row(&sample(vec![8..9], vec![]), 8), None);
     }
 }
