@@ -30,6 +30,10 @@ pub const PLOTS_DIR: &str = "plots";
 /// Most panels per figure; further panel values are left out with a note.
 pub const MAX_PANELS: usize = 12;
 
+/// The series suffix of the runs drawn at the tokens they trained because they never reached
+/// the target.
+const UNREACHED: &str = "not reached";
+
 /// Axis-key prefixes that describe a length schedule.
 const SCHEDULE_PREFIXES: [&str; 5] = [
     "train.stages",
@@ -416,17 +420,26 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
     let numeric = !to_target && rows.iter().all(|r| numeric_of(results, r, &x).is_some());
     let mut categories: Vec<String> = Vec::new();
     let mut unreached = 0usize;
+    let mut reached = 0usize;
     for row in &rows {
-        let y = if to_target {
+        // A run that never reached the target is drawn at the tokens it trained, in a series of
+        // its own: leaving it out would hide the schedules that fail.
+        let (y, series) = if to_target {
             match row.summary.to_target.as_ref() {
-                Some(t) => t.tokens as f64,
+                Some(t) => {
+                    reached += 1;
+                    (t.tokens as f64, series_name(row))
+                }
                 None => {
                     unreached += 1;
-                    continue;
+                    (
+                        row.summary.tokens as f64,
+                        format!("{} — {UNREACHED}", series_name(row)),
+                    )
                 }
             }
         } else {
-            row.accuracy
+            (row.accuracy, series_name(row))
         };
         let x_label = label_of(results, row, &x);
         let x_value = if numeric {
@@ -434,16 +447,17 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
         } else {
             slot(&mut categories, &x_label) as f64
         };
-        groups.add(panel_name(row), series_name(row), x_label, x_value, y);
+        groups.add(panel_name(row), series, x_label, x_value, y);
     }
-    if groups.panels.is_empty() {
+    if to_target && reached == 0 {
         return Err(
             "no run reached its target accuracy (set train.stop_at_accuracy in the sweep's set)"
                 .into(),
         );
     }
-    let mut note = (unreached > 0)
-        .then(|| format!("{unreached} best-of runs never reached their target and are not shown"));
+    let mut note = (unreached > 0).then(|| {
+        format!("{unreached} best-of runs never reached their target (drawn at the tokens they trained, as \"… — {UNREACHED}\")")
+    });
     if let Some(capped) = groups.cap() {
         note = Some(capped);
     }
@@ -458,7 +472,7 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
         (
             format!("{}: tokens to target", results.name),
             format!(
-                "Training tokens until the held-out accuracy reached the target, by {x}{best_note}; dot = mean over seeds, bar = min–max, circles = seeds."
+                "Training tokens until the held-out accuracy reached the target, by {x}{best_note}; runs that never reached it are a series of their own at the tokens they trained (\"… — {UNREACHED}\"); dot = mean over seeds, bar = min–max, circles = seeds."
             ),
             "tokens to target",
             true,

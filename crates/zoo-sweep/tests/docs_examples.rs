@@ -88,7 +88,7 @@ fn documented_zipped_axis_sets_training_length_and_pairs_together() {
 fn experiment_sweeps_expand_and_every_run_is_valid() {
     let folder = Path::new(WORKSPACE).join("experiments");
     let expected = [
-        ("a-mqar-zoology.toml", 6 * 2 * 3 * 3),
+        ("a-mqar-zoology.toml", 6 * 3 * 3),
         ("b-state-size.toml", 2 + 4 + 3 + 4 + 2),
         ("c-positions.toml", 6 * 3),
         ("d-progressive.toml", 3 * 3),

@@ -291,13 +291,15 @@ fn default_plots_follow_the_axes() {
     let to_target_svg = fs::read_to_string(dir.path().join(&files[2].svg)).unwrap();
     // Categories of the schedule axis are its labels.
     assert!(to_target_svg.contains(">false<") || to_target_svg.contains("false"));
-    // A third of the runs never reach the target: the note says how many best rows are left out.
+    // A third of the runs never reach the target: the note says how many, and they are drawn
+    // as a series of their own at the tokens they trained instead of vanishing from the figure.
     assert!(
         notes
             .iter()
             .any(|n| n.contains("never reached their target")),
         "{notes:?}"
     );
+    assert!(to_target_svg.contains("— not reached"));
 }
 
 #[test]
