@@ -234,9 +234,10 @@ fn sweep_end_to_end_table_plots_best_of_report_and_rerun() {
     // An edited base config no longer matches the finished runs: refused, nothing touched.
     let base = t.path().join("base.toml");
     let text = fs::read_to_string(&base).unwrap();
+    assert!(text.contains("\nweight_decay = 0.1\n"), "{text}");
     fs::write(
         &base,
-        text.replace("[train]\n", "[train]\nweight_decay = 0.05\n"),
+        text.replace("\nweight_decay = 0.1\n", "\nweight_decay = 0.05\n"),
     )
     .unwrap();
     let line = expect_error(&mut zoo(&["sweep", path(&file), "--out", path(&out)]));

@@ -27,6 +27,8 @@ use crate::spec::{PlotKind, PlotSpec};
 
 /// The folder of the figures inside the sweep folder.
 pub const PLOTS_DIR: &str = "plots";
+/// Longest panel title drawn with the zipped partners of the panel key.
+const MAX_TITLE_CHARS: usize = 40;
 /// Most panels per figure; further panel values are left out with a note.
 pub const MAX_PANELS: usize = 12;
 
@@ -365,11 +367,19 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
     };
     let panel_name = |row: &Row| {
         lay.panel.as_ref().map_or(String::new(), |p| {
-            partners(results, p)
+            let named = |k: &str| format!("{} = {}", short_key(k), label_of(results, row, k));
+            let all = partners(results, p)
                 .iter()
-                .map(|k| format!("{} = {}", short_key(k), label_of(results, row, k)))
+                .map(|k| named(k))
                 .collect::<Vec<_>>()
-                .join(" · ")
+                .join(" · ");
+            // A long partner (a whole stage list) would run into the next panel's title; the
+            // panel's own key still tells the panels apart.
+            if all.chars().count() <= MAX_TITLE_CHARS {
+                all
+            } else {
+                named(p)
+            }
         })
     };
     let best_note = if results.best_of.is_empty() {
