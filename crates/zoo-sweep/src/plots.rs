@@ -28,7 +28,7 @@ use crate::spec::{PlotKind, PlotSpec};
 /// The folder of the figures inside the sweep folder.
 pub const PLOTS_DIR: &str = "plots";
 /// Longest panel title drawn with the zipped partners of the panel key.
-const MAX_TITLE_CHARS: usize = 40;
+const MAX_TITLE_CHARS: usize = 60;
 /// Most panels per figure; further panel values are left out with a note.
 pub const MAX_PANELS: usize = 12;
 
