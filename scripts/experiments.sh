@@ -44,11 +44,12 @@ publish() {
   mkdir -p "$out"
   cp "sweeps/$name/results.csv" "sweeps/$name/results.json" "$out/"
   if [[ -d "sweeps/$name/plots" ]]; then cp -r "sweeps/$name/plots" "$out/"; fi
-  # Each run's post-training MQAR results and figure (and any test-time scaled ones).
+  # Each run's post-training MQAR results and figure (and any test-time scaled ones), and its
+  # attention diagnostics where (e) measured them.
   mkdir -p "$out/per-run"
   for run in "sweeps/$name"/runs/*/; do
     id=$(basename "$run")
-    for f in "$run"eval/mqar*.json "$run"eval/mqar*.svg; do
+    for f in "$run"eval/mqar*.json "$run"eval/mqar*.svg "$run"eval/attention*; do
       [[ -f "$f" ]] && cp "$f" "$out/per-run/$id-$(basename "$f")"
     done
   done
@@ -90,23 +91,16 @@ for r in rows:
 PY
 }
 
-# (e): its sweep (softmax with and without log-n scaling, linear attention), then the attention
-# diagnostics of each run at 128–1024 tokens, copied next to the sweep's results.
+# (e): the attention diagnostics of each of its runs at 128–1024 tokens (published per run).
 diagnostics() {
-  python3 - "experiments/results/e-diagnostics" <<'PY'
-import json, subprocess, sys, os, shutil
-out = sys.argv[1]
+  python3 - <<'PY'
+import json, os, subprocess
 zoo = os.environ["ZOO_BIN"]
 with open("sweeps/e-diagnostics/results.json") as f:
     rows = json.load(f)["rows"]
 for r in rows:
-    run_dir = f"sweeps/e-diagnostics/runs/{r['id']}"
-    subprocess.run([zoo, "eval", "attention", "--run", run_dir, "--lengths", "128,256,512,1024",
-                    "--samples", "16", "--quiet"], check=True)
-    os.makedirs(f"{out}/attention", exist_ok=True)
-    for f in os.listdir(f"{run_dir}/eval"):
-        if f.startswith("attention"):
-            shutil.copy(f"{run_dir}/eval/{f}", f"{out}/attention/{r['id']}-{f}")
+    subprocess.run([zoo, "eval", "attention", "--run", f"sweeps/e-diagnostics/runs/{r['id']}",
+                    "--lengths", "128,256,512,1024", "--samples", "16", "--quiet"], check=True)
 PY
 }
 

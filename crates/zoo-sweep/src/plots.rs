@@ -434,22 +434,21 @@ fn figure(results: &Results, spec: &PlotSpec) -> Result<Figure, String> {
     for row in &rows {
         // A run that never reached the target is drawn at the tokens it trained, in a series of
         // its own: leaving it out would hide the schedules that fail.
-        let (y, series) = if to_target {
+        let mut series = series_name(row);
+        let y = if to_target {
             match row.summary.to_target.as_ref() {
                 Some(t) => {
                     reached += 1;
-                    (t.tokens as f64, series_name(row))
+                    t.tokens as f64
                 }
                 None => {
                     unreached += 1;
-                    (
-                        row.summary.tokens as f64,
-                        format!("{} — {UNREACHED}", series_name(row)),
-                    )
+                    series = format!("{series} — {UNREACHED}");
+                    row.summary.tokens as f64
                 }
             }
         } else {
-            (row.accuracy, series_name(row))
+            row.accuracy
         };
         let x_label = label_of(results, row, &x);
         let x_value = if numeric {
