@@ -116,3 +116,47 @@ pub fn wkv_recurrent(
     }
     (out, s)
 }
+
+/// The gated delta rule (DeltaNet, Yang et al. 2024; Gated DeltaNet, Yang, Kautz & Hatamizadeh
+/// 2024) and, with `delta = false`, Mamba-2's scalar-decay recurrence (Dao & Gu 2024), for one
+/// head, token by token. State S [dk, dv] (o_t = S_tᵀ q_t), α_t = exp(log_alpha[t]):
+///
+///   delta:     S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ
+///   no delta:  S_t = α_t S_{t−1} + β_t k_t v_tᵀ
+///
+/// q, k [n, dk], v [n, dv], beta and log_alpha [n], s0 [dk, dv]. Returns (out [n, dv], S).
+#[allow(clippy::too_many_arguments)]
+pub fn gated_delta_recurrent(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    beta: &[f64],
+    log_alpha: &[f64],
+    n: usize,
+    dk: usize,
+    dv: usize,
+    s0: &[f64],
+    delta: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut s = s0.to_vec();
+    let mut out = vec![0.0; n * dv];
+    for t in 0..n {
+        let alpha = log_alpha[t].exp();
+        let k_t = &k[t * dk..(t + 1) * dk];
+        // What the decayed memory currently returns for k_t: (α S)ᵀ k_t.
+        let recalled: Vec<f64> = (0..dv)
+            .map(|c| (0..dk).map(|a| alpha * s[a * dv + c] * k_t[a]).sum())
+            .collect();
+        for a in 0..dk {
+            for c in 0..dv {
+                let correction = if delta { recalled[c] } else { 0.0 };
+                s[a * dv + c] =
+                    alpha * s[a * dv + c] + beta[t] * k_t[a] * (v[t * dv + c] - correction);
+            }
+        }
+        for c in 0..dv {
+            out[t * dv + c] = (0..dk).map(|a| q[t * dk + a] * s[a * dv + c]).sum();
+        }
+    }
+    (out, s)
+}
