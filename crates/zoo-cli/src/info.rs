@@ -31,6 +31,8 @@ fn mixer_flops(m: &MixerConfig, cfg: &ModelConfig, n: usize) -> f64 {
             2.0 * 2.0 * h * f * dh
         }
         MixerConfig::Rwkv { .. } => 2.0 * 3.0 * h * dh * dh,
+        MixerConfig::Deltanet(c) | MixerConfig::GatedDeltanet(c) => c.flops_per_token(cfg),
+        MixerConfig::Mamba2(c) => c.flops_per_token(cfg),
         MixerConfig::SlidingWindow {
             window,
             global_tokens,

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attention::delta_rule::DeltaRuleConfig;
+use crate::attention::mamba2::Mamba2Config;
 use crate::error::ModelError;
 
 /// Hard bounds on sizes, checked by [`ModelConfig::validate`] (and by the run config and the
@@ -150,9 +152,92 @@ pub enum MixerConfig {
         #[serde(default)]
         seed: u64,
     },
+    /// The delta rule (DeltaNet, α = 1): `attention::delta_rule`.
+    Deltanet(DeltaRuleConfig),
+    /// The gated delta rule (Gated DeltaNet): `attention::delta_rule`.
+    GatedDeltanet(DeltaRuleConfig),
+    /// Mamba-2's SSD layer: `attention::mamba2`.
+    Mamba2(Mamba2Config),
 }
 
 impl MixerConfig {
+    /// Configurations of every kind, for the every-mixer tests (causality, decoding ≡ forward,
+    /// overfitting, memory estimates) and the benches: small chunks and windows so that short
+    /// test inputs cross them. A test checks it names every kind serde accepts.
+    pub fn examples() -> Vec<MixerConfig> {
+        let mut all = vec![
+            MixerConfig::Softmax {
+                logit_scale: None,
+                log_n_scaling: false,
+            },
+            MixerConfig::Softmax {
+                logit_scale: Some(0.3),
+                log_n_scaling: true,
+            },
+            MixerConfig::Linear {
+                feature_map: FeatureMap::Elu,
+                normalize: true,
+                chunk_size: 8,
+                feature_dim: None,
+            },
+            MixerConfig::Linear {
+                feature_map: FeatureMap::Taylor2,
+                normalize: true,
+                chunk_size: 8,
+                feature_dim: Some(4),
+            },
+            MixerConfig::Linear {
+                feature_map: FeatureMap::Identity,
+                normalize: false,
+                chunk_size: 8,
+                feature_dim: None,
+            },
+            MixerConfig::Rwkv {
+                chunk_size: 8,
+                data_dependent_decay: true,
+                decay_rank: 4,
+            },
+            MixerConfig::Rwkv {
+                chunk_size: 8,
+                data_dependent_decay: false,
+                decay_rank: 4,
+            },
+            MixerConfig::SlidingWindow {
+                window: 4,
+                dilation: 2,
+                global_tokens: 2,
+            },
+            MixerConfig::Bigbird {
+                block_size: 4,
+                window_blocks: 2,
+                global_blocks: 1,
+                random_blocks: 1,
+                seed: 7,
+            },
+        ];
+        for c in DeltaRuleConfig::examples() {
+            all.push(MixerConfig::Deltanet(c.clone()));
+            all.push(MixerConfig::GatedDeltanet(c));
+        }
+        all.extend(
+            Mamba2Config::examples()
+                .into_iter()
+                .map(MixerConfig::Mamba2),
+        );
+        all
+    }
+
+    /// Whether the mixer shares keys/values across query heads (grouped-query attention).
+    pub fn allows_grouped_kv(&self) -> bool {
+        !matches!(
+            self,
+            MixerConfig::Rwkv { .. }
+                | MixerConfig::Deltanet(_)
+                | MixerConfig::GatedDeltanet(_)
+                | MixerConfig::Mamba2(_)
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             MixerConfig::Softmax { .. } => "softmax",
@@ -160,6 +245,9 @@ impl MixerConfig {
             MixerConfig::Rwkv { .. } => "rwkv",
             MixerConfig::SlidingWindow { .. } => "sliding_window",
             MixerConfig::Bigbird { .. } => "bigbird",
+            MixerConfig::Deltanet(_) => "deltanet",
+            MixerConfig::GatedDeltanet(_) => "gated_deltanet",
+            MixerConfig::Mamba2(_) => "mamba2",
         }
     }
 }
@@ -581,6 +669,10 @@ impl ModelConfig {
                     ("global_blocks", *global_blocks, limits::SEQ_LEN),
                     ("random_blocks", *random_blocks, limits::SEQ_LEN),
                 ],
+                // Checked by their own `validate`, first thing.
+                MixerConfig::Deltanet(_)
+                | MixerConfig::GatedDeltanet(_)
+                | MixerConfig::Mamba2(_) => Vec::new(),
             };
             for (field, value, max) in sizes {
                 check(&format!("{path}.{field}"), value, max)?;
@@ -695,6 +787,10 @@ impl ModelConfig {
                     ));
                 }
             }
+            MixerConfig::Deltanet(c) | MixerConfig::GatedDeltanet(c) => {
+                c.validate(self, path, mixer.kind())?
+            }
+            MixerConfig::Mamba2(c) => c.validate(self, path)?,
         }
         Ok(())
     }

@@ -127,6 +127,9 @@ fn mixer_params(mixer: &MixerConfig, config: &ModelConfig) -> u128 {
                 .saturating_add(lora)
                 .saturating_add(sat_mul(h, dh))
         }
+        MixerConfig::Deltanet(c) => c.param_count(config, false),
+        MixerConfig::GatedDeltanet(c) => c.param_count(config, true),
+        MixerConfig::Mamba2(c) => c.param_count(config),
     }
 }
 
@@ -294,6 +297,10 @@ fn layer_values(mixer: &MixerConfig, config: &ModelConfig, n: f64, pass: Pass, f
             };
             20.0 * d + 2.0 * *decay_rank as f64 + states + chunks
         }
+        MixerConfig::Deltanet(c) | MixerConfig::GatedDeltanet(c) => {
+            c.activation_values(config, pass == Pass::Train, fused)
+        }
+        MixerConfig::Mamba2(c) => c.activation_values(config, pass == Pass::Train, fused),
     };
     6.0 * d + mlp + dropout + conv + mixer_values
 }
@@ -373,6 +380,8 @@ pub fn decode_state_bytes(config: &ModelConfig, seq_len: usize) -> f64 {
                     F32 * h * (big_f * dh + if *normalize { big_f } else { 0.0 })
                 }
                 MixerConfig::Rwkv { .. } => F32 * (h * dh * dh + h * dh),
+                MixerConfig::Deltanet(c) | MixerConfig::GatedDeltanet(c) => c.state_bytes(config),
+                MixerConfig::Mamba2(c) => c.state_bytes(config),
             };
             *count as f64 * bytes
         })
@@ -522,52 +531,15 @@ mod tests {
     use burn::prelude::*;
 
     fn mixers() -> Vec<MixerConfig> {
-        vec![
-            MixerConfig::Softmax {
-                logit_scale: None,
-                log_n_scaling: false,
-            },
-            MixerConfig::Linear {
-                feature_map: FeatureMap::Elu,
-                normalize: true,
-                chunk_size: 8,
-                feature_dim: None,
-            },
-            MixerConfig::Linear {
-                feature_map: FeatureMap::Taylor2,
-                normalize: true,
-                chunk_size: 8,
-                feature_dim: Some(4),
-            },
-            MixerConfig::Linear {
-                feature_map: FeatureMap::Taylor2,
-                normalize: true,
-                chunk_size: 8,
-                feature_dim: None,
-            },
-            MixerConfig::Rwkv {
-                chunk_size: 8,
-                data_dependent_decay: true,
-                decay_rank: 4,
-            },
-            MixerConfig::Rwkv {
-                chunk_size: 8,
-                data_dependent_decay: false,
-                decay_rank: 4,
-            },
-            MixerConfig::SlidingWindow {
-                window: 4,
-                dilation: 2,
-                global_tokens: 2,
-            },
-            MixerConfig::Bigbird {
-                block_size: 4,
-                window_blocks: 2,
-                global_blocks: 1,
-                random_blocks: 1,
-                seed: 7,
-            },
-        ]
+        let mut all = MixerConfig::examples();
+        // Taylor-2 at its default feature width (the drifted size of the FLOPs table).
+        all.push(MixerConfig::Linear {
+            feature_map: FeatureMap::Taylor2,
+            normalize: true,
+            chunk_size: 8,
+            feature_dim: None,
+        });
+        all
     }
 
     fn small(mixer: MixerConfig) -> ModelConfig {
@@ -586,7 +558,7 @@ mod tests {
     fn variants() -> Vec<ModelConfig> {
         let mut out = Vec::new();
         for mixer in mixers() {
-            let rwkv = matches!(mixer, MixerConfig::Rwkv { .. });
+            let rwkv = !mixer.allows_grouped_kv();
             let base = small(mixer);
             out.push(base.clone());
             out.push(ModelConfig {
@@ -614,7 +586,7 @@ mod tests {
         // A hybrid: a pattern tiled over the layers.
         out.push(ModelConfig {
             n_layers: 4,
-            mixers: vec![mixers()[0].clone(), mixers()[4].clone()],
+            mixers: vec![mixers()[0].clone(), mixers()[5].clone()],
             ..small(mixers()[0].clone())
         });
         out

@@ -12,56 +12,7 @@ use zoo_model::{FeatureMap, Lm, MixerConfig, MlpKind, ModelConfig, PositionConfi
 const VOCAB: usize = 29;
 
 fn mixers() -> Vec<MixerConfig> {
-    vec![
-        MixerConfig::Softmax {
-            logit_scale: None,
-            log_n_scaling: false,
-        },
-        MixerConfig::Softmax {
-            logit_scale: Some(0.3),
-            log_n_scaling: true,
-        },
-        MixerConfig::Linear {
-            feature_map: FeatureMap::Elu,
-            normalize: true,
-            chunk_size: 8,
-            feature_dim: None,
-        },
-        MixerConfig::Linear {
-            feature_map: FeatureMap::Taylor2,
-            normalize: true,
-            chunk_size: 8,
-            feature_dim: Some(4),
-        },
-        MixerConfig::Linear {
-            feature_map: FeatureMap::Identity,
-            normalize: false,
-            chunk_size: 8,
-            feature_dim: None,
-        },
-        MixerConfig::Rwkv {
-            chunk_size: 8,
-            data_dependent_decay: true,
-            decay_rank: 4,
-        },
-        MixerConfig::Rwkv {
-            chunk_size: 8,
-            data_dependent_decay: false,
-            decay_rank: 4,
-        },
-        MixerConfig::SlidingWindow {
-            window: 4,
-            dilation: 2,
-            global_tokens: 2,
-        },
-        MixerConfig::Bigbird {
-            block_size: 4,
-            window_blocks: 2,
-            global_blocks: 1,
-            random_blocks: 1,
-            seed: 7,
-        },
-    ]
+    MixerConfig::examples()
 }
 
 fn positions() -> Vec<PositionConfig> {
@@ -84,10 +35,10 @@ fn tiny(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
         d_model: 16,
         n_layers: 2,
         n_heads: 2,
-        n_kv_heads: if matches!(mixer, MixerConfig::Rwkv { .. }) {
-            None
-        } else {
+        n_kv_heads: if mixer.allows_grouped_kv() {
             Some(1)
+        } else {
+            None
         },
         mlp_ratio: 2.0,
         mixer,
@@ -295,10 +246,11 @@ fn every_mixer_overfits_one_batch() {
         },
     ];
     for mixer in mixers() {
-        let position = if matches!(mixer, MixerConfig::Rwkv { .. }) {
-            &positions[0]
-        } else {
+        // RoPE where the mixer takes it (the recurrent mixers encode position themselves).
+        let position = if tiny(mixer.clone(), positions[1].clone()).validate().is_ok() {
             &positions[1]
+        } else {
+            &positions[0]
         };
         let cfg = ModelConfig {
             d_model: 32,
@@ -390,6 +342,29 @@ fn training_path_equals_inference_path() {
             1e-5,
             1e-5,
             &format!("{name}: autodiff vs plain forward"),
+        );
+    }
+}
+
+/// The every-mixer list names every kind the config accepts: serde's own list of variants
+/// (from the error of an unknown kind) against the kinds of `MixerConfig::examples()`.
+#[test]
+fn examples_cover_every_mixer_kind() {
+    let err = serde_json::from_str::<MixerConfig>(r#"{"kind": "no_such_mixer"}"#)
+        .err()
+        .expect("an unknown kind is refused")
+        .to_string();
+    let listed = err
+        .split("expected one of")
+        .nth(1)
+        .unwrap_or_else(|| panic!("serde lists the variants: {err}"));
+    let kinds: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
+    assert!(kinds.len() >= 8, "variants parsed from `{err}`: {kinds:?}");
+    let examples: Vec<&str> = mixers().iter().map(|m| m.kind()).collect();
+    for kind in kinds {
+        assert!(
+            examples.contains(&kind),
+            "MixerConfig::examples() has no `{kind}`: the every-mixer tests would skip it"
         );
     }
 }

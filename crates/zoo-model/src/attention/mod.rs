@@ -12,8 +12,10 @@
 //!   mixers the implied normalised weights φ(q_i)·φ(k_j) / Σ_j φ(q_i)·φ(k_j)).
 
 pub mod bigbird;
+pub mod delta_rule;
 pub mod feature_map;
 pub mod linear;
+pub mod mamba2;
 pub mod pattern;
 pub mod reference;
 pub mod rwkv;
@@ -27,7 +29,9 @@ use crate::config::{MixerConfig, ModelConfig};
 use crate::init::Init;
 
 pub use bigbird::BigBirdAttention;
+pub use delta_rule::DeltaNet;
 pub use linear::LinearAttention;
+pub use mamba2::Mamba2;
 pub use rwkv::RwkvTimeMix;
 pub use sliding_window::SlidingWindowAttention;
 pub use softmax::SoftmaxAttention;
@@ -63,6 +67,19 @@ pub enum MixerState {
         last_x: Tensor<2>,
         pos: usize,
     },
+    /// DeltaNet / Gated DeltaNet: S [batch, heads, head_dim, head_dim] and the last K−1 inputs
+    /// of the q, k, v convolutions ([batch, K−1, d_model]; None before the first token).
+    Delta {
+        s: Tensor<4>,
+        convs: [Option<Tensor<3>>; 3],
+        pos: usize,
+    },
+    /// Mamba-2: H [batch, heads, N, P] and the last K−1 inputs of the x/B/C convolution.
+    Ssd {
+        s: Tensor<4>,
+        conv: Option<Tensor<3>>,
+        pos: usize,
+    },
 }
 
 impl MixerState {
@@ -71,7 +88,9 @@ impl MixerState {
             MixerState::Kv { pos, .. }
             | MixerState::Window { pos, .. }
             | MixerState::Linear { pos, .. }
-            | MixerState::Rwkv { pos, .. } => *pos,
+            | MixerState::Rwkv { pos, .. }
+            | MixerState::Delta { pos, .. }
+            | MixerState::Ssd { pos, .. } => *pos,
         }
     }
 }
@@ -103,6 +122,8 @@ pub enum Mixer {
     Rwkv(RwkvTimeMix),
     SlidingWindow(SlidingWindowAttention),
     BigBird(BigBirdAttention),
+    DeltaNet(DeltaNet),
+    Mamba2(Mamba2),
 }
 
 impl Mixer {
@@ -119,6 +140,9 @@ impl Mixer {
             MixerConfig::Bigbird { .. } => {
                 Mixer::BigBird(BigBirdAttention::new(mixer, model, init))
             }
+            MixerConfig::Deltanet(c) => Mixer::DeltaNet(DeltaNet::new(c, false, model, init)),
+            MixerConfig::GatedDeltanet(c) => Mixer::DeltaNet(DeltaNet::new(c, true, model, init)),
+            MixerConfig::Mamba2(c) => Mixer::Mamba2(Mamba2::new(c, model, init)),
         }
     }
 
@@ -129,6 +153,8 @@ impl Mixer {
             Mixer::Rwkv(m) => m,
             Mixer::SlidingWindow(m) => m,
             Mixer::BigBird(m) => m,
+            Mixer::DeltaNet(m) => m,
+            Mixer::Mamba2(m) => m,
         }
     }
 }
@@ -300,5 +326,7 @@ pub fn mixer_kind(mixer: &Mixer) -> &'static str {
         Mixer::Rwkv(_) => "rwkv",
         Mixer::SlidingWindow(_) => "sliding_window",
         Mixer::BigBird(_) => "bigbird",
+        Mixer::DeltaNet(m) => m.kind(),
+        Mixer::Mamba2(_) => "mamba2",
     }
 }
