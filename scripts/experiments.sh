@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates EXPERIMENTS.md's results: scripts/experiments.sh [a|b|c|d|e|all]... [--commit]
+# Regenerates EXPERIMENTS.md's results: scripts/experiments.sh [a|b|c|d|e|f|all]... [--commit]
 #
 # Each experiment is one sweep file in experiments/ (c and e add evaluations of the trained runs).
 # Sweeps train into sweeps/<name>/ (not committed: checkpoints) and resume where they stopped, so
@@ -23,14 +23,14 @@ wanted=()
 for arg in "$@"; do
   case "$arg" in
     --commit) commit=1 ;;
-    a|b|c|d|e) wanted+=("$arg") ;;
-    all) wanted+=(a b c d e) ;;
-    *) echo "experiments.sh: unknown argument '$arg' (use a, b, c, d, e, all, --commit)" >&2; exit 2 ;;
+    a|b|c|d|e|f) wanted+=("$arg") ;;
+    all) wanted+=(a b c d e f) ;;
+    *) echo "experiments.sh: unknown argument '$arg' (use a, b, c, d, e, f, all, --commit)" >&2; exit 2 ;;
   esac
 done
-[[ ${#wanted[@]} -gt 0 ]] || wanted=(a b c d e)
+[[ ${#wanted[@]} -gt 0 ]] || wanted=(a b c d e f)
 
-declare -A FILE=([a]=a-mqar-zoology [b]=b-state-size [c]=c-positions [d]=d-progressive [e]=e-diagnostics)
+declare -A FILE=([a]=a-mqar-zoology [b]=b-state-size [c]=c-positions [d]=d-progressive [e]=e-diagnostics [f]=f-delta-rule)
 
 machine() {
   local cpu

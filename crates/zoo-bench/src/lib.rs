@@ -2,6 +2,8 @@
 //! (`cargo bench -p zoo-bench`): one mixer layer of d_model 128 with 4 heads, and each mixer
 //! with the parameters the benchmarks use.
 
+use zoo_model::attention::delta_rule::DeltaRuleConfig;
+use zoo_model::attention::mamba2::Mamba2Config;
 use zoo_model::{FeatureMap, MixerConfig, ModelConfig, PositionConfig};
 
 /// Every mixer with its benchmark parameters.
@@ -34,6 +36,9 @@ pub fn mixers() -> Vec<MixerConfig> {
             random_blocks: 2,
             seed: 0,
         },
+        MixerConfig::Deltanet(DeltaRuleConfig::default()),
+        MixerConfig::GatedDeltanet(DeltaRuleConfig::default()),
+        MixerConfig::Mamba2(Mamba2Config::default()),
     ]
 }
 

@@ -18,6 +18,8 @@ use burn::prelude::*;
 use clap::Subcommand;
 use serde_json::json;
 use zoo_model::attention::Mixer;
+use zoo_model::attention::delta_rule::DeltaRuleConfig;
+use zoo_model::attention::mamba2::Mamba2Config;
 use zoo_model::init::Init;
 use zoo_model::{
     FeatureMap, Lm, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig, TokenMixer,
@@ -295,7 +297,21 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
             },
             PositionConfig::None,
         ),
-        other => anyhow::bail!("--attention {other}: use softmax or linear"),
+        "deltanet" => (
+            MixerConfig::Deltanet(DeltaRuleConfig::default()),
+            PositionConfig::None,
+        ),
+        "gated_deltanet" => (
+            MixerConfig::GatedDeltanet(DeltaRuleConfig::default()),
+            PositionConfig::None,
+        ),
+        "mamba2" => (
+            MixerConfig::Mamba2(Mamba2Config::default()),
+            PositionConfig::None,
+        ),
+        other => anyhow::bail!(
+            "--attention {other}: use softmax, linear, deltanet, gated_deltanet or mamba2"
+        ),
     };
     let cfg = ModelConfig {
         vocab_size: Some(512),
