@@ -9,33 +9,33 @@ use zoo_model::{FeatureMap, MixerConfig, ModelConfig, PositionConfig};
 /// Every mixer with its benchmark parameters.
 pub fn mixers() -> Vec<MixerConfig> {
     vec![
-        MixerConfig::Softmax {
+        MixerConfig::Softmax(zoo_model::SoftmaxConfig {
             logit_scale: None,
             log_n_scaling: false,
-        },
-        MixerConfig::Linear {
+        }),
+        MixerConfig::Linear(zoo_model::LinearConfig {
             feature_map: FeatureMap::Elu,
             normalize: true,
             chunk_size: 64,
             feature_dim: None,
-        },
-        MixerConfig::Rwkv {
+        }),
+        MixerConfig::Rwkv(zoo_model::RwkvConfig {
             chunk_size: 32,
             data_dependent_decay: true,
             decay_rank: 32,
-        },
-        MixerConfig::SlidingWindow {
+        }),
+        MixerConfig::SlidingWindow(zoo_model::SlidingWindowConfig {
             window: 128,
             dilation: 1,
             global_tokens: 4,
-        },
-        MixerConfig::Bigbird {
+        }),
+        MixerConfig::Bigbird(zoo_model::BigBirdConfig {
             block_size: 32,
             window_blocks: 3,
             global_blocks: 1,
             random_blocks: 2,
             seed: 0,
-        },
+        }),
         MixerConfig::Deltanet(DeltaRuleConfig::default()),
         MixerConfig::GatedDeltanet(DeltaRuleConfig::default()),
         MixerConfig::Mamba2(Mamba2Config::default()),

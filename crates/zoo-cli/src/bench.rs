@@ -210,22 +210,22 @@ fn prefill(len: usize, kind: &str, device: &str, json: bool) -> Result<()> {
         "--len {len} must be between 1 and 16777216"
     );
     let mixer = match kind {
-        "softmax" => MixerConfig::Softmax {
+        "softmax" => MixerConfig::Softmax(zoo_model::SoftmaxConfig {
             logit_scale: None,
             log_n_scaling: false,
-        },
-        "sliding_window" => MixerConfig::SlidingWindow {
+        }),
+        "sliding_window" => MixerConfig::SlidingWindow(zoo_model::SlidingWindowConfig {
             window: 128,
             dilation: 1,
             global_tokens: 4,
-        },
-        "bigbird" => MixerConfig::Bigbird {
+        }),
+        "bigbird" => MixerConfig::Bigbird(zoo_model::BigBirdConfig {
             block_size: 16,
             window_blocks: 3,
             global_blocks: 1,
             random_blocks: 2,
             seed: 0,
-        },
+        }),
         other => anyhow::bail!(
             "--mixer {}: use softmax, sliding_window or bigbird",
             zoo_data::input::clip_bare(other)
@@ -278,10 +278,10 @@ fn prefill(len: usize, kind: &str, device: &str, json: bool) -> Result<()> {
 fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: bool) -> Result<()> {
     let (mixer, position) = match attention {
         "softmax" => (
-            MixerConfig::Softmax {
+            MixerConfig::Softmax(zoo_model::SoftmaxConfig {
                 logit_scale: None,
                 log_n_scaling: false,
-            },
+            }),
             PositionConfig::Rope {
                 theta: 10_000.0,
                 interpolation: 1.0,
@@ -289,12 +289,12 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
             },
         ),
         "linear" => (
-            MixerConfig::Linear {
+            MixerConfig::Linear(zoo_model::LinearConfig {
                 feature_map: FeatureMap::Elu,
                 normalize: true,
                 chunk_size: 64,
                 feature_dim: None,
-            },
+            }),
             PositionConfig::None,
         ),
         "deltanet" => (

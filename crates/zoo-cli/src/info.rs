@@ -6,51 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use burn::prelude::*;
+use zoo_model::Lm;
 use zoo_model::config::limits;
-use zoo_model::{Lm, MixerConfig, ModelConfig};
-
-/// Forward FLOPs per token of one mixer's attention arithmetic at context `n` (projections are
-/// counted with the parameters): score + weighted sum over the keys each query sees.
-fn mixer_flops(m: &MixerConfig, cfg: &ModelConfig, n: usize) -> f64 {
-    let d = cfg.d_model as f64;
-    let dh = cfg.head_dim() as f64;
-    let h = cfg.n_heads as f64;
-    match m {
-        MixerConfig::Softmax { .. } => 2.0 * 2.0 * d * (n as f64 + 1.0) / 2.0,
-        MixerConfig::Linear {
-            feature_map,
-            feature_dim,
-            ..
-        } => {
-            let f = feature_dim.unwrap_or(cfg.head_dim()) as f64;
-            let f = if *feature_map == zoo_model::FeatureMap::Taylor2 {
-                1.0 + f + f * f
-            } else {
-                f
-            };
-            2.0 * 2.0 * h * f * dh
-        }
-        MixerConfig::Rwkv { .. } => 2.0 * 3.0 * h * dh * dh,
-        MixerConfig::Deltanet(c) | MixerConfig::GatedDeltanet(c) => c.flops_per_token(cfg),
-        MixerConfig::Mamba2(c) => c.flops_per_token(cfg),
-        MixerConfig::SlidingWindow {
-            window,
-            global_tokens,
-            ..
-        } => 2.0 * 2.0 * d * (window + global_tokens).min(n) as f64,
-        MixerConfig::Bigbird {
-            block_size,
-            window_blocks,
-            global_blocks,
-            random_blocks,
-            ..
-        } => {
-            2.0 * 2.0
-                * d
-                * (block_size * (window_blocks + global_blocks + random_blocks)).min(n) as f64
-        }
-    }
-}
 
 pub fn run(path: &Path, set: &[String], lengths: &[usize]) -> Result<()> {
     let mut cfg = zoo_train::config::load(path, set)?;
@@ -105,7 +62,7 @@ pub fn run(path: &Path, set: &[String], lengths: &[usize]) -> Result<()> {
         .model
         .layer_mixers()
         .iter()
-        .map(|m| mixer_flops(m, &cfg.model, n_train))
+        .map(|m| m.spec().flops_per_token(&cfg.model, n_train as f64))
         .sum();
     let forward = 2.0 * (params - embed) as f64
         + 2.0 * embed as f64 * f64::from(u8::from(cfg.model.tie_embeddings))

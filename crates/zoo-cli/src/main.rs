@@ -773,8 +773,8 @@ fn load_scaled_run(
         }
         if args.log_n {
             for mixer in std::iter::once(&mut m.mixer).chain(m.mixers.iter_mut()) {
-                if let zoo_model::MixerConfig::Softmax { log_n_scaling, .. } = mixer {
-                    *log_n_scaling = true;
+                if let zoo_model::MixerConfig::Softmax(c) = mixer {
+                    c.log_n_scaling = true;
                 }
             }
             labels.push("logn".into());

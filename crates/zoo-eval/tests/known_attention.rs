@@ -13,10 +13,8 @@ use zoo_model::{MixerConfig, ModelConfig, PositionConfig};
 
 fn zero_query_attention(position: PositionConfig, heads: usize) -> SoftmaxAttention {
     let device = Device::flex();
-    let mixer = MixerConfig::Softmax {
-        logit_scale: None,
-        log_n_scaling: false,
-    };
+    let softmax = zoo_model::SoftmaxConfig::default();
+    let mixer = MixerConfig::Softmax(softmax.clone());
     let cfg = ModelConfig {
         vocab_size: Some(8),
         d_model: 8 * heads,
@@ -27,7 +25,7 @@ fn zero_query_attention(position: PositionConfig, heads: usize) -> SoftmaxAttent
         bias: false,
         ..ModelConfig::default()
     };
-    let mut attn = SoftmaxAttention::new(&mixer, &cfg, &mut Init::new(1, &device));
+    let mut attn = SoftmaxAttention::new(&softmax, &cfg, &mut Init::new(1, &device));
     attn.query.weight = Param::from_tensor(Tensor::zeros([8 * heads, 8 * heads], &device));
     attn
 }

@@ -6,8 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attention::delta_rule::DeltaRuleConfig;
-use crate::attention::mamba2::Mamba2Config;
+use crate::attention::MixerSpec;
+pub use crate::attention::bigbird::BigBirdConfig;
+pub use crate::attention::delta_rule::{DeltaNetConfig, GatedDeltaNetConfig};
+pub use crate::attention::linear::LinearConfig;
+pub use crate::attention::mamba2::Mamba2Config;
+pub use crate::attention::rwkv::RwkvConfig;
+pub use crate::attention::sliding_window::SlidingWindowConfig;
+pub use crate::attention::softmax::SoftmaxConfig;
 use crate::error::ModelError;
 
 /// Hard bounds on sizes, checked by [`ModelConfig::validate`] (and by the run config and the
@@ -92,163 +98,73 @@ pub enum FeatureMap {
     Taylor2,
 }
 
-/// Token mixer of one layer.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum MixerConfig {
-    Softmax {
-        /// Multiplier of q·k; default 1/√head_dim.
-        #[serde(default)]
-        logit_scale: Option<f64>,
-        /// Multiply the logits of the query at position i by max(1, ln(i+1)/ln(train_len)).
-        #[serde(default)]
-        log_n_scaling: bool,
-    },
-    Linear {
-        #[serde(default = "default_feature_map")]
-        feature_map: FeatureMap,
-        /// Divide by φ(q)·Σφ(k) (true) or not.
-        #[serde(default = "yes")]
-        normalize: bool,
-        /// Chunk length of the training form.
-        #[serde(default = "default_linear_chunk")]
-        chunk_size: usize,
-        /// Project q and k to this many dimensions per head before φ (Based uses 16 with Taylor-2).
-        #[serde(default)]
-        feature_dim: Option<usize>,
-    },
-    Rwkv {
-        #[serde(default = "default_rwkv_chunk")]
-        chunk_size: usize,
-        /// RWKV-6 data-dependent decay w_t; false gives a learned constant decay (RetNet / RWKV-5).
-        #[serde(default = "yes")]
-        data_dependent_decay: bool,
-        /// Rank of the low-rank decay projection (RWKV-6 "LoRA").
-        #[serde(default = "default_decay_rank")]
-        decay_rank: usize,
-    },
-    SlidingWindow {
-        /// Number of window keys each query sees (itself included).
-        window: usize,
-        /// Distance between window keys (Longformer's dilation); 1 = contiguous.
-        #[serde(default = "one")]
-        dilation: usize,
-        /// The first `global_tokens` positions are global: all tokens see them.
-        #[serde(default)]
-        global_tokens: usize,
-    },
-    Bigbird {
-        #[serde(default = "default_block")]
-        block_size: usize,
-        /// Window in blocks: the query's own block and the previous `window_blocks - 1`.
-        #[serde(default = "default_window_blocks")]
-        window_blocks: usize,
-        /// The first `global_blocks` blocks are global.
-        #[serde(default = "one")]
-        global_blocks: usize,
-        /// Random earlier blocks per query block, drawn from `seed`.
-        #[serde(default = "one")]
-        random_blocks: usize,
-        #[serde(default)]
-        seed: u64,
-    },
-    /// The delta rule (DeltaNet, α = 1): `attention::delta_rule`.
-    Deltanet(DeltaRuleConfig),
-    /// The gated delta rule (Gated DeltaNet): `attention::delta_rule`.
-    GatedDeltanet(DeltaRuleConfig),
-    /// Mamba-2's SSD layer: `attention::mamba2`.
-    Mamba2(Mamba2Config),
+/// Declares `MixerConfig` — one newtype variant per mixer kind, each holding the config struct
+/// that the mixer's own file defines (with its defaults, checks, sizes and examples through
+/// `attention::MixerSpec`) — together with the dispatch to that struct and the list of every
+/// kind's examples. The enum and the list come from the same table, so a mixer added here is in
+/// every every-mixer test and bench without a second list to keep.
+macro_rules! mixer_configs {
+    ($($(#[$doc:meta])* $variant:ident($config:ty) = $kind:literal,)*) => {
+        /// Token mixer of one layer: `kind = "..."` selects the variant, the other keys are the
+        /// variant's fields (unknown keys are refused).
+        #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+        #[serde(tag = "kind")]
+        pub enum MixerConfig {
+            $($(#[$doc])* #[serde(rename = $kind)] $variant($config),)*
+        }
+
+        impl MixerConfig {
+            /// The config name (`kind = "..."`).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(MixerConfig::$variant(_) => $kind,)*
+                }
+            }
+
+            /// The mixer's own config struct, for its checks, sizes and cost.
+            pub fn spec(&self) -> &dyn MixerSpec {
+                match self {
+                    $(MixerConfig::$variant(c) => c,)*
+                }
+            }
+
+            /// Configurations of every kind (each kind's `MixerSpec::examples`), for the
+            /// every-mixer tests and the benches.
+            pub fn examples() -> Vec<MixerConfig> {
+                let mut all = Vec::new();
+                $(all.extend(<$config as MixerSpec>::examples().into_iter().map(MixerConfig::$variant));)*
+                all
+            }
+
+            /// Every kind's name, in declaration order.
+            pub const KINDS: &'static [&'static str] = &[$($kind,)*];
+        }
+    };
+}
+
+mixer_configs! {
+    /// Causal softmax attention (`attention::softmax`).
+    Softmax(SoftmaxConfig) = "softmax",
+    /// Kernelised linear attention (`attention::linear`).
+    Linear(LinearConfig) = "linear",
+    /// RWKV-6 time mixing (`attention::rwkv`).
+    Rwkv(RwkvConfig) = "rwkv",
+    /// Longformer's sliding window with globals (`attention::sliding_window`).
+    SlidingWindow(SlidingWindowConfig) = "sliding_window",
+    /// BigBird's window + global + random blocks (`attention::bigbird`).
+    Bigbird(BigBirdConfig) = "bigbird",
+    /// The delta rule, DeltaNet (`attention::delta_rule`).
+    Deltanet(DeltaNetConfig) = "deltanet",
+    /// The gated delta rule, Gated DeltaNet (`attention::delta_rule`).
+    GatedDeltanet(GatedDeltaNetConfig) = "gated_deltanet",
+    /// Mamba-2's SSD layer (`attention::mamba2`).
+    Mamba2(Mamba2Config) = "mamba2",
 }
 
 impl MixerConfig {
-    /// Configurations of every kind, for the every-mixer tests (causality, decoding ≡ forward,
-    /// overfitting, memory estimates) and the benches: small chunks and windows so that short
-    /// test inputs cross them. A test checks it names every kind serde accepts.
-    pub fn examples() -> Vec<MixerConfig> {
-        let mut all = vec![
-            MixerConfig::Softmax {
-                logit_scale: None,
-                log_n_scaling: false,
-            },
-            MixerConfig::Softmax {
-                logit_scale: Some(0.3),
-                log_n_scaling: true,
-            },
-            MixerConfig::Linear {
-                feature_map: FeatureMap::Elu,
-                normalize: true,
-                chunk_size: 8,
-                feature_dim: None,
-            },
-            MixerConfig::Linear {
-                feature_map: FeatureMap::Taylor2,
-                normalize: true,
-                chunk_size: 8,
-                feature_dim: Some(4),
-            },
-            MixerConfig::Linear {
-                feature_map: FeatureMap::Identity,
-                normalize: false,
-                chunk_size: 8,
-                feature_dim: None,
-            },
-            MixerConfig::Rwkv {
-                chunk_size: 8,
-                data_dependent_decay: true,
-                decay_rank: 4,
-            },
-            MixerConfig::Rwkv {
-                chunk_size: 8,
-                data_dependent_decay: false,
-                decay_rank: 4,
-            },
-            MixerConfig::SlidingWindow {
-                window: 4,
-                dilation: 2,
-                global_tokens: 2,
-            },
-            MixerConfig::Bigbird {
-                block_size: 4,
-                window_blocks: 2,
-                global_blocks: 1,
-                random_blocks: 1,
-                seed: 7,
-            },
-        ];
-        for c in DeltaRuleConfig::examples() {
-            all.push(MixerConfig::Deltanet(c.clone()));
-            all.push(MixerConfig::GatedDeltanet(c));
-        }
-        all.extend(
-            Mamba2Config::examples()
-                .into_iter()
-                .map(MixerConfig::Mamba2),
-        );
-        all
-    }
-
     /// Whether the mixer shares keys/values across query heads (grouped-query attention).
     pub fn allows_grouped_kv(&self) -> bool {
-        !matches!(
-            self,
-            MixerConfig::Rwkv { .. }
-                | MixerConfig::Deltanet(_)
-                | MixerConfig::GatedDeltanet(_)
-                | MixerConfig::Mamba2(_)
-        )
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            MixerConfig::Softmax { .. } => "softmax",
-            MixerConfig::Linear { .. } => "linear",
-            MixerConfig::Rwkv { .. } => "rwkv",
-            MixerConfig::SlidingWindow { .. } => "sliding_window",
-            MixerConfig::Bigbird { .. } => "bigbird",
-            MixerConfig::Deltanet(_) => "deltanet",
-            MixerConfig::GatedDeltanet(_) => "gated_deltanet",
-            MixerConfig::Mamba2(_) => "mamba2",
-        }
+        self.spec().allows_grouped_kv()
     }
 }
 
@@ -353,29 +269,8 @@ pub struct ModelConfig {
 fn yes() -> bool {
     true
 }
-fn one() -> usize {
-    1
-}
 fn one_f() -> f64 {
     1.0
-}
-fn default_feature_map() -> FeatureMap {
-    FeatureMap::Elu
-}
-fn default_linear_chunk() -> usize {
-    64
-}
-fn default_rwkv_chunk() -> usize {
-    32
-}
-fn default_decay_rank() -> usize {
-    32
-}
-fn default_block() -> usize {
-    16
-}
-fn default_window_blocks() -> usize {
-    3
 }
 fn default_theta() -> f64 {
     10_000.0
@@ -401,10 +296,7 @@ fn default_norm() -> NormKind {
     NormKind::Layer
 }
 fn default_mixer() -> MixerConfig {
-    MixerConfig::Softmax {
-        logit_scale: None,
-        log_n_scaling: false,
-    }
+    MixerConfig::Softmax(SoftmaxConfig::default())
 }
 fn default_position() -> PositionConfig {
     PositionConfig::Rope {
@@ -534,7 +426,7 @@ impl ModelConfig {
             && !self
                 .layer_mixers()
                 .iter()
-                .any(|m| matches!(m, MixerConfig::Softmax { .. }))
+                .any(|m| matches!(m, MixerConfig::Softmax(_)))
         {
             return Err(err(
                 "model.attention_dropout",
@@ -577,13 +469,8 @@ impl ModelConfig {
                 ));
             }
         }
-        for (layer, mixer) in self.layer_mixers().iter().enumerate() {
-            let path = if self.mixers.is_empty() {
-                "model.mixer".to_string()
-            } else {
-                format!("model.mixers.{}", layer % self.mixers.len())
-            };
-            self.validate_mixer(mixer, &path)?;
+        for (path, mixer) in self.named_mixers() {
+            mixer.spec().validate(self, &path)?;
         }
         Ok(())
     }
@@ -620,7 +507,15 @@ impl ModelConfig {
                 ),
             ));
         }
-        let named: Vec<(String, &MixerConfig)> = if self.mixers.is_empty() {
+        for (path, mixer) in self.named_mixers() {
+            mixer.spec().check_limits(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Each configured mixer with the path that names it in errors.
+    fn named_mixers(&self) -> Vec<(String, &MixerConfig)> {
+        if self.mixers.is_empty() {
             vec![("model.mixer".to_string(), &self.mixer)]
         } else {
             self.mixers
@@ -628,171 +523,7 @@ impl ModelConfig {
                 .enumerate()
                 .map(|(i, m)| (format!("model.mixers.{i}"), m))
                 .collect()
-        };
-        for (path, mixer) in named {
-            let sizes: Vec<(&str, usize, usize)> = match mixer {
-                MixerConfig::Softmax { .. } => Vec::new(),
-                MixerConfig::Linear {
-                    chunk_size,
-                    feature_dim,
-                    ..
-                } => vec![
-                    ("chunk_size", *chunk_size, limits::CHUNK),
-                    ("feature_dim", feature_dim.unwrap_or(0), limits::FEATURE_DIM),
-                ],
-                MixerConfig::Rwkv {
-                    chunk_size,
-                    decay_rank,
-                    ..
-                } => vec![
-                    ("chunk_size", *chunk_size, limits::CHUNK),
-                    ("decay_rank", *decay_rank, limits::DECAY_RANK),
-                ],
-                MixerConfig::SlidingWindow {
-                    window,
-                    dilation,
-                    global_tokens,
-                } => vec![
-                    ("window", *window, limits::SEQ_LEN),
-                    ("dilation", *dilation, limits::SEQ_LEN),
-                    ("global_tokens", *global_tokens, limits::SEQ_LEN),
-                ],
-                MixerConfig::Bigbird {
-                    block_size,
-                    window_blocks,
-                    global_blocks,
-                    random_blocks,
-                    ..
-                } => vec![
-                    ("block_size", *block_size, limits::SEQ_LEN),
-                    ("window_blocks", *window_blocks, limits::SEQ_LEN),
-                    ("global_blocks", *global_blocks, limits::SEQ_LEN),
-                    ("random_blocks", *random_blocks, limits::SEQ_LEN),
-                ],
-                // Checked by their own `validate`, first thing.
-                MixerConfig::Deltanet(_)
-                | MixerConfig::GatedDeltanet(_)
-                | MixerConfig::Mamba2(_) => Vec::new(),
-            };
-            for (field, value, max) in sizes {
-                check(&format!("{path}.{field}"), value, max)?;
-            }
         }
-        Ok(())
-    }
-
-    fn validate_mixer(&self, mixer: &MixerConfig, path: &str) -> Result<(), ModelError> {
-        let pos = self.position.kind();
-        let refuse = |why: &str| {
-            Err(ModelError::config(
-                &format!("{path}.kind + model.position.kind"),
-                &format!("{} with {pos} position encoding: {why}", mixer.kind()),
-            ))
-        };
-        match mixer {
-            MixerConfig::Softmax { logit_scale, .. } => {
-                if logit_scale.is_some_and(|s| s <= 0.0) {
-                    return Err(ModelError::config(
-                        &format!("{path}.logit_scale"),
-                        "must be positive",
-                    ));
-                }
-            }
-            MixerConfig::Linear {
-                feature_map,
-                normalize,
-                chunk_size,
-                feature_dim,
-            } => {
-                if matches!(self.position, PositionConfig::Alibi) {
-                    return refuse(
-                        "ALiBi biases softmax logits, and kernelised attention has none (use none, sinusoidal, learned or rope)",
-                    );
-                }
-                if *feature_map == FeatureMap::Identity && *normalize {
-                    return Err(ModelError::config(
-                        &format!("{path}.normalize"),
-                        "the identity feature map is not positive, so φ(q)·Σφ(k) can be 0: set normalize = false or use elu/relu/taylor2",
-                    ));
-                }
-                if *chunk_size == 0 {
-                    return Err(ModelError::config(
-                        &format!("{path}.chunk_size"),
-                        "must be positive",
-                    ));
-                }
-                if feature_dim.is_some_and(|f| f == 0) {
-                    return Err(ModelError::config(
-                        &format!("{path}.feature_dim"),
-                        "must be positive",
-                    ));
-                }
-                // RoPE rotates q and k in the feature space, in pairs of channels.
-                if let (Some(f), PositionConfig::Rope { .. }) = (feature_dim, &self.position)
-                    && f % 2 == 1
-                {
-                    return Err(ModelError::config(
-                        &format!("{path}.feature_dim"),
-                        &format!(
-                            "{f} is odd, and RoPE rotates pairs of feature channels (use an even feature_dim)"
-                        ),
-                    ));
-                }
-            }
-            MixerConfig::Rwkv {
-                chunk_size,
-                decay_rank,
-                ..
-            } => {
-                if matches!(
-                    self.position,
-                    PositionConfig::Alibi | PositionConfig::Rope { .. }
-                ) {
-                    return refuse(
-                        "RWKV encodes position through its decay; use none, sinusoidal or learned",
-                    );
-                }
-                if self.kv_heads() != self.n_heads {
-                    return Err(ModelError::config(
-                        "model.n_kv_heads",
-                        "rwkv has one key/value per head: leave n_kv_heads unset",
-                    ));
-                }
-                if *chunk_size == 0 || *decay_rank == 0 {
-                    return Err(ModelError::config(
-                        &format!("{path}.chunk_size / {path}.decay_rank"),
-                        "must be positive",
-                    ));
-                }
-            }
-            MixerConfig::SlidingWindow {
-                window, dilation, ..
-            } => {
-                if *window == 0 || *dilation == 0 {
-                    return Err(ModelError::config(
-                        &format!("{path}.window / {path}.dilation"),
-                        "must be positive",
-                    ));
-                }
-            }
-            MixerConfig::Bigbird {
-                block_size,
-                window_blocks,
-                ..
-            } => {
-                if *block_size == 0 || *window_blocks == 0 {
-                    return Err(ModelError::config(
-                        &format!("{path}.block_size / {path}.window_blocks"),
-                        "must be positive",
-                    ));
-                }
-            }
-            MixerConfig::Deltanet(c) | MixerConfig::GatedDeltanet(c) => {
-                c.validate(self, path, mixer.kind())?
-            }
-            MixerConfig::Mamba2(c) => c.validate(self, path)?,
-        }
-        Ok(())
     }
 
     /// Refuses lengths the model cannot encode (learned positions past their table).

@@ -23,7 +23,9 @@ pub mod sync;
 pub use attention::{Mixer, MixerState, TokenMixer};
 pub use block::BlockState;
 pub use config::{
-    FeatureMap, InitScheme, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig,
+    BigBirdConfig, DeltaNetConfig, FeatureMap, GatedDeltaNetConfig, InitScheme, LinearConfig,
+    Mamba2Config, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig, RwkvConfig,
+    SlidingWindowConfig, SoftmaxConfig,
 };
 pub use error::ModelError;
 pub use lm::{LayerState, Lm, LmState, masked_cross_entropy};

@@ -34,14 +34,13 @@
 //! All arithmetic is in f64 (parameters saturate in u128), so absurd sizes give huge numbers,
 //! never an overflow. [`available_memory`] reads `MemAvailable` from /proc/meminfo.
 
-use crate::config::{FeatureMap, MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig};
+use crate::config::{MixerConfig, MlpKind, ModelConfig, NormKind, PositionConfig};
 use crate::error::ModelError;
 
 const F32: f64 = 4.0;
 /// Rows of a query tile of the fused attention kernel.
 const QUERY_BLOCK: f64 = crate::kernels::causal_attention::QUERY_BLOCK as f64;
 /// Steps between saved states of the fused WKV kernel.
-const WKV_CHECKPOINT_EVERY: f64 = 64.0;
 
 /// Training (autodiff keeps activations) or inference (one layer alive at a time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,73 +63,13 @@ fn mlp_hidden(config: &ModelConfig) -> u128 {
     }
 }
 
-/// Feature width f of linear attention (before φ), exactly as `LinearAttention::new` picks it.
-fn linear_feature_dim(config: &ModelConfig, map: FeatureMap, feature_dim: Option<usize>) -> usize {
-    let default = match map {
-        FeatureMap::Taylor2 => config.head_dim().min(16),
-        _ => config.head_dim(),
-    };
-    feature_dim.unwrap_or(default)
-}
-
-/// Output width F of φ, computed in f64 (Taylor-2 squares the width).
-fn phi_dim(map: FeatureMap, f: usize) -> f64 {
-    match map {
-        FeatureMap::Taylor2 => 1.0 + f as f64 + (f as f64) * (f as f64),
-        _ => f as f64,
-    }
-}
-
 /// Parameters of a linear layer d_in → d_out.
 fn linear(d_in: u128, d_out: u128, bias: bool) -> u128 {
     sat_mul(d_in, d_out).saturating_add(if bias { d_out } else { 0 })
 }
 
 fn mixer_params(mixer: &MixerConfig, config: &ModelConfig) -> u128 {
-    let d = config.d_model as u128;
-    let h = config.n_heads as u128;
-    let hk = config.kv_heads() as u128;
-    let dh = config.head_dim() as u128;
-    let kv = sat_mul(hk, dh);
-    let bias = config.bias;
-    match mixer {
-        MixerConfig::Softmax { .. }
-        | MixerConfig::SlidingWindow { .. }
-        | MixerConfig::Bigbird { .. } => linear(d, d, bias)
-            .saturating_add(sat_mul(2, linear(d, kv, bias)))
-            .saturating_add(linear(d, d, bias)),
-        MixerConfig::Linear {
-            feature_map,
-            feature_dim,
-            ..
-        } => {
-            let f = linear_feature_dim(config, *feature_map, *feature_dim) as u128;
-            linear(d, sat_mul(h, f), bias)
-                .saturating_add(linear(d, sat_mul(hk, f), bias))
-                .saturating_add(linear(d, kv, bias))
-                .saturating_add(linear(d, d, bias))
-        }
-        MixerConfig::Rwkv {
-            data_dependent_decay,
-            decay_rank,
-            ..
-        } => {
-            let r = *decay_rank as u128;
-            let lora = if *data_dependent_decay {
-                sat_mul(sat_mul(2, d), r)
-            } else {
-                0
-            };
-            // mix_r, mix_k, mix_v, mix_g, mix_w, decay_base, norm weight and bias: 8 vectors of d.
-            sat_mul(5, linear(d, d, bias))
-                .saturating_add(sat_mul(8, d))
-                .saturating_add(lora)
-                .saturating_add(sat_mul(h, dh))
-        }
-        MixerConfig::Deltanet(c) => c.param_count(config, false),
-        MixerConfig::GatedDeltanet(c) => c.param_count(config, true),
-        MixerConfig::Mamba2(c) => c.param_count(config),
-    }
+    mixer.spec().param_count(config)
 }
 
 fn norm_params(config: &ModelConfig) -> u128 {
@@ -205,39 +144,9 @@ fn mixer_counts(config: &ModelConfig) -> Vec<(&MixerConfig, usize)> {
         .collect()
 }
 
-/// Keys one query sees in a mixer of the attention family, at length n.
-fn keys_per_query(mixer: &MixerConfig, n: f64) -> Option<f64> {
-    match mixer {
-        MixerConfig::Softmax { .. } => Some(n),
-        MixerConfig::SlidingWindow {
-            window,
-            dilation,
-            global_tokens,
-        } => {
-            let span = (*window as f64 - 1.0).max(0.0) * *dilation as f64 + 1.0;
-            Some((span + *global_tokens as f64).min(n))
-        }
-        MixerConfig::Bigbird {
-            block_size,
-            window_blocks,
-            global_blocks,
-            random_blocks,
-            ..
-        } => {
-            let blocks = *window_blocks as f64 + *global_blocks as f64 + *random_blocks as f64;
-            Some((*block_size as f64 * blocks).min(n))
-        }
-        _ => None,
-    }
-}
-
 /// f32 values per token one block holds (see the module docs), at length n.
 fn layer_values(mixer: &MixerConfig, config: &ModelConfig, n: f64, pass: Pass, fused: bool) -> f64 {
     let d = config.d_model as f64;
-    let h = config.n_heads as f64;
-    let hk = config.kv_heads() as f64;
-    let dh = config.head_dim() as f64;
-    let kv = hk * dh;
     let m = mlp_hidden(config) as f64;
     let mlp = match config.mlp {
         MlpKind::Gelu => 2.0 * m + d,
@@ -257,51 +166,9 @@ fn layer_values(mixer: &MixerConfig, config: &ModelConfig, n: f64, pass: Pass, f
     };
     // Attention dropout needs the probabilities, so training takes the materialised path.
     let fused = fused && !(config.attention_dropout > 0.0 && pass == Pass::Train);
-    let mixer_values = match mixer {
-        MixerConfig::Softmax { .. }
-        | MixerConfig::SlidingWindow { .. }
-        | MixerConfig::Bigbird { .. } => {
-            let projections = 5.0 * d + 4.0 * kv + h;
-            let scores = match keys_per_query(mixer, n) {
-                Some(k) if !fused => 2.0 * d + 3.0 * h * k,
-                _ => 0.0,
-            };
-            projections + scores
-        }
-        MixerConfig::Linear {
-            feature_map,
-            feature_dim,
-            chunk_size,
-            ..
-        } => {
-            let f = linear_feature_dim(config, *feature_map, *feature_dim);
-            let big_f = phi_dim(*feature_map, f);
-            let f = f as f64;
-            let c = (*chunk_size as f64).max(1.0);
-            let features = 2.0 * (h + hk) * f + 2.0 * h * big_f + 2.0 * h * dh + 2.0 * d + h;
-            let states = h * big_f * (dh + 1.0) / c;
-            let chunks = if fused { 0.0 } else { 3.0 * h * c + states };
-            features + states + chunks
-        }
-        MixerConfig::Rwkv {
-            decay_rank,
-            chunk_size,
-            ..
-        } => {
-            let c = (*chunk_size as f64).max(1.0);
-            let states = h * dh * dh / WKV_CHECKPOINT_EVERY;
-            let chunks = if fused {
-                0.0
-            } else {
-                3.0 * h * c + 2.0 * h * dh * dh / c
-            };
-            20.0 * d + 2.0 * *decay_rank as f64 + states + chunks
-        }
-        MixerConfig::Deltanet(c) | MixerConfig::GatedDeltanet(c) => {
-            c.activation_values(config, pass == Pass::Train, fused)
-        }
-        MixerConfig::Mamba2(c) => c.activation_values(config, pass == Pass::Train, fused),
-    };
+    let mixer_values = mixer
+        .spec()
+        .activation_values(config, n, pass == Pass::Train, fused);
     6.0 * d + mlp + dropout + conv + mixer_values
 }
 
@@ -313,7 +180,7 @@ fn fused_tiles(config: &ModelConfig, n: f64, fused: bool) -> f64 {
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()) as f64;
     mixer_counts(config)
         .iter()
-        .filter_map(|(m, _)| keys_per_query(m, n))
+        .filter_map(|(m, _)| m.spec().keys_per_query(n))
         .fold(0.0, f64::max)
         * 3.0
         * QUERY_BLOCK
@@ -352,37 +219,10 @@ pub fn activation_bytes(
 /// of `Lm::state_size_bytes`).
 pub fn decode_state_bytes(config: &ModelConfig, seq_len: usize) -> f64 {
     let n = seq_len as f64;
-    let h = config.n_heads as f64;
-    let dh = config.head_dim() as f64;
-    let kv_token = 2.0 * config.kv_heads() as f64 * dh * F32;
     mixer_counts(config)
         .iter()
         .map(|(mixer, count)| {
-            let bytes = match mixer {
-                MixerConfig::Softmax { .. } | MixerConfig::Bigbird { .. } => n * kv_token,
-                MixerConfig::SlidingWindow {
-                    window,
-                    dilation,
-                    global_tokens,
-                } => {
-                    let g = *global_tokens as f64;
-                    let span = (*window as f64 - 1.0).max(0.0) * *dilation as f64 + 1.0;
-                    (n.min(g) + (span - 1.0).min((n - g).max(0.0))) * kv_token
-                }
-                MixerConfig::Linear {
-                    feature_map,
-                    feature_dim,
-                    normalize,
-                    ..
-                } => {
-                    let f = linear_feature_dim(config, *feature_map, *feature_dim);
-                    let big_f = phi_dim(*feature_map, f);
-                    F32 * h * (big_f * dh + if *normalize { big_f } else { 0.0 })
-                }
-                MixerConfig::Rwkv { .. } => F32 * (h * dh * dh + h * dh),
-                MixerConfig::Deltanet(c) | MixerConfig::GatedDeltanet(c) => c.state_bytes(config),
-                MixerConfig::Mamba2(c) => c.state_bytes(config),
-            };
+            let bytes = mixer.spec().state_bytes(config, n);
             *count as f64 * bytes
         })
         .sum()
@@ -533,12 +373,12 @@ mod tests {
     fn mixers() -> Vec<MixerConfig> {
         let mut all = MixerConfig::examples();
         // Taylor-2 at its default feature width (the drifted size of the FLOPs table).
-        all.push(MixerConfig::Linear {
-            feature_map: FeatureMap::Taylor2,
+        all.push(MixerConfig::Linear(crate::config::LinearConfig {
+            feature_map: crate::config::FeatureMap::Taylor2,
             normalize: true,
             chunk_size: 8,
             feature_dim: None,
-        });
+        }));
         all
     }
 

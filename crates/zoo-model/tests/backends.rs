@@ -62,10 +62,10 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
         (
             "softmax+rope",
             config(
-                MixerConfig::Softmax {
+                MixerConfig::Softmax(zoo_model::SoftmaxConfig {
                     logit_scale: None,
                     log_n_scaling: false,
-                },
+                }),
                 PositionConfig::Rope {
                     theta: 10_000.0,
                     interpolation: 1.0,
@@ -76,12 +76,12 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
         (
             "linear(elu)+sinusoidal",
             config(
-                MixerConfig::Linear {
+                MixerConfig::Linear(zoo_model::LinearConfig {
                     feature_map: FeatureMap::Elu,
                     normalize: true,
                     chunk_size: 8,
                     feature_dim: None,
-                },
+                }),
                 PositionConfig::Sinusoidal,
             ),
         ),

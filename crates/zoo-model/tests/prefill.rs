@@ -50,26 +50,30 @@ fn model(mixer: MixerConfig, position: PositionConfig, kv_heads: usize) -> Model
 /// (name, config, prompt length): lengths straddle the kernel's 64-row query tiles and end in
 /// partial windows / blocks.
 fn cases() -> Vec<(&'static str, ModelConfig, usize)> {
-    let window = |window, dilation, global_tokens| MixerConfig::SlidingWindow {
-        window,
-        dilation,
-        global_tokens,
+    let window = |window, dilation, global_tokens| {
+        MixerConfig::SlidingWindow(zoo_model::SlidingWindowConfig {
+            window,
+            dilation,
+            global_tokens,
+        })
     };
-    let bigbird = |block_size, seed| MixerConfig::Bigbird {
-        block_size,
-        window_blocks: 2,
-        global_blocks: 1,
-        random_blocks: 2,
-        seed,
+    let bigbird = |block_size, seed| {
+        MixerConfig::Bigbird(zoo_model::BigBirdConfig {
+            block_size,
+            window_blocks: 2,
+            global_blocks: 1,
+            random_blocks: 2,
+            seed,
+        })
     };
     vec![
         (
             "softmax + ALiBi + log-n + GQA",
             model(
-                MixerConfig::Softmax {
+                MixerConfig::Softmax(zoo_model::SoftmaxConfig {
                     logit_scale: Some(0.3),
                     log_n_scaling: true,
-                },
+                }),
                 PositionConfig::Alibi,
                 2,
             ),
@@ -78,10 +82,10 @@ fn cases() -> Vec<(&'static str, ModelConfig, usize)> {
         (
             "softmax + RoPE",
             model(
-                MixerConfig::Softmax {
+                MixerConfig::Softmax(zoo_model::SoftmaxConfig {
                     logit_scale: None,
                     log_n_scaling: false,
-                },
+                }),
                 rope(),
                 4,
             ),
@@ -128,18 +132,12 @@ fn on(device: &Device, v: &[f32], shape: [usize; 3]) -> Tensor<3> {
 fn state_tensors(state: &MixerState) -> Vec<(&'static str, Option<Vec<f32>>)> {
     let v = |t: &Option<Tensor<4>>| t.clone().map(values);
     match state {
-        MixerState::Kv { k, v: vv, .. } => vec![("k", v(k)), ("v", v(vv))],
-        MixerState::Window {
-            global_k,
-            global_v,
-            recent_k,
-            recent_v,
-            ..
-        } => vec![
-            ("global_k", v(global_k)),
-            ("global_v", v(global_v)),
-            ("recent_k", v(recent_k)),
-            ("recent_v", v(recent_v)),
+        MixerState::Kv(kv) => vec![("k", v(&kv.k)), ("v", v(&kv.v))],
+        MixerState::Window(w) => vec![
+            ("global_k", v(&w.global_k)),
+            ("global_v", v(&w.global_v)),
+            ("recent_k", v(&w.recent_k)),
+            ("recent_v", v(&w.recent_v)),
         ],
         other => panic!("unexpected state {other:?}"),
     }
@@ -252,25 +250,25 @@ fn lm_configs() -> Vec<(String, ModelConfig)> {
         .collect();
     mixers.push((
         "linear".into(),
-        MixerConfig::Linear {
+        MixerConfig::Linear(zoo_model::LinearConfig {
             feature_map: zoo_model::FeatureMap::Elu,
             normalize: true,
             chunk_size: 8,
             feature_dim: None,
-        },
+        }),
     ));
     mixers.push((
         "rwkv".into(),
-        MixerConfig::Rwkv {
+        MixerConfig::Rwkv(zoo_model::RwkvConfig {
             chunk_size: 8,
             data_dependent_decay: true,
             decay_rank: 4,
-        },
+        }),
     ));
     let mut out = Vec::new();
     for (name, m) in mixers {
         for p in [PositionConfig::Alibi, rope(), PositionConfig::None] {
-            let kv = if matches!(m, MixerConfig::Rwkv { .. }) {
+            let kv = if matches!(m, MixerConfig::Rwkv(_)) {
                 4
             } else {
                 2

@@ -61,13 +61,13 @@ fn sliding_window_banded_equals_dense_reference() {
     let device = device();
     for (window, dilation, globals) in [(1, 1, 0), (4, 1, 0), (5, 2, 3), (3, 3, 1), (40, 1, 2)] {
         for position in [PositionConfig::None, PositionConfig::Alibi] {
-            let mixer = MixerConfig::SlidingWindow {
+            let config = zoo_model::SlidingWindowConfig {
                 window,
                 dilation,
                 global_tokens: globals,
             };
-            let cfg = model_config(mixer.clone(), position.clone());
-            let attn = SlidingWindowAttention::new(&mixer, &cfg, &mut Init::new(0, &device));
+            let cfg = model_config(MixerConfig::SlidingWindow(config.clone()), position.clone());
+            let attn = SlidingWindowAttention::new(&config, &cfg, &mut Init::new(0, &device));
             let alibi = matches!(position, PositionConfig::Alibi).then(|| Alibi::new(H));
             for n in [1, 7, 37, 67] {
                 let (q, k, v) = (
@@ -110,15 +110,15 @@ fn bigbird_gathered_equals_dense_reference() {
         (5, 2, 1, 3, 9),
     ] {
         for position in [PositionConfig::None, PositionConfig::Alibi] {
-            let mixer = MixerConfig::Bigbird {
+            let bigbird = zoo_model::BigBirdConfig {
                 block_size: block,
                 window_blocks: wb,
                 global_blocks: gb,
                 random_blocks: rb,
                 seed,
             };
-            let cfg = model_config(mixer.clone(), position.clone());
-            let attn = BigBirdAttention::new(&mixer, &cfg, &mut Init::new(0, &device));
+            let cfg = model_config(MixerConfig::Bigbird(bigbird.clone()), position.clone());
+            let attn = BigBirdAttention::new(&bigbird, &cfg, &mut Init::new(0, &device));
             let alibi = matches!(position, PositionConfig::Alibi).then(|| Alibi::new(H));
             for n in [1, 9, 40, 67] {
                 let (q, k, v) = (

@@ -97,12 +97,12 @@ fn nonsense_combinations_are_refused_with_field_names() {
         ),
         (
             tiny(
-                MixerConfig::Linear {
+                MixerConfig::Linear(zoo_model::LinearConfig {
                     feature_map: FeatureMap::Identity,
                     normalize: true,
                     chunk_size: 8,
                     feature_dim: None,
-                },
+                }),
                 PositionConfig::None,
             ),
             "model.mixer.normalize",

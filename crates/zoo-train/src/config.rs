@@ -21,7 +21,7 @@
 //! ```text
 //! configs/x.toml: unknown key `train.lrr`; did you mean `lr`? (valid keys: batch_size, lr, ...)
 //! configs/x.toml: `train.lr` should be a float, found string "fast"
-//! configs/x.toml: model.mixer.kind = "softmaxx" is not one of softmax, linear, rwkv, sliding_window, bigbird; did you mean softmax?
+//! configs/x.toml: model.mixer.kind = "softmaxx" is not one of softmax, linear, rwkv, sliding_window, bigbird, deltanet, gated_deltanet, mamba2; did you mean softmax?
 //! ```
 
 use std::fmt;
@@ -1234,14 +1234,16 @@ impl RunConfig {
         };
         for (path, mixer) in mixers {
             match mixer {
-                MixerConfig::SlidingWindow { window, .. } if *window > max_len => {
+                MixerConfig::SlidingWindow(c) if c.window > max_len => {
                     return fail(format!(
-                        "{path}.window = {window} is larger than the longest training length {max_len} ({stages_name}), so the window never slides (lower the window or train longer)"
+                        "{path}.window = {} is larger than the longest training length {max_len} ({stages_name}), so the window never slides (lower the window or train longer)",
+                        c.window
                     ));
                 }
-                MixerConfig::Bigbird { block_size, .. } if *block_size > max_len => {
+                MixerConfig::Bigbird(c) if c.block_size > max_len => {
                     return fail(format!(
-                        "{path}.block_size = {block_size} is larger than the longest training length {max_len} ({stages_name}) (lower the block size or train longer)"
+                        "{path}.block_size = {} is larger than the longest training length {max_len} ({stages_name}) (lower the block size or train longer)",
+                        c.block_size
                     ));
                 }
                 _ => {}

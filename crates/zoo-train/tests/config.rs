@@ -184,7 +184,7 @@ fn bad_configs_give_one_precise_line() {
         (
             with(r#"mixer = { kind = "softmax" }"#, "mixer = { kind = 5 }"),
             vec![],
-            "`model.mixer.kind` should be one of softmax, linear, rwkv, sliding_window, bigbird (a string), found integer 5",
+            "`model.mixer.kind` should be one of softmax, linear, rwkv, sliding_window, bigbird, deltanet, gated_deltanet, mamba2 (a string), found integer 5",
         ),
         (
             with("[train]", "[train]\nschedule = 5"),
@@ -200,7 +200,7 @@ fn bad_configs_give_one_precise_line() {
         (
             with(r#"kind = "softmax""#, r#"kind = "softmaxx""#),
             vec![],
-            r#"model.mixer.kind = "softmaxx" is not one of softmax, linear, rwkv, sliding_window, bigbird; did you mean softmax?"#,
+            r#"model.mixer.kind = "softmaxx" is not one of softmax, linear, rwkv, sliding_window, bigbird, deltanet, gated_deltanet, mamba2; did you mean softmax?"#,
         ),
         (
             with(r#"kind = "mqar""#, r#"kind = "mqr""#),
@@ -234,7 +234,7 @@ fn bad_configs_give_one_precise_line() {
         (
             with(r#"mixer = { kind = "softmax" }"#, "mixer = { window = 16 }"),
             vec![],
-            "missing required key `model.mixer.kind` (add kind = one of softmax, linear, rwkv, sliding_window, bigbird)",
+            "missing required key `model.mixer.kind` (add kind = one of softmax, linear, rwkv, sliding_window, bigbird, deltanet, gated_deltanet, mamba2)",
         ),
         (
             with("seq_len = 32\n", ""),
@@ -555,8 +555,8 @@ fn valid_overrides_change_values() {
     .unwrap();
     assert_eq!(c.train.stages[1].steps, 500);
     assert!(matches!(
-        c.model.mixer,
-        MixerConfig::Linear { chunk_size: 64, .. }
+        &c.model.mixer,
+        MixerConfig::Linear(l) if l.chunk_size == 64
     ));
     assert_eq!(c.model.position, PositionConfig::None);
     assert_eq!(c.run.name, "foo");

@@ -17,14 +17,19 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use super::pattern::BigBirdPattern;
-use super::softmax::{HeadLayout, append, init_qkvo, project_heads};
-use super::{
-    MixerState, TokenMixer, attend_listed, dense_weights, host_mask, merge_heads, pad_axis,
-    repeat_kv,
+use super::softmax::{
+    AttentionHeads, KvState, append, attention_activation_values, attention_params, init_qkvo,
+    kv_bytes_per_token,
 };
-use crate::config::{MixerConfig, ModelConfig, PositionConfig};
+use super::{
+    MixerSpec, MixerState, TokenMixer, attend_listed, check_sizes, dense_weights, host_mask,
+    merge_heads, pad_axis, repeat_kv, require_positive,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ModelConfig, limits};
+use crate::error::ModelError;
 use crate::init::Init;
-use crate::position::{Alibi, Rope};
 
 #[derive(Module, Debug)]
 pub struct BigBirdAttention {
@@ -33,48 +38,118 @@ pub struct BigBirdAttention {
     pub value: Linear,
     pub out: Linear,
     #[module(skip)]
-    heads: HeadLayout,
+    attn: AttentionHeads,
     #[module(skip)]
     pattern: BigBirdPattern,
-    #[module(skip)]
-    scale: f64,
-    #[module(skip)]
-    rope: Option<Rope>,
-    #[module(skip)]
-    alibi: Option<Alibi>,
+}
+
+/// `kind = "bigbird"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BigBirdConfig {
+    #[serde(default = "default_block")]
+    pub block_size: usize,
+    /// Window in blocks: the query's own block and the previous `window_blocks - 1`.
+    #[serde(default = "default_window_blocks")]
+    pub window_blocks: usize,
+    /// The first `global_blocks` blocks are global.
+    #[serde(default = "one")]
+    pub global_blocks: usize,
+    /// Random earlier blocks per query block, drawn from `seed`.
+    #[serde(default = "one")]
+    pub random_blocks: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_block() -> usize {
+    16
+}
+fn default_window_blocks() -> usize {
+    3
+}
+fn one() -> usize {
+    1
+}
+
+impl Default for BigBirdConfig {
+    fn default() -> Self {
+        BigBirdConfig {
+            block_size: default_block(),
+            window_blocks: default_window_blocks(),
+            global_blocks: 1,
+            random_blocks: 1,
+            seed: 0,
+        }
+    }
+}
+
+impl MixerSpec for BigBirdConfig {
+    fn check_limits(&self, path: &str) -> Result<(), ModelError> {
+        check_sizes(
+            path,
+            &[
+                ("block_size", self.block_size, limits::SEQ_LEN),
+                ("window_blocks", self.window_blocks, limits::SEQ_LEN),
+                ("global_blocks", self.global_blocks, limits::SEQ_LEN),
+                ("random_blocks", self.random_blocks, limits::SEQ_LEN),
+            ],
+        )
+    }
+    fn validate(&self, _model: &ModelConfig, path: &str) -> Result<(), ModelError> {
+        require_positive(
+            path,
+            &[
+                ("block_size", self.block_size),
+                ("window_blocks", self.window_blocks),
+            ],
+        )
+    }
+    fn param_count(&self, model: &ModelConfig) -> u128 {
+        attention_params(model)
+    }
+    fn state_bytes(&self, model: &ModelConfig, n: f64) -> f64 {
+        // Random blocks can reach any earlier block: the whole cache is kept.
+        n * kv_bytes_per_token(model)
+    }
+    fn activation_values(&self, model: &ModelConfig, n: f64, _train: bool, fused: bool) -> f64 {
+        attention_activation_values(model, self.keys_per_query(n), fused)
+    }
+    fn flops_per_token(&self, model: &ModelConfig, n: f64) -> f64 {
+        2.0 * 2.0 * model.d_model as f64 * self.keys_per_query(n).unwrap_or(n)
+    }
+    fn keys_per_query(&self, n: f64) -> Option<f64> {
+        let blocks =
+            self.window_blocks as f64 + self.global_blocks as f64 + self.random_blocks as f64;
+        Some((self.block_size as f64 * blocks).min(n))
+    }
+    fn examples() -> Vec<Self> {
+        vec![BigBirdConfig {
+            block_size: 4,
+            window_blocks: 2,
+            global_blocks: 1,
+            random_blocks: 1,
+            seed: 7,
+        }]
+    }
 }
 
 impl BigBirdAttention {
-    pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::Bigbird {
-            block_size,
-            window_blocks,
-            global_blocks,
-            random_blocks,
-            seed,
-        } = mixer
-        else {
-            unreachable!("BigBirdAttention::new called with {mixer:?}")
-        };
-        let heads = HeadLayout::new(model);
+    pub fn new(config: &BigBirdConfig, model: &ModelConfig, init: &mut Init) -> Self {
         let (query, key, value, out) = init_qkvo(model, init);
         BigBirdAttention {
             query,
             key,
             value,
             out,
-            heads,
+            attn: AttentionHeads::new(model, None),
             pattern: BigBirdPattern {
-                block_size: *block_size,
-                window_blocks: *window_blocks,
-                global_blocks: *global_blocks,
-                random_blocks: *random_blocks,
-                seed: *seed,
+                block_size: config.block_size,
+                window_blocks: config.window_blocks,
+                global_blocks: config.global_blocks,
+                random_blocks: config.random_blocks,
+                seed: config.seed,
             },
-            scale: 1.0 / (heads.head_dim as f64).sqrt(),
-            rope: Rope::from_config(&model.position, heads.head_dim),
-            alibi: matches!(model.position, PositionConfig::Alibi)
-                .then(|| Alibi::new(model.n_heads)),
         }
     }
 
@@ -83,24 +158,25 @@ impl BigBirdAttention {
     }
 
     fn qkv(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        project_heads(
-            (&self.query, &self.key, &self.value),
-            self.heads,
-            self.rope.as_ref(),
-            x,
-            start,
-        )
+        self.attn
+            .project((&self.query, &self.key, &self.value), x, start)
     }
 
     /// BigBird attention of positions 0..n over themselves: q [b, h, n, dh], k and v
     /// [b, kv_heads, n, dh] → [b, h, n, dh]; the fused kernel on flex, gathered elsewhere.
     fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-        let g = self.heads.groups();
+        let g = self.attn.layout.groups();
         let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
         if crate::kernels::fused_on(&q.device()) {
-            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
             let pattern = crate::kernels::KeyPattern::BigBird(self.pattern.clone());
-            crate::kernels::sparse_attention(q, k, v, self.scale as f32, slopes, pattern)
+            crate::kernels::sparse_attention(
+                q,
+                k,
+                v,
+                self.attn.scale as f32,
+                self.attn.slopes(),
+                pattern,
+            )
         } else {
             self.gathered(q, k, v)
         }
@@ -144,8 +220,10 @@ impl BigBirdAttention {
             },
             &device,
         );
-        let mut scores = q_blocks.matmul(k_g.swap_dims(3, 4)).mul_scalar(self.scale); // [b, h, nb, bs, K·bs]
-        if let Some(alibi) = &self.alibi {
+        let mut scores = q_blocks
+            .matmul(k_g.swap_dims(3, 4))
+            .mul_scalar(self.attn.scale); // [b, h, nb, bs, K·bs]
+        if let Some(alibi) = &self.attn.alibi {
             let mut dist = Vec::with_capacity(nb * bs * slots * bs);
             for qb in 0..nb {
                 for a in 0..bs {
@@ -176,22 +254,18 @@ impl TokenMixer for BigBirdAttention {
     }
 
     fn init_state(&self, _batch: usize, _device: &Device) -> MixerState {
-        MixerState::Kv {
-            k: None,
-            v: None,
-            pos: 0,
-        }
+        KvState::empty()
     }
 
     /// From an empty cache (a prompt): the gathered / fused forward, keeping its keys/values as
     /// the cache. Otherwise token by token over the full KV cache (random blocks can reach any
     /// earlier block).
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Kv {
+        let MixerState::Kv(KvState {
             k: mut k_cache,
             v: mut v_cache,
             pos: start,
-        } = state
+        }) = state
         else {
             panic!("bigbird was given a {state:?} state")
         };
@@ -199,14 +273,14 @@ impl TokenMixer for BigBirdAttention {
         if start == 0 && k_cache.is_none() && n > 0 {
             let (q, k, v) = self.qkv(x, 0);
             let o = self.attend_from_start(q, k.clone(), v.clone()); // [b, h, n, dh]
-            let state = MixerState::Kv {
+            let state = MixerState::Kv(KvState {
                 k: Some(k),
                 v: Some(v),
                 pos: n,
-            };
+            });
             return (self.out.forward(merge_heads(o)), state);
         }
-        let g = self.heads.groups();
+        let g = self.attn.layout.groups();
         let mut outs = Vec::with_capacity(n);
         for t in 0..n {
             let pos = start + t;
@@ -234,8 +308,8 @@ impl TokenMixer for BigBirdAttention {
                 repeat_kv(v_all.clone().select(2, index), g),
                 vec![false; visible.len()],
                 visible.iter().map(|&j| (pos - j) as f32).collect(),
-                self.alibi.as_ref(),
-                self.scale,
+                self.attn.alibi.as_ref(),
+                self.attn.scale,
             );
             outs.push(self.out.forward(merge_heads(o)));
             k_cache = Some(k_all);
@@ -243,16 +317,16 @@ impl TokenMixer for BigBirdAttention {
         }
         (
             Tensor::cat(outs, 1),
-            MixerState::Kv {
+            MixerState::Kv(KvState {
                 k: k_cache,
                 v: v_cache,
                 pos: start + n,
-            },
+            }),
         )
     }
 
     fn state_size_bytes(&self, seq_len: usize) -> usize {
-        seq_len * self.heads.kv_bytes_per_token()
+        seq_len * self.attn.layout.kv_bytes_per_token()
     }
 
     fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>> {
@@ -269,13 +343,17 @@ impl TokenMixer for BigBirdAttention {
             |ix| ix[3] > ix[2] || !lists[ix[2] / bs].contains(&(ix[3] / bs)),
             &device,
         );
-        let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
+        let bias = self
+            .attn
+            .alibi
+            .as_ref()
+            .map(|a| a.bias(0, n, 0, n, &device));
         Some(dense_weights(
             q,
-            repeat_kv(k, self.heads.groups()),
+            repeat_kv(k, self.attn.layout.groups()),
             blocked,
             bias,
-            self.scale,
+            self.attn.scale,
         ))
     }
 }

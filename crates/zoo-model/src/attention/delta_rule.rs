@@ -30,7 +30,10 @@ use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, silu, softplus};
 use serde::{Deserialize, Serialize};
 
-use super::{MixerState, TokenMixer, host_table, pad_axis, split_heads};
+use super::{
+    MixerSpec, MixerState, TokenMixer, check_sizes, host_table, pad_axis, refuse_position,
+    require_positive, split_heads,
+};
 use crate::config::{ModelConfig, PositionConfig, limits};
 use crate::error::ModelError;
 use crate::init::Init;
@@ -41,10 +44,10 @@ pub const L2_EPS: f64 = 1e-6;
 /// ε of the per-head output RMSNorm.
 pub const RMS_EPS: f64 = 1e-5;
 
-/// `kind = "deltanet"` and `kind = "gated_deltanet"`.
+/// `kind = "deltanet"` (`GATED = false`, α = 1) and `kind = "gated_deltanet"` (`GATED = true`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct DeltaRuleConfig {
+pub struct DeltaRuleConfig<const GATED: bool> {
     /// Chunk length C of the chunked (UT-transform) training form.
     #[serde(default = "default_chunk")]
     pub chunk_size: usize,
@@ -53,6 +56,11 @@ pub struct DeltaRuleConfig {
     pub conv_size: usize,
 }
 
+/// DeltaNet (α = 1).
+pub type DeltaNetConfig = DeltaRuleConfig<false>;
+/// Gated DeltaNet (data-dependent α).
+pub type GatedDeltaNetConfig = DeltaRuleConfig<true>;
+
 fn default_chunk() -> usize {
     64
 }
@@ -60,7 +68,7 @@ fn default_conv() -> usize {
     4
 }
 
-impl Default for DeltaRuleConfig {
+impl<const GATED: bool> Default for DeltaRuleConfig<GATED> {
     fn default() -> Self {
         DeltaRuleConfig {
             chunk_size: default_chunk(),
@@ -69,44 +77,29 @@ impl Default for DeltaRuleConfig {
     }
 }
 
-impl DeltaRuleConfig {
-    /// Configurations the every-mixer tests and benches run (small chunks so tests cross them).
-    pub fn examples() -> Vec<DeltaRuleConfig> {
-        vec![
-            DeltaRuleConfig {
-                chunk_size: 8,
-                conv_size: 4,
-            },
-            DeltaRuleConfig {
-                chunk_size: 5,
-                conv_size: 0,
-            },
-        ]
+impl<const GATED: bool> DeltaRuleConfig<GATED> {
+    pub fn kind(&self) -> &'static str {
+        if GATED { "gated_deltanet" } else { "deltanet" }
+    }
+}
+
+impl<const GATED: bool> MixerSpec for DeltaRuleConfig<GATED> {
+    fn check_limits(&self, path: &str) -> Result<(), ModelError> {
+        check_sizes(
+            path,
+            &[
+                ("chunk_size", self.chunk_size, limits::CHUNK),
+                ("conv_size", self.conv_size, limits::SHORT_CONV),
+            ],
+        )
     }
 
-    pub fn validate(&self, model: &ModelConfig, path: &str, kind: &str) -> Result<(), ModelError> {
-        limits::check(
-            &format!("{path}.chunk_size"),
-            self.chunk_size,
-            limits::CHUNK,
-        )?;
-        limits::check(
-            &format!("{path}.conv_size"),
-            self.conv_size,
-            limits::SHORT_CONV,
-        )?;
-        if self.chunk_size == 0 {
-            return Err(ModelError::config(
-                &format!("{path}.chunk_size"),
-                "must be positive",
-            ));
-        }
-        recurrent_mixer_checks(model, path, kind)
+    fn validate(&self, model: &ModelConfig, path: &str) -> Result<(), ModelError> {
+        require_positive(path, &[("chunk_size", self.chunk_size)])?;
+        recurrent_mixer_checks(model, path, self.kind())
     }
 
-    /// Learned parameters of one layer (saturating: sizes are not validated yet when
-    /// estimates run).
-    pub fn param_count(&self, model: &ModelConfig, gated: bool) -> u128 {
+    fn param_count(&self, model: &ModelConfig) -> u128 {
         let (d, h) = (model.d_model as u128, model.n_heads as u128);
         let dh = model.head_dim() as u128;
         let bias = if model.bias { d } else { 0 };
@@ -117,7 +110,7 @@ impl DeltaRuleConfig {
             .saturating_mul(3)
             * u128::from(self.conv_size > 0);
         let beta = d.saturating_mul(h);
-        let decay = if gated {
+        let decay = if GATED {
             d.saturating_mul(h).saturating_add(2 * h)
         } else {
             0
@@ -129,8 +122,8 @@ impl DeltaRuleConfig {
             .saturating_add(dh)
     }
 
-    /// Decoding state per sequence (f32 bytes): S per head and the convolutions' last K−1 inputs.
-    pub fn state_bytes(&self, model: &ModelConfig) -> f64 {
+    /// S per head and the convolutions' last K−1 inputs.
+    fn state_bytes(&self, model: &ModelConfig, _n: f64) -> f64 {
         let (d, h, dh) = (
             model.d_model as f64,
             model.n_heads as f64,
@@ -139,9 +132,7 @@ impl DeltaRuleConfig {
         4.0 * (h * dh * dh + 3.0 * self.conv_size.saturating_sub(1) as f64 * d)
     }
 
-    /// f32 values one layer keeps per token for the backward pass (training) or at its widest
-    /// (inference).
-    pub fn activation_values(&self, model: &ModelConfig, train: bool, fused: bool) -> f64 {
+    fn activation_values(&self, model: &ModelConfig, _n: f64, train: bool, fused: bool) -> f64 {
         let (d, h) = (model.d_model as f64, model.n_heads as f64);
         let dh = model.head_dim() as f64;
         let c = self.chunk_size as f64;
@@ -155,12 +146,38 @@ impl DeltaRuleConfig {
         projections + 12.0 * h * c + 8.0 * d + 2.0 * h * dh * dh / c
     }
 
-    /// Forward FLOPs per token of the recurrence (projections are counted with the parameters).
-    pub fn flops_per_token(&self, model: &ModelConfig) -> f64 {
+    /// Read S for k, rank-1 update, read S for q: three d_k × d_v passes of two FLOPs per head.
+    fn flops_per_token(&self, model: &ModelConfig, _n: f64) -> f64 {
         let (h, dh) = (model.n_heads as f64, model.head_dim() as f64);
-        // Read S for k, rank-1 update, read S for q: three d_k × d_v passes of two FLOPs.
         2.0 * 3.0 * h * dh * dh
     }
+
+    fn allows_grouped_kv(&self) -> bool {
+        false
+    }
+
+    /// Small chunks so tests cross them; one without convolutions.
+    fn examples() -> Vec<Self> {
+        vec![
+            DeltaRuleConfig {
+                chunk_size: 8,
+                conv_size: 4,
+            },
+            DeltaRuleConfig {
+                chunk_size: 5,
+                conv_size: 0,
+            },
+        ]
+    }
+}
+
+/// S [batch, heads, head_dim, head_dim] and the last K−1 inputs of the q, k, v convolutions
+/// ([batch, K−1, d_model]; None before the first token or without convolutions).
+#[derive(Clone, Debug)]
+pub struct DeltaState {
+    pub s: Tensor<4>,
+    pub convs: [Option<Tensor<3>>; 3],
+    pub pos: usize,
 }
 
 /// The checks every recurrent mixer with its own position handling shares.
@@ -173,11 +190,12 @@ pub fn recurrent_mixer_checks(
         model.position,
         PositionConfig::Alibi | PositionConfig::Rope { .. }
     ) {
-        return Err(ModelError::config(
-            &format!("{path}.kind + model.position.kind"),
+        return Err(refuse_position(
+            model,
+            path,
+            kind,
             &format!(
-                "{kind} with {} position encoding: {kind} encodes position through its recurrence and convolution; use none, sinusoidal or learned",
-                model.position.kind()
+                "{kind} encodes position through its recurrence and convolution; use none, sinusoidal or learned"
             ),
         ));
     }
@@ -443,9 +461,8 @@ pub fn chunked(
 }
 
 impl DeltaNet {
-    pub fn new(
-        config: &DeltaRuleConfig,
-        gated: bool,
+    pub fn new<const GATED: bool>(
+        config: &DeltaRuleConfig<GATED>,
         model: &ModelConfig,
         init: &mut Init,
     ) -> Self {
@@ -462,7 +479,7 @@ impl DeltaNet {
             conv_key: conv(init),
             conv_value: conv(init),
             beta: init.linear(d, heads, false),
-            decay: gated.then(|| DecayGate::new(d, heads, init)),
+            decay: GATED.then(|| DecayGate::new(d, heads, init)),
             gate: init.linear(d, d, model.bias),
             norm_weight: init.constant([model.head_dim()], 1.0),
             out: init.linear_out(d, d, model.bias, model.n_layers),
@@ -539,15 +556,15 @@ impl TokenMixer for DeltaNet {
 
     fn init_state(&self, batch: usize, device: &Device) -> MixerState {
         let dh = self.head_dim();
-        MixerState::Delta {
+        MixerState::Delta(DeltaState {
             s: Tensor::zeros([batch, self.heads, dh, dh], device),
             convs: [None, None, None],
             pos: 0,
-        }
+        })
     }
 
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Delta { s, convs, pos } = state else {
+        let MixerState::Delta(DeltaState { s, convs, pos }) = state else {
             panic!("{} was given a {state:?} state", self.kind())
         };
         let n = x.dims()[1];
@@ -559,11 +576,11 @@ impl TokenMixer for DeltaNet {
         };
         (
             self.finish(o, i.gate),
-            MixerState::Delta {
+            MixerState::Delta(DeltaState {
                 s,
                 convs,
                 pos: pos + n,
-            },
+            }),
         )
     }
 

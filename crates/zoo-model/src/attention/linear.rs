@@ -17,14 +17,196 @@ use burn::nn::Linear;
 use burn::prelude::*;
 
 use super::softmax::HeadLayout;
-use super::{MixerState, TokenMixer, feature_map, merge_heads, pad_axis, repeat_kv, split_heads};
-use crate::config::{FeatureMap, MixerConfig, ModelConfig};
+use super::{
+    MixerSpec, MixerState, TokenMixer, check_sizes, feature_map, merge_heads, pad_axis,
+    refuse_position, repeat_kv, require_positive, split_heads,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FeatureMap, ModelConfig, PositionConfig, limits};
+use crate::error::ModelError;
 use crate::init::Init;
 use crate::kernels;
 use crate::position::Rope;
 
 /// Lower bound of the normaliser φ(q)·z (as in the reference PyTorch peer).
 pub const NORM_EPS: f64 = 1e-6;
+
+/// `kind = "linear"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinearConfig {
+    #[serde(default = "default_feature_map")]
+    pub feature_map: FeatureMap,
+    /// Divide by φ(q)·Σφ(k) (true) or not.
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Chunk length of the training form.
+    #[serde(default = "default_chunk")]
+    pub chunk_size: usize,
+    /// Project q and k to this many dimensions per head before φ (Based uses 16 with Taylor-2).
+    #[serde(default)]
+    pub feature_dim: Option<usize>,
+}
+
+fn default_feature_map() -> FeatureMap {
+    FeatureMap::Elu
+}
+fn yes() -> bool {
+    true
+}
+fn default_chunk() -> usize {
+    64
+}
+
+impl Default for LinearConfig {
+    fn default() -> Self {
+        LinearConfig {
+            feature_map: default_feature_map(),
+            normalize: true,
+            chunk_size: default_chunk(),
+            feature_dim: None,
+        }
+    }
+}
+
+impl LinearConfig {
+    /// Width f of q and k per head before φ (Taylor-2 defaults to min(head_dim, 16)).
+    pub fn feature_dim(&self, model: &ModelConfig) -> usize {
+        let default = match self.feature_map {
+            FeatureMap::Taylor2 => model.head_dim().min(16),
+            _ => model.head_dim(),
+        };
+        self.feature_dim.unwrap_or(default)
+    }
+
+    /// Width F of φ's output, in f64 (Taylor-2 squares the width).
+    pub fn phi_dim(&self, model: &ModelConfig) -> f64 {
+        let f = self.feature_dim(model) as f64;
+        match self.feature_map {
+            FeatureMap::Taylor2 => 1.0 + f + f * f,
+            _ => f,
+        }
+    }
+}
+
+impl MixerSpec for LinearConfig {
+    fn check_limits(&self, path: &str) -> Result<(), ModelError> {
+        check_sizes(
+            path,
+            &[
+                ("chunk_size", self.chunk_size, limits::CHUNK),
+                (
+                    "feature_dim",
+                    self.feature_dim.unwrap_or(0),
+                    limits::FEATURE_DIM,
+                ),
+            ],
+        )
+    }
+    fn validate(&self, model: &ModelConfig, path: &str) -> Result<(), ModelError> {
+        if matches!(model.position, PositionConfig::Alibi) {
+            return Err(refuse_position(
+                model,
+                path,
+                "linear",
+                "ALiBi biases softmax logits, and kernelised attention has none (use none, sinusoidal, learned or rope)",
+            ));
+        }
+        if self.feature_map == FeatureMap::Identity && self.normalize {
+            return Err(ModelError::config(
+                &format!("{path}.normalize"),
+                "the identity feature map is not positive, so φ(q)·Σφ(k) can be 0: set normalize = false or use elu/relu/taylor2",
+            ));
+        }
+        require_positive(path, &[("chunk_size", self.chunk_size)])?;
+        if self.feature_dim == Some(0) {
+            return Err(ModelError::config(
+                &format!("{path}.feature_dim"),
+                "must be positive",
+            ));
+        }
+        // RoPE rotates q and k in the feature space, in pairs of channels.
+        if let (Some(f), PositionConfig::Rope { .. }) = (self.feature_dim, &model.position)
+            && f % 2 == 1
+        {
+            return Err(ModelError::config(
+                &format!("{path}.feature_dim"),
+                &format!(
+                    "{f} is odd, and RoPE rotates pairs of feature channels (use an even feature_dim)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+    fn param_count(&self, model: &ModelConfig) -> u128 {
+        let d = model.d_model as u128;
+        let f = self.feature_dim(model) as u128;
+        let linear = |d_out: u128| {
+            d.saturating_mul(d_out)
+                .saturating_add(if model.bias { d_out } else { 0 })
+        };
+        let kv = (model.kv_heads() as u128).saturating_mul(model.head_dim() as u128);
+        linear((model.n_heads as u128).saturating_mul(f))
+            .saturating_add(linear((model.kv_heads() as u128).saturating_mul(f)))
+            .saturating_add(linear(kv))
+            .saturating_add(linear(d))
+    }
+    fn state_bytes(&self, model: &ModelConfig, _n: f64) -> f64 {
+        let big_f = self.phi_dim(model);
+        let (h, dh) = (model.n_heads as f64, model.head_dim() as f64);
+        4.0 * h * (big_f * dh + if self.normalize { big_f } else { 0.0 })
+    }
+    fn activation_values(&self, model: &ModelConfig, _n: f64, _train: bool, fused: bool) -> f64 {
+        let (d, h, hk) = (
+            model.d_model as f64,
+            model.n_heads as f64,
+            model.kv_heads() as f64,
+        );
+        let dh = model.head_dim() as f64;
+        let f = self.feature_dim(model) as f64;
+        let big_f = self.phi_dim(model);
+        let c = (self.chunk_size as f64).max(1.0);
+        let features = 2.0 * (h + hk) * f + 2.0 * h * big_f + 2.0 * h * dh + 2.0 * d + h;
+        let states = h * big_f * (dh + 1.0) / c;
+        let chunks = if fused { 0.0 } else { 3.0 * h * c + states };
+        features + states + chunks
+    }
+    fn flops_per_token(&self, model: &ModelConfig, _n: f64) -> f64 {
+        // Write φ(k)ᵀv into the F × d_head state and read it with φ(q), per head.
+        2.0 * 2.0 * model.n_heads as f64 * self.phi_dim(model) * model.head_dim() as f64
+    }
+    fn examples() -> Vec<Self> {
+        vec![
+            LinearConfig {
+                feature_map: FeatureMap::Elu,
+                normalize: true,
+                chunk_size: 8,
+                feature_dim: None,
+            },
+            LinearConfig {
+                feature_map: FeatureMap::Taylor2,
+                normalize: true,
+                chunk_size: 8,
+                feature_dim: Some(4),
+            },
+            LinearConfig {
+                feature_map: FeatureMap::Identity,
+                normalize: false,
+                chunk_size: 8,
+                feature_dim: None,
+            },
+        ]
+    }
+}
+
+/// S = Σ φ(k)ᵀv [batch, heads, F, head_dim] and z = Σ φ(k) [batch, heads, F] after `pos` tokens.
+#[derive(Clone, Debug)]
+pub struct LinearState {
+    pub s: Tensor<4>,
+    pub z: Tensor<3>,
+    pub pos: usize,
+}
 
 #[derive(Module, Debug)]
 pub struct LinearAttention {
@@ -147,22 +329,9 @@ pub fn recurrent(
 }
 
 impl LinearAttention {
-    pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::Linear {
-            feature_map,
-            normalize,
-            chunk_size,
-            feature_dim,
-        } = mixer
-        else {
-            unreachable!("LinearAttention::new called with {mixer:?}")
-        };
+    pub fn new(config: &LinearConfig, model: &ModelConfig, init: &mut Init) -> Self {
         let heads = HeadLayout::new(model);
-        let default_dim = match feature_map {
-            FeatureMap::Taylor2 => heads.head_dim.min(16),
-            _ => heads.head_dim,
-        };
-        let feature_dim = feature_dim.unwrap_or(default_dim);
+        let feature_dim = config.feature_dim(model);
         let d = model.d_model;
         LinearAttention {
             query: init.linear(d, heads.heads * feature_dim, model.bias),
@@ -170,10 +339,10 @@ impl LinearAttention {
             value: init.linear(d, heads.kv_heads * heads.head_dim, model.bias),
             out: init.linear_out(d, d, model.bias, model.n_layers),
             heads,
-            feature_map: *feature_map,
+            feature_map: config.feature_map,
             feature_dim,
-            normalize: *normalize,
-            chunk_size: *chunk_size,
+            normalize: config.normalize,
+            chunk_size: config.chunk_size,
             rope: Rope::from_config(&model.position, feature_dim),
         }
     }
@@ -249,11 +418,11 @@ impl TokenMixer for LinearAttention {
 
     fn init_state(&self, batch: usize, device: &Device) -> MixerState {
         let (s, z) = self.zero_state(batch, device);
-        MixerState::Linear { s, z, pos: 0 }
+        MixerState::Linear(LinearState { s, z, pos: 0 })
     }
 
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Linear { s, z, pos } = state else {
+        let MixerState::Linear(LinearState { s, z, pos }) = state else {
             panic!("linear attention was given a {state:?} state")
         };
         let n = x.dims()[1];
@@ -266,7 +435,7 @@ impl TokenMixer for LinearAttention {
         };
         (
             self.out.forward(merge_heads(o)),
-            MixerState::Linear { s, z, pos: pos + n },
+            MixerState::Linear(LinearState { s, z, pos: pos + n }),
         )
     }
 

@@ -21,7 +21,10 @@ use burn::tensor::activation::{silu, softplus};
 use serde::{Deserialize, Serialize};
 
 use super::delta_rule::{self, a_log_init, dt_bias_init, recurrent_mixer_checks};
-use super::{MixerState, TokenMixer, merge_heads, pad_axis, split_heads};
+use super::{
+    MixerSpec, MixerState, TokenMixer, check_sizes, merge_heads, pad_axis, require_positive,
+    split_heads,
+};
 use crate::config::{ModelConfig, limits};
 use crate::error::ModelError;
 use crate::init::Init;
@@ -73,8 +76,14 @@ impl Default for Mamba2Config {
 }
 
 impl Mamba2Config {
-    /// Configurations the every-mixer tests and benches run (small chunks so tests cross them).
-    pub fn examples() -> Vec<Mamba2Config> {
+    pub fn inner(&self, model: &ModelConfig) -> usize {
+        self.expand.saturating_mul(model.d_model)
+    }
+}
+
+impl MixerSpec for Mamba2Config {
+    /// Small chunks so tests cross them; one without the convolution.
+    fn examples() -> Vec<Self> {
         vec![
             Mamba2Config {
                 state_size: 8,
@@ -91,30 +100,32 @@ impl Mamba2Config {
         ]
     }
 
-    pub fn inner(&self, model: &ModelConfig) -> usize {
-        self.expand.saturating_mul(model.d_model)
+    fn check_limits(&self, path: &str) -> Result<(), ModelError> {
+        check_sizes(
+            path,
+            &[
+                ("state_size", self.state_size, limits::FEATURE_DIM),
+                ("expand", self.expand, 64),
+                ("conv_size", self.conv_size, limits::SHORT_CONV),
+                ("chunk_size", self.chunk_size, limits::CHUNK),
+            ],
+        )
     }
 
-    pub fn validate(&self, model: &ModelConfig, path: &str) -> Result<(), ModelError> {
-        for (field, value, max) in [
-            ("state_size", self.state_size, limits::FEATURE_DIM),
-            ("expand", self.expand, 64),
-            ("conv_size", self.conv_size, limits::SHORT_CONV),
-            ("chunk_size", self.chunk_size, limits::CHUNK),
-        ] {
-            limits::check(&format!("{path}.{field}"), value, max)?;
-        }
-        if self.state_size == 0 || self.expand == 0 || self.chunk_size == 0 {
-            return Err(ModelError::config(
-                &format!("{path}.state_size / {path}.expand / {path}.chunk_size"),
-                "must be positive",
-            ));
-        }
+    fn validate(&self, model: &ModelConfig, path: &str) -> Result<(), ModelError> {
+        require_positive(
+            path,
+            &[
+                ("state_size", self.state_size),
+                ("expand", self.expand),
+                ("chunk_size", self.chunk_size),
+            ],
+        )?;
         recurrent_mixer_checks(model, path, "mamba2")
     }
 
     /// Learned parameters of one layer (saturating, as the other estimates).
-    pub fn param_count(&self, model: &ModelConfig) -> u128 {
+    fn param_count(&self, model: &ModelConfig) -> u128 {
         let (d, h) = (model.d_model as u128, model.n_heads as u128);
         let di = (self.expand as u128).saturating_mul(d);
         let n = self.state_size as u128;
@@ -133,7 +144,7 @@ impl Mamba2Config {
     }
 
     /// Decoding state per sequence (f32 bytes): H per head and the convolution's last K−1 inputs.
-    pub fn state_bytes(&self, model: &ModelConfig) -> f64 {
+    fn state_bytes(&self, model: &ModelConfig, _n: f64) -> f64 {
         let di = self.inner(model) as f64;
         let n = self.state_size as f64;
         let conv = self.conv_size.saturating_sub(1) as f64 * (di + 2.0 * n);
@@ -141,7 +152,7 @@ impl Mamba2Config {
     }
 
     /// f32 values one layer keeps per token for the backward pass (training) or at its widest.
-    pub fn activation_values(&self, model: &ModelConfig, train: bool, fused: bool) -> f64 {
+    fn activation_values(&self, model: &ModelConfig, _n: f64, train: bool, fused: bool) -> f64 {
         let (d, h) = (model.d_model as f64, model.n_heads as f64);
         let di = self.inner(model) as f64;
         let n = self.state_size as f64;
@@ -156,10 +167,23 @@ impl Mamba2Config {
     }
 
     /// Forward FLOPs per token of the recurrence (projections are counted with the parameters).
-    pub fn flops_per_token(&self, model: &ModelConfig) -> f64 {
+    fn flops_per_token(&self, model: &ModelConfig, _n: f64) -> f64 {
         // Rank-1 write and the read by C: two N × d_inner passes of two FLOPs.
         2.0 * 2.0 * self.state_size as f64 * self.inner(model) as f64
     }
+
+    fn allows_grouped_kv(&self) -> bool {
+        false
+    }
+}
+
+/// H [batch, heads, N, P] and the last K−1 inputs of the x/B/C convolution
+/// ([batch, K−1, d_inner + 2N]; None before the first token or without the convolution).
+#[derive(Clone, Debug)]
+pub struct SsdState {
+    pub s: Tensor<4>,
+    pub conv: Option<Tensor<3>>,
+    pub pos: usize,
 }
 
 #[derive(Module, Debug)]
@@ -338,15 +362,15 @@ impl TokenMixer for Mamba2 {
     }
 
     fn init_state(&self, batch: usize, device: &Device) -> MixerState {
-        MixerState::Ssd {
+        MixerState::Ssd(SsdState {
             s: self.zero_state(batch, device),
             conv: None,
             pos: 0,
-        }
+        })
     }
 
     fn forward_with_state(&self, u: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Ssd { s, conv, pos } = state else {
+        let MixerState::Ssd(SsdState { s, conv, pos }) = state else {
             panic!("mamba2 was given a {state:?} state")
         };
         let [b, n, _] = u.dims();
@@ -367,11 +391,11 @@ impl TokenMixer for Mamba2 {
         };
         (
             self.finish(y, x, z),
-            MixerState::Ssd {
+            MixerState::Ssd(SsdState {
                 s,
                 conv,
                 pos: pos + n,
-            },
+            }),
         )
     }
 

@@ -26,6 +26,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax as softmax_fn;
 
 use crate::config::{MixerConfig, ModelConfig};
+use crate::error::ModelError;
 use crate::init::Init;
 
 pub use bigbird::BigBirdAttention;
@@ -36,63 +37,101 @@ pub use rwkv::RwkvTimeMix;
 pub use sliding_window::SlidingWindowAttention;
 pub use softmax::SoftmaxAttention;
 
-/// What a mixer carries between calls when decoding incrementally.
+/// What a mixer carries between calls when decoding incrementally: one variant per kind of
+/// state, each defined beside the mixer that keeps it.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum MixerState {
-    /// Keys and values of every earlier position (softmax, BigBird): [batch, kv_heads, t, head_dim].
-    Kv {
-        k: Option<Tensor<4>>,
-        v: Option<Tensor<4>>,
-        pos: usize,
-    },
-    /// Sliding window: the first `global_tokens` keys/values and a rolling cache of the last
-    /// (span − 1) positions, so the state stays O(w + g) however long the context.
-    Window {
-        global_k: Option<Tensor<4>>,
-        global_v: Option<Tensor<4>>,
-        recent_k: Option<Tensor<4>>,
-        recent_v: Option<Tensor<4>>,
-        pos: usize,
-    },
-    /// Linear attention: S = Σ φ(k)ᵀv [batch, heads, feature, head_dim] and z = Σ φ(k) [batch, heads, feature].
-    Linear {
-        s: Tensor<4>,
-        z: Tensor<3>,
-        pos: usize,
-    },
-    /// RWKV: the WKV matrix state [batch, heads, head_dim, head_dim] and the last input [batch, d_model].
-    Rwkv {
-        s: Tensor<4>,
-        last_x: Tensor<2>,
-        pos: usize,
-    },
-    /// DeltaNet / Gated DeltaNet: S [batch, heads, head_dim, head_dim] and the last K−1 inputs
-    /// of the q, k, v convolutions ([batch, K−1, d_model]; None before the first token).
-    Delta {
-        s: Tensor<4>,
-        convs: [Option<Tensor<3>>; 3],
-        pos: usize,
-    },
-    /// Mamba-2: H [batch, heads, N, P] and the last K−1 inputs of the x/B/C convolution.
-    Ssd {
-        s: Tensor<4>,
-        conv: Option<Tensor<3>>,
-        pos: usize,
-    },
+    /// Softmax and BigBird: the keys and values of every earlier position.
+    Kv(softmax::KvState),
+    /// Sliding window: the global and the recent keys/values.
+    Window(sliding_window::WindowState),
+    /// Linear attention: S = Σ φ(k)ᵀv and z = Σ φ(k).
+    Linear(linear::LinearState),
+    /// RWKV: the WKV matrix state and the last input.
+    Rwkv(rwkv::RwkvState),
+    /// DeltaNet / Gated DeltaNet: S and the q, k, v convolutions' histories.
+    Delta(delta_rule::DeltaState),
+    /// Mamba-2: H and the x/B/C convolution's history.
+    Ssd(mamba2::SsdState),
 }
 
 impl MixerState {
     pub fn pos(&self) -> usize {
         match self {
-            MixerState::Kv { pos, .. }
-            | MixerState::Window { pos, .. }
-            | MixerState::Linear { pos, .. }
-            | MixerState::Rwkv { pos, .. }
-            | MixerState::Delta { pos, .. }
-            | MixerState::Ssd { pos, .. } => *pos,
+            MixerState::Kv(s) => s.pos,
+            MixerState::Window(s) => s.pos,
+            MixerState::Linear(s) => s.pos,
+            MixerState::Rwkv(s) => s.pos,
+            MixerState::Delta(s) => s.pos,
+            MixerState::Ssd(s) => s.pos,
         }
     }
+}
+
+/// What a mixer's config knows before any module is built: its checks, its sizes and cost, and
+/// the examples every-mixer tests and benches run. Each mixer file implements it for its config
+/// struct; `MixerConfig` delegates to it (config.rs).
+pub trait MixerSpec {
+    /// Hard bounds of the mixer's own sizes (`config::limits`), checked before anything else
+    /// multiplies them; `path` names the mixer (`model.mixer`, `model.mixers.1`).
+    fn check_limits(&self, _path: &str) -> Result<(), ModelError> {
+        Ok(())
+    }
+    /// Field checks and checks against the model it sits in (position encoding, heads).
+    fn validate(&self, model: &ModelConfig, path: &str) -> Result<(), ModelError>;
+    /// Learned parameters of one layer (saturating: estimates may run on unchecked sizes).
+    fn param_count(&self, model: &ModelConfig) -> u128;
+    /// Decoding state per sequence after n tokens, in bytes (f32): equal to the built mixer's
+    /// `TokenMixer::state_size_bytes`.
+    fn state_bytes(&self, model: &ModelConfig, n: f64) -> f64;
+    /// f32 values per token one layer holds at length n: for the backward pass (`train`) or at
+    /// its widest (inference), with the fused CPU kernels or the composed ops.
+    fn activation_values(&self, model: &ModelConfig, n: f64, train: bool, fused: bool) -> f64;
+    /// Forward FLOPs per token of the mixing itself at context n (projections are counted with
+    /// the parameters).
+    fn flops_per_token(&self, model: &ModelConfig, n: f64) -> f64;
+    /// Keys one query scores at length n (the attention family); None for recurrent mixers.
+    fn keys_per_query(&self, _n: f64) -> Option<f64> {
+        None
+    }
+    /// Whether key/value heads may be shared by query heads (grouped-query attention).
+    fn allows_grouped_kv(&self) -> bool {
+        true
+    }
+    /// Configurations the every-mixer tests and benches run: small chunks and windows so that
+    /// short test inputs cross them.
+    fn examples() -> Vec<Self>
+    where
+        Self: Sized;
+}
+
+/// The one-line refusal of a mixer with the model's position encoding.
+pub fn refuse_position(model: &ModelConfig, path: &str, kind: &str, why: &str) -> ModelError {
+    ModelError::config(
+        &format!("{path}.kind + model.position.kind"),
+        &format!(
+            "{kind} with {} position encoding: {why}",
+            model.position.kind()
+        ),
+    )
+}
+
+/// Refuses a zero in any of the named fields: "{path}.{a} / {path}.{b}: must be positive".
+pub fn require_positive(path: &str, fields: &[(&str, usize)]) -> Result<(), ModelError> {
+    if fields.iter().any(|(_, v)| *v == 0) {
+        let names: Vec<String> = fields.iter().map(|(f, _)| format!("{path}.{f}")).collect();
+        return Err(ModelError::config(&names.join(" / "), "must be positive"));
+    }
+    Ok(())
+}
+
+/// Checks each (field, value, bound) of a mixer against `config::limits`.
+pub fn check_sizes(path: &str, sizes: &[(&str, usize, usize)]) -> Result<(), ModelError> {
+    for (field, value, max) in sizes {
+        crate::config::limits::check(&format!("{path}.{field}"), *value, *max)?;
+    }
+    Ok(())
 }
 
 /// The interface of every token mixer.
@@ -129,19 +168,15 @@ pub enum Mixer {
 impl Mixer {
     pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Mixer {
         match mixer {
-            MixerConfig::Softmax { .. } => {
-                Mixer::Softmax(SoftmaxAttention::new(mixer, model, init))
+            MixerConfig::Softmax(c) => Mixer::Softmax(SoftmaxAttention::new(c, model, init)),
+            MixerConfig::Linear(c) => Mixer::Linear(LinearAttention::new(c, model, init)),
+            MixerConfig::Rwkv(c) => Mixer::Rwkv(RwkvTimeMix::new(c, model, init)),
+            MixerConfig::SlidingWindow(c) => {
+                Mixer::SlidingWindow(SlidingWindowAttention::new(c, model, init))
             }
-            MixerConfig::Linear { .. } => Mixer::Linear(LinearAttention::new(mixer, model, init)),
-            MixerConfig::Rwkv { .. } => Mixer::Rwkv(RwkvTimeMix::new(mixer, model, init)),
-            MixerConfig::SlidingWindow { .. } => {
-                Mixer::SlidingWindow(SlidingWindowAttention::new(mixer, model, init))
-            }
-            MixerConfig::Bigbird { .. } => {
-                Mixer::BigBird(BigBirdAttention::new(mixer, model, init))
-            }
-            MixerConfig::Deltanet(c) => Mixer::DeltaNet(DeltaNet::new(c, false, model, init)),
-            MixerConfig::GatedDeltanet(c) => Mixer::DeltaNet(DeltaNet::new(c, true, model, init)),
+            MixerConfig::Bigbird(c) => Mixer::BigBird(BigBirdAttention::new(c, model, init)),
+            MixerConfig::Deltanet(c) => Mixer::DeltaNet(DeltaNet::new(c, model, init)),
+            MixerConfig::GatedDeltanet(c) => Mixer::DeltaNet(DeltaNet::new(c, model, init)),
             MixerConfig::Mamba2(c) => Mixer::Mamba2(Mamba2::new(c, model, init)),
         }
     }

@@ -19,8 +19,14 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use super::{MixerState, TokenMixer, pad_axis, split_heads};
-use crate::config::{MixerConfig, ModelConfig};
+use super::{
+    MixerSpec, MixerState, TokenMixer, check_sizes, pad_axis, refuse_position, require_positive,
+    split_heads,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ModelConfig, PositionConfig, limits};
+use crate::error::ModelError;
 use crate::init::Init;
 
 const GROUP_NORM_EPS: f64 = 64e-5;
@@ -29,6 +35,148 @@ const GROUP_NORM_EPS: f64 = 64e-5;
 /// floor keeps the within-chunk prefix sums b_t small enough that differences b_{t−1} − b_s
 /// do not cancel catastrophically in f32 (a raw log w of −e^15 would).
 pub const LOG_W_MIN: f64 = -20.0;
+
+/// Tokens between the states the fused kernel keeps for its backward pass (kernels/wkv.rs).
+const KERNEL_CHECKPOINT_EVERY: f64 = 64.0;
+
+/// `kind = "rwkv"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RwkvConfig {
+    #[serde(default = "default_chunk")]
+    pub chunk_size: usize,
+    /// RWKV-6 data-dependent decay w_t; false gives a learned constant decay (RetNet / RWKV-5).
+    #[serde(default = "yes")]
+    pub data_dependent_decay: bool,
+    /// Rank of the low-rank decay projection (RWKV-6 "LoRA").
+    #[serde(default = "default_decay_rank")]
+    pub decay_rank: usize,
+}
+
+fn default_chunk() -> usize {
+    32
+}
+fn yes() -> bool {
+    true
+}
+fn default_decay_rank() -> usize {
+    32
+}
+
+impl Default for RwkvConfig {
+    fn default() -> Self {
+        RwkvConfig {
+            chunk_size: default_chunk(),
+            data_dependent_decay: true,
+            decay_rank: default_decay_rank(),
+        }
+    }
+}
+
+impl MixerSpec for RwkvConfig {
+    fn check_limits(&self, path: &str) -> Result<(), ModelError> {
+        check_sizes(
+            path,
+            &[
+                ("chunk_size", self.chunk_size, limits::CHUNK),
+                ("decay_rank", self.decay_rank, limits::DECAY_RANK),
+            ],
+        )
+    }
+    fn validate(&self, model: &ModelConfig, path: &str) -> Result<(), ModelError> {
+        if matches!(
+            model.position,
+            PositionConfig::Alibi | PositionConfig::Rope { .. }
+        ) {
+            return Err(refuse_position(
+                model,
+                path,
+                "rwkv",
+                "RWKV encodes position through its decay; use none, sinusoidal or learned",
+            ));
+        }
+        if model.kv_heads() != model.n_heads {
+            return Err(ModelError::config(
+                "model.n_kv_heads",
+                "rwkv has one key/value per head: leave n_kv_heads unset",
+            ));
+        }
+        require_positive(
+            path,
+            &[
+                ("chunk_size", self.chunk_size),
+                ("decay_rank", self.decay_rank),
+            ],
+        )
+    }
+    fn param_count(&self, model: &ModelConfig) -> u128 {
+        let d = model.d_model as u128;
+        let r = self.decay_rank as u128;
+        let linear = d
+            .saturating_mul(d)
+            .saturating_add(if model.bias { d } else { 0 });
+        let lora = if self.data_dependent_decay {
+            d.saturating_mul(2).saturating_mul(r)
+        } else {
+            0
+        };
+        // mix_r, mix_k, mix_v, mix_g, mix_w, decay_base, norm weight and bias: 8 vectors of d;
+        // the bonus u, one per head channel: d.
+        linear
+            .saturating_mul(5)
+            .saturating_add(d.saturating_mul(9))
+            .saturating_add(lora)
+    }
+    fn state_bytes(&self, model: &ModelConfig, _n: f64) -> f64 {
+        let (h, dh) = (model.n_heads as f64, model.head_dim() as f64);
+        4.0 * (h * dh * dh + h * dh)
+    }
+    fn activation_values(&self, model: &ModelConfig, _n: f64, _train: bool, fused: bool) -> f64 {
+        let (d, h, dh) = (
+            model.d_model as f64,
+            model.n_heads as f64,
+            model.head_dim() as f64,
+        );
+        let c = (self.chunk_size as f64).max(1.0);
+        let states = h * dh * dh / KERNEL_CHECKPOINT_EVERY;
+        let chunks = if fused {
+            0.0
+        } else {
+            3.0 * h * c + 2.0 * h * dh * dh / c
+        };
+        20.0 * d + 2.0 * self.decay_rank as f64 + states + chunks
+    }
+    fn flops_per_token(&self, model: &ModelConfig, _n: f64) -> f64 {
+        let (h, dh) = (model.n_heads as f64, model.head_dim() as f64);
+        2.0 * 3.0 * h * dh * dh
+    }
+    fn allows_grouped_kv(&self) -> bool {
+        false
+    }
+    fn examples() -> Vec<Self> {
+        vec![
+            RwkvConfig {
+                chunk_size: 8,
+                data_dependent_decay: true,
+                decay_rank: 4,
+            },
+            RwkvConfig {
+                chunk_size: 8,
+                data_dependent_decay: false,
+                decay_rank: 4,
+            },
+        ]
+    }
+}
+
+/// The WKV matrix state [batch, heads, head_dim, head_dim] and the last input [batch, d_model]
+/// (the token shift's x_{t−1}).
+#[derive(Clone, Debug)]
+pub struct RwkvState {
+    pub s: Tensor<4>,
+    pub last_x: Tensor<2>,
+    pub pos: usize,
+}
 
 #[derive(Module, Debug)]
 pub struct RwkvTimeMix {
@@ -170,15 +318,7 @@ fn lerp(x: &Tensor<3>, prev: &Tensor<3>, mix: &Param<Tensor<1>>) -> Tensor<3> {
 }
 
 impl RwkvTimeMix {
-    pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::Rwkv {
-            chunk_size,
-            data_dependent_decay,
-            decay_rank,
-        } = mixer
-        else {
-            unreachable!("RwkvTimeMix::new called with {mixer:?}")
-        };
+    pub fn new(config: &RwkvConfig, model: &ModelConfig, init: &mut Init) -> Self {
         let d = model.d_model;
         let heads = model.n_heads;
         let head_dim = model.head_dim();
@@ -196,10 +336,10 @@ impl RwkvTimeMix {
         let mix_g = ramp(&|x| 1.0 - x.powf(0.5));
         let mix_w = ramp(&|x| 1.0 - x.powf(0.6));
         let decay_base = ramp(&|x| -6.0 + 5.0 * x.powf(0.85));
-        let (decay_down, decay_up) = if *data_dependent_decay {
-            let down = init.linear(d, *decay_rank, false);
+        let (decay_down, decay_up) = if config.data_dependent_decay {
+            let down = init.linear(d, config.decay_rank, false);
             let up = Linear {
-                weight: init.constant([*decay_rank, d], 0.0),
+                weight: init.constant([config.decay_rank, d], 0.0),
                 bias: None,
             };
             (Some(down), Some(up))
@@ -224,7 +364,7 @@ impl RwkvTimeMix {
             norm_weight: init.constant([d], 1.0),
             norm_bias: init.constant([d], 0.0),
             heads,
-            chunk_size: *chunk_size,
+            chunk_size: config.chunk_size,
         }
     }
 
@@ -294,7 +434,7 @@ impl RwkvTimeMix {
 impl TokenMixer for RwkvTimeMix {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let b = x.dims()[0];
-        let MixerState::Rwkv { s, last_x, .. } = self.init_state(b, &x.device()) else {
+        let MixerState::Rwkv(RwkvState { s, last_x, .. }) = self.init_state(b, &x.device()) else {
             unreachable!()
         };
         let device = x.device();
@@ -311,15 +451,15 @@ impl TokenMixer for RwkvTimeMix {
 
     fn init_state(&self, batch: usize, device: &Device) -> MixerState {
         let dh = self.head_dim();
-        MixerState::Rwkv {
+        MixerState::Rwkv(RwkvState {
             s: Tensor::zeros([batch, self.heads, dh, dh], device),
             last_x: Tensor::zeros([batch, self.heads * dh], device),
             pos: 0,
-        }
+        })
     }
 
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Rwkv { s, last_x, pos } = state else {
+        let MixerState::Rwkv(RwkvState { s, last_x, pos }) = state else {
             panic!("rwkv was given a {state:?} state")
         };
         let [b, n, d] = x.dims();
@@ -328,11 +468,11 @@ impl TokenMixer for RwkvTimeMix {
         let (o, s) = self.wkv(heads, s);
         (
             self.finish(o, g),
-            MixerState::Rwkv {
+            MixerState::Rwkv(RwkvState {
                 s,
                 last_x: new_last,
                 pos: pos + n,
-            },
+            }),
         )
     }
 

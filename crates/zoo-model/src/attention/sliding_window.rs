@@ -18,14 +18,19 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use super::pattern::WindowPattern;
-use super::softmax::{HeadLayout, append, init_qkvo, project_heads};
-use super::{
-    MixerState, TokenMixer, attend_listed, dense_weights, host_mask, host_table, merge_heads,
-    pad_axis, repeat_kv,
+use super::softmax::{
+    AttentionHeads, append, attention_activation_values, attention_params, init_qkvo,
+    kv_bytes_per_token,
 };
-use crate::config::{MixerConfig, ModelConfig, PositionConfig};
+use super::{
+    MixerSpec, MixerState, TokenMixer, attend_listed, check_sizes, dense_weights, host_mask,
+    host_table, merge_heads, pad_axis, repeat_kv, require_positive,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ModelConfig, limits};
+use crate::error::ModelError;
 use crate::init::Init;
-use crate::position::{Alibi, Rope};
 
 #[derive(Module, Debug)]
 pub struct SlidingWindowAttention {
@@ -34,44 +39,105 @@ pub struct SlidingWindowAttention {
     pub value: Linear,
     pub out: Linear,
     #[module(skip)]
-    heads: HeadLayout,
+    attn: AttentionHeads,
     #[module(skip)]
     pattern: WindowPattern,
-    #[module(skip)]
-    scale: f64,
-    #[module(skip)]
-    rope: Option<Rope>,
-    #[module(skip)]
-    alibi: Option<Alibi>,
+}
+
+/// `kind = "sliding_window"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlidingWindowConfig {
+    /// Number of window keys each query sees (itself included).
+    pub window: usize,
+    /// Distance between window keys (Longformer's dilation); 1 = contiguous.
+    #[serde(default = "one")]
+    pub dilation: usize,
+    /// The first `global_tokens` positions are global: all tokens see them.
+    #[serde(default)]
+    pub global_tokens: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl SlidingWindowConfig {
+    /// Positions from the oldest window key to the query: (w − 1)·δ + 1.
+    fn span(&self) -> f64 {
+        (self.window as f64 - 1.0).max(0.0) * self.dilation as f64 + 1.0
+    }
+}
+
+impl MixerSpec for SlidingWindowConfig {
+    fn check_limits(&self, path: &str) -> Result<(), ModelError> {
+        check_sizes(
+            path,
+            &[
+                ("window", self.window, limits::SEQ_LEN),
+                ("dilation", self.dilation, limits::SEQ_LEN),
+                ("global_tokens", self.global_tokens, limits::SEQ_LEN),
+            ],
+        )
+    }
+    fn validate(&self, _model: &ModelConfig, path: &str) -> Result<(), ModelError> {
+        require_positive(
+            path,
+            &[("window", self.window), ("dilation", self.dilation)],
+        )
+    }
+    fn param_count(&self, model: &ModelConfig) -> u128 {
+        attention_params(model)
+    }
+    /// The globals and the last span − 1 positions after them.
+    fn state_bytes(&self, model: &ModelConfig, n: f64) -> f64 {
+        let g = self.global_tokens as f64;
+        (n.min(g) + (self.span() - 1.0).min((n - g).max(0.0))) * kv_bytes_per_token(model)
+    }
+    fn activation_values(&self, model: &ModelConfig, n: f64, _train: bool, fused: bool) -> f64 {
+        attention_activation_values(model, self.keys_per_query(n), fused)
+    }
+    fn flops_per_token(&self, model: &ModelConfig, n: f64) -> f64 {
+        2.0 * 2.0 * model.d_model as f64 * ((self.window + self.global_tokens) as f64).min(n)
+    }
+    fn keys_per_query(&self, n: f64) -> Option<f64> {
+        Some((self.span() + self.global_tokens as f64).min(n))
+    }
+    fn examples() -> Vec<Self> {
+        vec![SlidingWindowConfig {
+            window: 4,
+            dilation: 2,
+            global_tokens: 2,
+        }]
+    }
+}
+
+/// The bounded decoding state: the first `global_tokens` keys/values and a rolling cache of the
+/// last (span − 1) positions, so the state stays O(w + g) however long the context.
+/// [batch, kv_heads, t, head_dim] each; None while empty.
+#[derive(Clone, Debug)]
+pub struct WindowState {
+    pub global_k: Option<Tensor<4>>,
+    pub global_v: Option<Tensor<4>>,
+    pub recent_k: Option<Tensor<4>>,
+    pub recent_v: Option<Tensor<4>>,
+    pub pos: usize,
 }
 
 impl SlidingWindowAttention {
-    pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::SlidingWindow {
-            window,
-            dilation,
-            global_tokens,
-        } = mixer
-        else {
-            unreachable!("SlidingWindowAttention::new called with {mixer:?}")
-        };
-        let heads = HeadLayout::new(model);
+    pub fn new(config: &SlidingWindowConfig, model: &ModelConfig, init: &mut Init) -> Self {
         let (query, key, value, out) = init_qkvo(model, init);
         SlidingWindowAttention {
             query,
             key,
             value,
             out,
-            heads,
+            attn: AttentionHeads::new(model, None),
             pattern: WindowPattern {
-                window: *window,
-                dilation: *dilation,
-                global_tokens: *global_tokens,
+                window: config.window,
+                dilation: config.dilation,
+                global_tokens: config.global_tokens,
             },
-            scale: 1.0 / (heads.head_dim as f64).sqrt(),
-            rope: Rope::from_config(&model.position, heads.head_dim),
-            alibi: matches!(model.position, PositionConfig::Alibi)
-                .then(|| Alibi::new(model.n_heads)),
         }
     }
 
@@ -80,13 +146,8 @@ impl SlidingWindowAttention {
     }
 
     fn qkv(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        project_heads(
-            (&self.query, &self.key, &self.value),
-            self.heads,
-            self.rope.as_ref(),
-            x,
-            start,
-        )
+        self.attn
+            .project((&self.query, &self.key, &self.value), x, start)
     }
 
     /// Block length of the banded form.
@@ -128,8 +189,8 @@ impl SlidingWindowAttention {
         let mut band = q_blocks
             .clone()
             .matmul(k_band.swap_dims(3, 4))
-            .mul_scalar(self.scale); // [b, h, nb, B, 2B]
-        if let Some(alibi) = &self.alibi {
+            .mul_scalar(self.attn.scale); // [b, h, nb, B, 2B]
+        if let Some(alibi) = &self.attn.alibi {
             // i − j = a − c + B for query a and key slot c of any block.
             let dist = host_table(
                 [1, 1, 1, blk, 2 * blk],
@@ -153,8 +214,10 @@ impl SlidingWindowAttention {
         let k_glob = k.narrow(2, 0, g); // [b, h, g, dh]
         let v_glob = v.narrow(2, 0, g);
         let q_flat = q_blocks.reshape([b, h, nb * blk, dh]);
-        let mut glob = q_flat.matmul(k_glob.swap_dims(2, 3)).mul_scalar(self.scale); // [b, h, nB, g]
-        if let Some(alibi) = &self.alibi {
+        let mut glob = q_flat
+            .matmul(k_glob.swap_dims(2, 3))
+            .mul_scalar(self.attn.scale); // [b, h, nB, g]
+        if let Some(alibi) = &self.attn.alibi {
             let dist = host_table(
                 [1, 1, nb * blk, g],
                 |ix| ix[2] as f32 - ix[3] as f32,
@@ -175,12 +238,12 @@ impl SlidingWindowAttention {
     /// Window attention of positions 0..n over themselves: q [b, h, n, dh], k and v
     /// [b, kv_heads, n, dh] → [b, h, n, dh]; the fused kernel on flex, banded elsewhere.
     fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-        let g = self.heads.groups();
+        let g = self.attn.layout.groups();
         let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
         if crate::kernels::fused_on(&q.device()) {
-            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
+            let slopes = self.attn.slopes();
             let pattern = crate::kernels::KeyPattern::Window(self.pattern.clone());
-            crate::kernels::sparse_attention(q, k, v, self.scale as f32, slopes, pattern)
+            crate::kernels::sparse_attention(q, k, v, self.attn.scale as f32, slopes, pattern)
         } else {
             self.banded(q, k, v)
         }
@@ -199,28 +262,28 @@ impl SlidingWindowAttention {
             (keep > 0 && recent_start < n)
                 .then(|| t.clone().narrow(2, recent_start, n - recent_start))
         };
-        MixerState::Window {
+        MixerState::Window(WindowState {
             global_k: global(&k),
             global_v: global(&v),
             recent_k: recent(&k),
             recent_v: recent(&v),
             pos: n,
-        }
+        })
     }
 
     /// One decoding step at position `pos` from the bounded state.
     fn step_one(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Window {
+        let MixerState::Window(WindowState {
             global_k,
             global_v,
             recent_k,
             recent_v,
             pos,
-        } = state
+        }) = state
         else {
             panic!("sliding window was given a {state:?} state")
         };
-        let g = self.heads.groups();
+        let g = self.attn.layout.groups();
         let (q, k, v) = self.qkv(x, pos);
         let gt = self.pattern.global_tokens;
         let (global_k, global_v, recent_k, recent_v) = if pos < gt {
@@ -255,8 +318,8 @@ impl SlidingWindowAttention {
             repeat_kv(Tensor::cat(values, 2), g),
             blocked,
             distance,
-            self.alibi.as_ref(),
-            self.scale,
+            self.attn.alibi.as_ref(),
+            self.attn.scale,
         );
         // The next query reaches back at most span − 1 positions.
         let keep = self.pattern.span() - 1;
@@ -272,13 +335,13 @@ impl SlidingWindowAttention {
                 })
             })
         };
-        let state = MixerState::Window {
+        let state = MixerState::Window(WindowState {
             global_k,
             global_v,
             recent_k: trim(recent_k),
             recent_v: trim(recent_v),
             pos: pos + 1,
-        };
+        });
         (self.out.forward(merge_heads(o)), state)
     }
 }
@@ -291,20 +354,20 @@ impl TokenMixer for SlidingWindowAttention {
     }
 
     fn init_state(&self, _batch: usize, _device: &Device) -> MixerState {
-        MixerState::Window {
+        MixerState::Window(WindowState {
             global_k: None,
             global_v: None,
             recent_k: None,
             recent_v: None,
             pos: 0,
-        }
+        })
     }
 
     /// From an empty state (a prompt): the full banded / fused forward, then the bounded state
     /// cut from its keys/values. Otherwise token by token through the bounded state.
     fn forward_with_state(&self, x: Tensor<3>, mut state: MixerState) -> (Tensor<3>, MixerState) {
         let n = x.dims()[1];
-        if matches!(state, MixerState::Window { pos: 0, .. }) && n > 0 {
+        if matches!(&state, MixerState::Window(w) if w.pos == 0) && n > 0 {
             let (q, k, v) = self.qkv(x, 0);
             let o = self.attend_from_start(q, k.clone(), v.clone()); // [b, h, n, dh]
             return (
@@ -324,7 +387,7 @@ impl TokenMixer for SlidingWindowAttention {
     fn state_size_bytes(&self, seq_len: usize) -> usize {
         let kept = seq_len.min(self.pattern.global_tokens)
             + (self.pattern.span() - 1).min(seq_len.saturating_sub(self.pattern.global_tokens));
-        kept * self.heads.kv_bytes_per_token()
+        kept * self.attn.layout.kv_bytes_per_token()
     }
 
     fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>> {
@@ -333,13 +396,17 @@ impl TokenMixer for SlidingWindowAttention {
         let device = q.device();
         let pattern = &self.pattern;
         let blocked = host_mask([1, 1, n, n], |ix| !pattern.allowed(ix[2], ix[3]), &device);
-        let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
+        let bias = self
+            .attn
+            .alibi
+            .as_ref()
+            .map(|a| a.bias(0, n, 0, n, &device));
         Some(dense_weights(
             q,
-            repeat_kv(k, self.heads.groups()),
+            repeat_kv(k, self.attn.layout.groups()),
             blocked,
             bias,
-            self.scale,
+            self.attn.scale,
         ))
     }
 }

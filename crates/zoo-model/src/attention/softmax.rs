@@ -22,7 +22,11 @@ use super::{
     MixerState, TokenMixer, dense_weights, host_mask, log_n_factors, merge_heads, repeat_kv,
     split_heads,
 };
-use crate::config::{MixerConfig, ModelConfig, PositionConfig};
+use serde::{Deserialize, Serialize};
+
+use super::MixerSpec;
+use crate::config::{ModelConfig, PositionConfig};
+use crate::error::ModelError;
 use crate::init::Init;
 use crate::kernels;
 use crate::position::{Alibi, Rope};
@@ -36,16 +40,156 @@ pub struct SoftmaxAttention {
     /// Dropout on the attention probabilities (`model.attention_dropout`, training only).
     pub prob_dropout: Dropout,
     #[module(skip)]
-    heads: HeadLayout,
-    #[module(skip)]
-    scale: f64,
+    attn: AttentionHeads,
     /// L_train of log-n scaling when enabled.
     #[module(skip)]
     log_n_train_len: Option<usize>,
-    #[module(skip)]
-    rope: Option<Rope>,
-    #[module(skip)]
-    alibi: Option<Alibi>,
+}
+
+/// `kind = "softmax"`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SoftmaxConfig {
+    /// Multiplier of q·k; default 1/√head_dim.
+    #[serde(default)]
+    pub logit_scale: Option<f64>,
+    /// Multiply the logits of the query at position i by max(1, ln(i+1)/ln(train_len)).
+    #[serde(default)]
+    pub log_n_scaling: bool,
+}
+
+impl MixerSpec for SoftmaxConfig {
+    fn validate(&self, _model: &ModelConfig, path: &str) -> Result<(), ModelError> {
+        if self.logit_scale.is_some_and(|s| s <= 0.0) {
+            return Err(ModelError::config(
+                &format!("{path}.logit_scale"),
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+    fn param_count(&self, model: &ModelConfig) -> u128 {
+        attention_params(model)
+    }
+    fn state_bytes(&self, model: &ModelConfig, n: f64) -> f64 {
+        n * kv_bytes_per_token(model)
+    }
+    fn activation_values(&self, model: &ModelConfig, n: f64, _train: bool, fused: bool) -> f64 {
+        attention_activation_values(model, self.keys_per_query(n), fused)
+    }
+    fn flops_per_token(&self, model: &ModelConfig, n: f64) -> f64 {
+        // Scores and the weighted sum over the (n + 1) / 2 keys a query sees on average.
+        2.0 * 2.0 * model.d_model as f64 * (n + 1.0) / 2.0
+    }
+    fn keys_per_query(&self, n: f64) -> Option<f64> {
+        Some(n)
+    }
+    fn examples() -> Vec<Self> {
+        vec![
+            SoftmaxConfig::default(),
+            SoftmaxConfig {
+                logit_scale: Some(0.3),
+                log_n_scaling: true,
+            },
+        ]
+    }
+}
+
+/// Parameters of the attention family's q, k, v, o projections (grouped k/v heads).
+pub fn attention_params(model: &ModelConfig) -> u128 {
+    let d = model.d_model as u128;
+    let kv = (model.kv_heads() as u128).saturating_mul(model.head_dim() as u128);
+    let linear = |d_out: u128| {
+        d.saturating_mul(d_out)
+            .saturating_add(if model.bias { d_out } else { 0 })
+    };
+    linear(d)
+        .saturating_add(linear(kv).saturating_mul(2))
+        .saturating_add(linear(d))
+}
+
+/// f32 bytes of one position's keys and values.
+pub fn kv_bytes_per_token(model: &ModelConfig) -> f64 {
+    2.0 * model.kv_heads() as f64 * model.head_dim() as f64 * 4.0
+}
+
+/// f32 values per token of an attention-family layer: projections and heads, plus the scores
+/// and probabilities when they are materialised (not with the fused kernel).
+pub fn attention_activation_values(model: &ModelConfig, keys: Option<f64>, fused: bool) -> f64 {
+    let d = model.d_model as f64;
+    let h = model.n_heads as f64;
+    let kv = model.kv_heads() as f64 * model.head_dim() as f64;
+    let projections = 5.0 * d + 4.0 * kv + h;
+    let scores = match keys {
+        Some(k) if !fused => 2.0 * d + 3.0 * h * k,
+        _ => 0.0,
+    };
+    projections + scores
+}
+
+/// The keys and values of every earlier position: [batch, kv_heads, t, head_dim] (None before
+/// the first token).
+#[derive(Clone, Debug)]
+pub struct KvState {
+    pub k: Option<Tensor<4>>,
+    pub v: Option<Tensor<4>>,
+    pub pos: usize,
+}
+
+impl KvState {
+    pub fn empty() -> MixerState {
+        MixerState::Kv(KvState {
+            k: None,
+            v: None,
+            pos: 0,
+        })
+    }
+}
+
+/// What the softmax-family mixers (softmax, sliding window, BigBird) share besides their
+/// q, k, v, o projections: the head layout, the logit scale and the position encoding applied
+/// to q/k (RoPE) or to the scores (ALiBi).
+#[derive(Clone, Debug)]
+pub struct AttentionHeads {
+    pub layout: HeadLayout,
+    pub scale: f64,
+    pub rope: Option<Rope>,
+    pub alibi: Option<Alibi>,
+}
+
+impl AttentionHeads {
+    /// `logit_scale`: None = 1/√head_dim.
+    pub fn new(model: &ModelConfig, logit_scale: Option<f64>) -> Self {
+        let layout = HeadLayout::new(model);
+        AttentionHeads {
+            layout,
+            scale: logit_scale.unwrap_or(1.0 / (layout.head_dim as f64).sqrt()),
+            rope: Rope::from_config(&model.position, layout.head_dim),
+            alibi: matches!(model.position, PositionConfig::Alibi)
+                .then(|| Alibi::new(model.n_heads)),
+        }
+    }
+
+    /// Project x at positions start.. into rotated heads: q [b,h,n,dh], k and v [b,kv_heads,n,dh].
+    pub fn project(
+        &self,
+        (query, key, value): (&Linear, &Linear, &Linear),
+        x: Tensor<3>,
+        start: usize,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        project_heads(
+            (query, key, value),
+            self.layout,
+            self.rope.as_ref(),
+            x,
+            start,
+        )
+    }
+
+    /// ALiBi's per-head slopes (empty without ALiBi), as the fused kernels take them.
+    pub fn slopes(&self) -> &[f32] {
+        self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..])
+    }
 }
 
 /// Head counts shared by the attention mixers.
@@ -111,15 +255,7 @@ pub fn append(cache: Option<Tensor<4>>, new: Tensor<4>) -> Tensor<4> {
 }
 
 impl SoftmaxAttention {
-    pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Self {
-        let MixerConfig::Softmax {
-            logit_scale,
-            log_n_scaling,
-        } = mixer
-        else {
-            unreachable!("SoftmaxAttention::new called with {mixer:?}")
-        };
-        let heads = HeadLayout::new(model);
+    pub fn new(config: &SoftmaxConfig, model: &ModelConfig, init: &mut Init) -> Self {
         let (query, key, value, out) = init_qkvo(model, init);
         SoftmaxAttention {
             query,
@@ -127,25 +263,19 @@ impl SoftmaxAttention {
             value,
             out,
             prob_dropout: DropoutConfig::new(model.attention_dropout).init(),
-            heads,
-            scale: logit_scale.unwrap_or(1.0 / (heads.head_dim as f64).sqrt()),
-            log_n_train_len: log_n_scaling.then(|| model.train_len.unwrap_or(model.max_seq_len)),
-            rope: Rope::from_config(&model.position, heads.head_dim),
-            alibi: matches!(model.position, PositionConfig::Alibi)
-                .then(|| Alibi::new(model.n_heads)),
+            attn: AttentionHeads::new(model, config.logit_scale),
+            log_n_train_len: config
+                .log_n_scaling
+                .then(|| model.train_len.unwrap_or(model.max_seq_len)),
         }
     }
 
     /// q (log-n scaled), k, v (repeated to all heads) for positions start..start+n.
     fn qkv(&self, x: Tensor<3>, start: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let n = x.dims()[1];
-        let (mut q, k, v) = project_heads(
-            (&self.query, &self.key, &self.value),
-            self.heads,
-            self.rope.as_ref(),
-            x,
-            start,
-        );
+        let (mut q, k, v) = self
+            .attn
+            .project((&self.query, &self.key, &self.value), x, start);
         if let Some(train_len) = self.log_n_train_len {
             let device = q.device();
             q = q * log_n_factors(start, n, train_len, &device);
@@ -158,34 +288,42 @@ impl SoftmaxAttention {
     /// `forward_with_state`, so a prompt takes the same O(n)-memory fused kernel on flex.
     fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let [b, _, n, _] = q.dims();
-        let g = self.heads.groups();
+        let g = self.attn.layout.groups();
         let device = q.device();
         if self.prob_dropout.prob > 0.0 && q.is_autodiff() {
             // Dropping probabilities needs them materialised: the fused kernels never form them.
             let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);
-            let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
-            let weights = dense_weights(q, repeat_kv(k, g), blocked, bias, self.scale);
+            let bias = self
+                .attn
+                .alibi
+                .as_ref()
+                .map(|a| a.bias(0, n, 0, n, &device));
+            let weights = dense_weights(q, repeat_kv(k, g), blocked, bias, self.attn.scale);
             self.prob_dropout.forward(weights).matmul(repeat_kv(v, g))
         } else if kernels::fused_on(&device) {
-            let slopes = self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..]);
             kernels::causal_attention(
                 q,
                 repeat_kv(k, g),
                 repeat_kv(v, g),
-                self.scale as f32,
-                slopes,
+                self.attn.scale as f32,
+                self.attn.slopes(),
             )
         } else if q.is_autodiff() {
             // Under autodiff Burn's fused op falls back to materialised scores anyway, and the
             // explicit masked softmax is faster there (shared/bench/reference-workload.md).
             let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);
-            let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
-            dense_weights(q, repeat_kv(k, g), blocked, bias, self.scale).matmul(repeat_kv(v, g))
+            let bias = self
+                .attn
+                .alibi
+                .as_ref()
+                .map(|a| a.bias(0, n, 0, n, &device));
+            dense_weights(q, repeat_kv(k, g), blocked, bias, self.attn.scale)
+                .matmul(repeat_kv(v, g))
         } else {
             // Burn's fused op with `is_causal`: no n×n mask is built (ALiBi still needs its bias).
-            let bias = self.alibi.as_ref().map(|a| {
+            let bias = self.attn.alibi.as_ref().map(|a| {
                 a.bias(0, n, 0, n, &device)
-                    .expand([b, self.heads.heads, n, n])
+                    .expand([b, self.attn.layout.heads, n, n])
             });
             attention(
                 q,
@@ -200,7 +338,7 @@ impl SoftmaxAttention {
 
     fn options(&self, is_causal: bool) -> AttentionModuleOptions {
         AttentionModuleOptions {
-            scale: Some(self.scale),
+            scale: Some(self.attn.scale),
             softcap: None,
             is_causal,
         }
@@ -215,19 +353,15 @@ impl TokenMixer for SoftmaxAttention {
     }
 
     fn init_state(&self, _batch: usize, _device: &Device) -> MixerState {
-        MixerState::Kv {
-            k: None,
-            v: None,
-            pos: 0,
-        }
+        KvState::empty()
     }
 
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Kv {
+        let MixerState::Kv(KvState {
             k: k_cache,
             v: v_cache,
             pos,
-        } = state
+        }) = state
         else {
             panic!("softmax attention was given a {state:?} state")
         };
@@ -237,19 +371,20 @@ impl TokenMixer for SoftmaxAttention {
             // A prompt from an empty cache is a full forward: the fused kernel (or Burn's causal
             // op) instead of the dense [n, total] mask below, which is n² for a long prompt.
             let o = self.attend_from_start(q, k.clone(), v.clone()); // [b, h, n, dh]
-            let state = MixerState::Kv {
+            let state = MixerState::Kv(KvState {
                 k: Some(k),
                 v: Some(v),
                 pos: n,
-            };
+            });
             return (self.out.forward(merge_heads(o)), state);
         }
         let k_all = append(k_cache, k); // [b, hk, pos+n, dh]
         let v_all = append(v_cache, v);
         let total = pos + n;
         let device = q.device();
-        let h = self.heads.heads;
+        let h = self.attn.layout.heads;
         let bias = self
+            .attn
             .alibi
             .as_ref()
             .map(|a| a.bias(pos, n, 0, total, &device).expand([b, h, n, total]));
@@ -257,7 +392,7 @@ impl TokenMixer for SoftmaxAttention {
         let mask = (n > 1).then(|| {
             host_mask([1, 1, n, total], |ix| ix[3] > pos + ix[2], &device).expand([b, h, n, total])
         });
-        let g = self.heads.groups();
+        let g = self.attn.layout.groups();
         let o = attention(
             q,
             repeat_kv(k_all.clone(), g),
@@ -269,16 +404,16 @@ impl TokenMixer for SoftmaxAttention {
         let y = self.out.forward(merge_heads(o));
         (
             y,
-            MixerState::Kv {
+            MixerState::Kv(KvState {
                 k: Some(k_all),
                 v: Some(v_all),
                 pos: total,
-            },
+            }),
         )
     }
 
     fn state_size_bytes(&self, seq_len: usize) -> usize {
-        seq_len * self.heads.kv_bytes_per_token()
+        seq_len * self.attn.layout.kv_bytes_per_token()
     }
 
     fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>> {
@@ -286,13 +421,17 @@ impl TokenMixer for SoftmaxAttention {
         let (q, k, _) = self.qkv(x, 0);
         let device = q.device();
         let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);
-        let bias = self.alibi.as_ref().map(|a| a.bias(0, n, 0, n, &device));
+        let bias = self
+            .attn
+            .alibi
+            .as_ref()
+            .map(|a| a.bias(0, n, 0, n, &device));
         Some(dense_weights(
             q,
-            repeat_kv(k, self.heads.groups()),
+            repeat_kv(k, self.attn.layout.groups()),
             blocked,
             bias,
-            self.scale,
+            self.attn.scale,
         ))
     }
 }
