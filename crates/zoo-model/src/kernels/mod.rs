@@ -1,8 +1,9 @@
 //! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
 //! hand-written backward passes: causal softmax attention over a key pattern (dense causal,
 //! sliding window, BigBird; tiled, masked half skipped, O(n) memory), chunked linear attention,
-//! the RWKV-6 WKV recurrence, RoPE, LayerNorm, exact GELU, the elu+1 feature map and the masked
-//! cross-entropy loss. Each kernel file states its mechanism and formulas; this file is the
+//! the RWKV-6 WKV recurrence, the gated delta rule (Gated DeltaNet, and Mamba-2's scalar-decay
+//! recurrence), RoPE, LayerNorm, exact GELU, the elu+1 feature map and the masked cross-entropy
+//! loss. Each kernel file states its mechanism and formulas; this file is the
 //! plumbing: the extension trait, its flex implementation (host slices in and out) and its
 //! autodiff implementation (what each forward saves for its backward).
 //!
@@ -18,6 +19,7 @@ pub mod causal_attention;
 pub mod chunked_linear_attention;
 pub mod cross_entropy;
 pub mod elu_plus_one;
+pub mod gated_delta;
 pub mod gelu;
 mod gemm;
 pub mod layer_norm;
@@ -92,6 +94,17 @@ pub trait FusedOps: Backend {
         v: FloatTensor<Self>,
         log_w: FloatTensor<Self>,
         u: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// Gated delta rule (or, without `delta`, Mamba-2's scalar-decay recurrence) from a zero
+    /// state: q, k [b, h, n, dk], v [b, h, n, dv], beta and log_alpha [b, h, n] → o [b, h, n, dv].
+    fn fused_gated_delta(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        log_alpha: FloatTensor<Self>,
+        delta: bool,
     ) -> FloatTensor<Self>;
 
     /// LayerNorm over the last axis.
@@ -201,6 +214,25 @@ pub fn wkv(r: Tensor<4>, k: Tensor<4>, v: Tensor<4>, log_w: Tensor<4>, u: Tensor
         v.into_dispatch(),
         log_w.into_dispatch(),
         u.into_dispatch(),
+    ))
+}
+
+/// q, k [b, h, n, dk], v [b, h, n, dv], beta and log_alpha [b, h, n] → o [b, h, n, dv] (zero initial state).
+pub fn gated_delta(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    beta: Tensor<3>,
+    log_alpha: Tensor<3>,
+    delta: bool,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gated_delta(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        beta.into_dispatch(),
+        log_alpha.into_dispatch(),
+        delta,
     ))
 }
 
@@ -462,6 +494,17 @@ impl FusedOps for Flex {
     ) -> FlexTensor {
         let inputs = [r, k, v, log_w, u].map(contiguous);
         wkv_forward(&inputs).0
+    }
+
+    fn fused_gated_delta(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        beta: FlexTensor,
+        log_alpha: FlexTensor,
+        delta: bool,
+    ) -> FlexTensor {
+        gated_delta::flex([q, k, v, beta, log_alpha], delta)
     }
 
     fn fused_layer_norm(
@@ -847,6 +890,17 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             OpsKind::Tracked(prep) => prep.finish(WkvSaved { inputs, states }, out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         }
+    }
+
+    fn fused_gated_delta(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        log_alpha: FloatTensor<Self>,
+        delta: bool,
+    ) -> FloatTensor<Self> {
+        gated_delta::autodiff::<C>([q, k, v, beta, log_alpha], delta)
     }
 
     fn fused_layer_norm(
