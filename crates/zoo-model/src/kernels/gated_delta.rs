@@ -28,17 +28,14 @@
 //! Layout (head-major, contiguous): q, k [heads_total, n, d_k]; v, o, u [heads_total, n, d_v];
 //! β, log α [heads_total, n]; states [heads_total, ⌈n/C⌉, d_k, d_v]; heads_total = batch·heads.
 
-use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Flex, TensorMetadata};
-use burn::prelude::*;
+use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::simd::{self, exp, multiversion};
-use super::{contiguous, flex_tensor, register_grads, values};
+use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 /// Tokens between saved states.
 const CHECKPOINT_EVERY: usize = 64;
@@ -354,9 +351,6 @@ pub(super) fn flex(inputs: [FlexTensor; 5], delta: bool) -> FlexTensor {
     flex_forward(&inputs.map(contiguous), delta).0
 }
 
-#[derive(Debug)]
-struct GatedDeltaBackward;
-
 #[derive(Clone, Debug)]
 struct GatedDeltaSaved {
     /// q, k, v, β, log α (contiguous).
@@ -366,46 +360,33 @@ struct GatedDeltaSaved {
     delta: bool,
 }
 
-impl Backward<Flex, 5> for GatedDeltaBackward {
-    type State = GatedDeltaSaved;
-
-    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let s = ops.state;
-        let grad_out = contiguous(grads.consume::<Flex>(&ops.node));
-        let [states, writes] = &s.saved;
+impl SavedForBackward<5> for GatedDeltaSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 5] {
+        let [states, writes] = &self.saved;
         let (dq, dk, dv, dbeta, dla) = backward(
-            s.inputs.each_ref().map(values),
+            self.inputs.each_ref().map(values),
             values(writes),
             values(states),
-            values(&grad_out),
-            tensor_shape(&s.inputs, s.delta),
+            grad_out,
+            tensor_shape(&self.inputs, self.delta),
         );
-        let [sq, sk, sv, sb, sla] = s.inputs.each_ref().map(|t| t.shape());
-        let computed = [(dq, sq), (dk, sk), (dv, sv), (dbeta, sb), (dla, sla)];
-        register_grads(grads, ops.parents.map(|p| p.map(|node| node.id)), computed);
+        let [sq, sk, sv, sb, sla] = self.inputs.each_ref().map(|t| t.shape());
+        [(dq, sq), (dk, sk), (dv, sv), (dbeta, sb), (dla, sla)]
     }
 }
 
 /// The op under autodiff on flex: the forward saves its inputs, chunk-start states and writes.
 pub(super) fn autodiff<C: CheckpointStrategy>(
-    inputs: [FloatTensor<Autodiff<Flex, C>>; 5],
+    inputs: [AutodiffFlex<C>; 5],
     delta: bool,
-) -> FloatTensor<Autodiff<Flex, C>> {
-    let prep = GatedDeltaBackward
-        .prepare::<C>(inputs.each_ref().map(|t| t.node()))
-        .compute_bound()
-        .stateful();
-    let inputs = inputs.map(|t| contiguous(t.into_primitive()));
-    let (out, saved) = flex_forward(&inputs, delta);
-    match prep {
-        OpsKind::Tracked(prep) => prep.finish(
-            GatedDeltaSaved {
-                inputs,
-                saved,
-                delta,
-            },
-            out,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+) -> AutodiffFlex<C> {
+    register_op::<C, _, _>(inputs, |inputs| {
+        let (out, saved) = flex_forward(&inputs, delta);
+        let state = GatedDeltaSaved {
+            inputs,
+            saved,
+            delta,
+        };
+        (out, state)
+    })
 }
