@@ -861,3 +861,254 @@ fn fused_wkv_matches_the_definition_and_the_composed_chunked_form() {
         }
     }
 }
+
+// ---- gated delta rule (Gated DeltaNet; Mamba-2 without the delta correction) -------------------
+
+/// Sizes of a gated-delta case: [batch, heads, seq, dk, dv].
+type DeltaDims = [usize; 5];
+
+/// Realistic inputs q, k, v, β, log α (head-major): k L2-normalised per token, β = σ(·) ∈ (0, 1),
+/// log α = −2σ(·) ∈ (−2, 0).
+fn gated_delta_inputs([b, h, n, dk, dv]: DeltaDims, seed: u64) -> [Vec<f32>; 5] {
+    let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+    let q = randn_vec(b * h * n * dk, seed, 1.0);
+    let mut k = randn_vec(b * h * n * dk, seed + 1, 1.0);
+    for row in k.chunks_mut(dk) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    let v = randn_vec(b * h * n * dv, seed + 2, 1.0);
+    let beta = randn_vec(b * h * n, seed + 3, 1.5)
+        .into_iter()
+        .map(sigmoid)
+        .collect();
+    let log_alpha = randn_vec(b * h * n, seed + 4, 1.5)
+        .into_iter()
+        .map(|x| -2.0 * sigmoid(x))
+        .collect();
+    [q, k, v, beta, log_alpha]
+}
+
+/// o from `reference::gated_delta_recurrent`, head by head, in f64.
+fn gated_delta_f64([b, h, n, dk, dv]: DeltaDims, x: &[Vec<f64>; 5], delta: bool) -> Vec<f64> {
+    use zoo_model::attention::reference;
+    let [q, k, v, beta, log_alpha] = x;
+    (0..b * h)
+        .flat_map(|i| {
+            let keys = |t: &[f64]| t[i * n * dk..][..n * dk].to_vec();
+            reference::gated_delta_recurrent(
+                &keys(q),
+                &keys(k),
+                &v[i * n * dv..][..n * dv],
+                &beta[i * n..][..n],
+                &log_alpha[i * n..][..n],
+                n,
+                dk,
+                dv,
+                &vec![0.0; dk * dv],
+                delta,
+            )
+            .0
+        })
+        .collect()
+}
+
+/// The composed path: the recurrence token by token in Burn tensor ops, state [b, h, dk, dv].
+fn gated_delta_composed(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    beta: Tensor<3>,
+    log_alpha: Tensor<3>,
+    delta: bool,
+) -> Tensor<4> {
+    let [b, h, n, dk] = q.dims();
+    let dv = v.dims()[3];
+    let mut s = Tensor::<4>::zeros([b, h, dk, dv], &q.device());
+    let mut outs = Vec::with_capacity(n);
+    for t in 0..n {
+        let q_t = q.clone().narrow(2, t, 1); // [b, h, 1, dk]
+        let k_t = k.clone().narrow(2, t, 1); // [b, h, 1, dk]
+        let v_t = v.clone().narrow(2, t, 1); // [b, h, 1, dv]
+        let beta_t: Tensor<4> = beta.clone().narrow(2, t, 1).unsqueeze_dim(3); // [b, h, 1, 1]
+        let alpha_t: Tensor<4> = log_alpha.clone().narrow(2, t, 1).exp().unsqueeze_dim(3);
+        // u = β (v − α Sᵀk) with the delta correction, β v without.
+        let target = if delta {
+            v_t - k_t.clone().matmul(s.clone()) * alpha_t.clone()
+        } else {
+            v_t
+        };
+        s = s * alpha_t + k_t.swap_dims(2, 3).matmul(target * beta_t);
+        outs.push(q_t.matmul(s.clone())); // [b, h, 1, dv]
+    }
+    Tensor::cat(outs, 2)
+}
+
+/// The five inputs as Burn tensors: q, k [b, h, n, dk], v [b, h, n, dv], β, log α [b, h, n].
+/// With `token_major`, the data is laid out [b, n, h, ·] and viewed back with a transpose (a
+/// strided, non-contiguous tensor, as a mixer's head split gives).
+fn gated_delta_tensors(
+    [b, h, n, dk, dv]: DeltaDims,
+    x: &[Vec<f32>; 5],
+    device: &Device,
+    token_major: bool,
+) -> (Tensor<4>, Tensor<4>, Tensor<4>, Tensor<3>, Tensor<3>) {
+    let four = |x: &[f32], width: usize| -> Tensor<4> {
+        if token_major {
+            let t = tensor(
+                &permute_heads(x, [b, h, n, width]),
+                [b, n, h, width],
+                device,
+            );
+            t.swap_dims(1, 2)
+        } else {
+            tensor(x, [b, h, n, width], device)
+        }
+    };
+    let three = |x: &[f32]| -> Tensor<3> { four(x, 1).reshape([b, h, n]) };
+    (
+        four(&x[0], dk),
+        four(&x[1], dk),
+        four(&x[2], dv),
+        three(&x[3]),
+        three(&x[4]),
+    )
+}
+
+#[test]
+fn fused_gated_delta_matches_the_definition_and_the_composed_recurrence() {
+    const NAMES: [&str; 5] = ["dq", "dk", "dv", "dbeta", "dlog_alpha"];
+    let mut cases: Vec<DeltaDims> = [1usize, 63, 64, 65, 130]
+        .iter()
+        .map(|&n| [2, 2, n, 8, 8])
+        .collect();
+    cases.push([1, 3, 70, 6, 10]); // dk ≠ dv so a transposed state would not fit
+    for dims in cases {
+        let [b, h, n, _, dv] = dims;
+        for delta in [true, false] {
+            let what = format!("dims={dims:?} delta={delta}");
+            let x = gated_delta_inputs(dims, 1300 + n as u64 + dims[3] as u64);
+            let w = randn_vec(b * h * n * dv, 1399 + n as u64, 1.0);
+            let base = x.each_ref().map(|x| to_f64(x));
+            let want = gated_delta_f64(dims, &base, delta);
+
+            // Plain flex and flex under autodiff (untracked), from strided and contiguous tensors.
+            for (device, token_major) in [(Device::flex(), true), (flex_grad(), false)] {
+                let (q, k, v, beta, la) = gated_delta_tensors(dims, &x, &device, token_major);
+                let o = kernels::gated_delta(q, k, v, beta, la, delta);
+                assert_close(
+                    &values(o),
+                    &want,
+                    5e-6,
+                    2e-5,
+                    &format!("gated delta output vs f64, {what}"),
+                );
+            }
+
+            let run = |fused: bool| -> (Vec<f32>, Vec<Vec<f32>>) {
+                let device = flex_grad();
+                let (q, k, v, beta, la) = gated_delta_tensors(dims, &x, &device, false);
+                let (q, k, v) = (q.require_grad(), k.require_grad(), v.require_grad());
+                let (beta, la) = (beta.require_grad(), la.require_grad());
+                let inputs = (q.clone(), k.clone(), v.clone(), beta.clone(), la.clone());
+                let o = if fused {
+                    kernels::gated_delta(inputs.0, inputs.1, inputs.2, inputs.3, inputs.4, delta)
+                } else {
+                    gated_delta_composed(inputs.0, inputs.1, inputs.2, inputs.3, inputs.4, delta)
+                };
+                let grads = (o.clone() * tensor(&w, [b, h, n, dv], &device))
+                    .sum()
+                    .backward();
+                let mut g: Vec<Vec<f32>> = [&q, &k, &v]
+                    .iter()
+                    .map(|t| values(t.grad(&grads).unwrap()))
+                    .collect();
+                g.push(values(beta.grad(&grads).unwrap()));
+                g.push(values(la.grad(&grads).unwrap()));
+                (values(o), g)
+            };
+            let (o, fused) = run(true);
+            let (o_composed, composed) = run(false);
+            assert_close(
+                &o,
+                &to_f64(&o_composed),
+                5e-6,
+                2e-5,
+                &format!("gated delta output vs composed, {what}"),
+            );
+            for (name, (a, c)) in NAMES.iter().zip(fused.iter().zip(&composed)) {
+                assert_close(
+                    a,
+                    &to_f64(c),
+                    2e-5,
+                    1e-4,
+                    &format!("gated delta {name} vs composed, {what}"),
+                );
+            }
+
+            let loss = |x: &[Vec<f64>; 5]| -> f64 {
+                gated_delta_f64(dims, x, delta)
+                    .iter()
+                    .zip(&w)
+                    .map(|(o, &w)| o * w as f64)
+                    .sum()
+            };
+            let step = 1e-6;
+            for (which, name) in NAMES.iter().enumerate() {
+                // Every coordinate of the short cases; a sparse set (coprime with the widths)
+                // touching every head and token of the long ones.
+                let stride = if n <= 65 { 1 } else { 7 };
+                let probes: Vec<usize> = (0..base[which].len()).step_by(stride).collect();
+                let numeric = central_differences(&base, which, &probes, step, loss);
+                let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
+                assert_close(
+                    &analytic,
+                    &numeric,
+                    2e-5,
+                    1e-4,
+                    &format!("gated delta {name} vs f64 differences, {what}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_gated_delta_is_causal() {
+    // Perturbing every input at token t changes no output before t, and the output at t (later
+    // ones too, until the decay has shrunk the change below f32 resolution).
+    let dims = [1, 2, 130, 8, 8];
+    let [_, h, n, dk, dv] = dims;
+    let x = gated_delta_inputs(dims, 1500);
+    let device = Device::flex();
+    let t = 70;
+    for delta in [true, false] {
+        let run = |x: &[Vec<f32>; 5]| {
+            let (q, k, v, beta, la) = gated_delta_tensors(dims, x, &device, false);
+            values(kernels::gated_delta(q, k, v, beta, la, delta))
+        };
+        let base = run(&x);
+        let mut moved = x.clone();
+        for head in 0..h {
+            for (which, width) in [dk, dk, dv, 1, 1].into_iter().enumerate() {
+                for c in 0..width {
+                    moved[which][(head * n + t) * width + c] *= 0.5;
+                }
+            }
+        }
+        let moved = run(&moved);
+        for head in 0..h {
+            for i in 0..n {
+                let row = |o: &[f32]| o[(head * n + i) * dv..][..dv].to_vec();
+                let changed = row(&base) != row(&moved);
+                if i <= t {
+                    assert_eq!(
+                        changed,
+                        i == t,
+                        "delta={delta} head {head} row {i}: changed = {changed}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -22,10 +22,15 @@
 
 use std::ops::Range;
 
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
 use super::simd::{self, exp, multiversion};
+use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 use crate::attention::pattern::{BigBirdPattern, WindowPattern};
 
 /// Queries per tile: 64 rows × d columns stay in L1 while a row block of scores is built.
@@ -478,4 +483,103 @@ pub fn backward(
             }
         });
     (dq, dk, dv)
+}
+
+// ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
+
+fn tensor_shape(q: &FlexTensor) -> AttentionShape {
+    let [b, h, n, d] = q.shape().dims();
+    AttentionShape {
+        heads_total: b * h,
+        heads: h,
+        seq: n,
+        head_dim: d,
+    }
+}
+
+/// (o, ℓ) for contiguous q, k, v.
+fn flex_forward(
+    [q, k, v]: &[FlexTensor; 3],
+    scale: f32,
+    slopes: &[f32],
+    pattern: &KeyPattern,
+) -> (FlexTensor, FlexTensor) {
+    assert!(
+        q.shape() == k.shape() && q.shape() == v.shape(),
+        "q, k, v shapes differ"
+    );
+    let shape = tensor_shape(q);
+    let (o, lse) = forward(
+        values(q),
+        values(k),
+        values(v),
+        shape,
+        scale,
+        slopes,
+        pattern,
+    );
+    let lse_shape = Shape::new([shape.heads_total, shape.seq]);
+    (flex_tensor(o, q.shape()), flex_tensor(lse, lse_shape))
+}
+
+/// The plain flex op.
+pub(super) fn flex(
+    inputs: [FlexTensor; 3],
+    scale: f32,
+    slopes: &[f32],
+    pattern: &KeyPattern,
+) -> FlexTensor {
+    flex_forward(&inputs.map(contiguous), scale, slopes, pattern).0
+}
+
+#[derive(Clone, Debug)]
+struct AttentionSaved {
+    /// q, k, v (contiguous).
+    inputs: [FlexTensor; 3],
+    out: FlexTensor,
+    lse: FlexTensor,
+    scale: f32,
+    slopes: Vec<f32>,
+    pattern: KeyPattern,
+}
+
+impl SavedForBackward<3> for AttentionSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 3] {
+        let [q, k, v] = &self.inputs;
+        let (dq, dk, dv) = backward(
+            values(q),
+            values(k),
+            values(v),
+            values(&self.out),
+            values(&self.lse),
+            grad_out,
+            tensor_shape(q),
+            self.scale,
+            &self.slopes,
+            &self.pattern,
+        );
+        let shape = q.shape();
+        [(dq, shape.clone()), (dk, shape.clone()), (dv, shape)]
+    }
+}
+
+/// The op under autodiff on flex: the forward saves q, k, v, o and the row log-sum-exps.
+pub(super) fn autodiff<C: CheckpointStrategy>(
+    inputs: [AutodiffFlex<C>; 3],
+    scale: f32,
+    slopes: Vec<f32>,
+    pattern: KeyPattern,
+) -> AutodiffFlex<C> {
+    register_op::<C, _, _>(inputs, |inputs| {
+        let (out, lse) = flex_forward(&inputs, scale, &slopes, &pattern);
+        let saved = AttentionSaved {
+            inputs,
+            out: out.clone(),
+            lse,
+            scale,
+            slopes,
+            pattern,
+        };
+        (out, saved)
+    })
 }

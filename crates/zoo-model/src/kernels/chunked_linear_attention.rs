@@ -18,9 +18,14 @@
 //! token-major [batch, n, heads, f] — the layout the projections produce, so the mixer needs no
 //! head split / merge copies (forward or backward) around the kernel.
 
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
+use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 #[derive(Clone, Copy, Debug)]
 pub struct LinearShape {
@@ -385,4 +390,133 @@ pub fn backward(
         }
     });
     (dq, dk, dvv)
+}
+
+// ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
+
+/// The op's settings besides its tensors.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+    token_major: bool,
+}
+
+fn tensor_shape(q: &FlexTensor, v: &FlexTensor, chunk: usize, token_major: bool) -> LinearShape {
+    let [b, h, n, f] = q.shape().dims();
+    let [vb, vh, vn, dv] = v.shape().dims();
+    assert!((b, h, n) == (vb, vh, vn), "q and v shapes differ");
+    // Token-major tensors are [b, n, h, ·]: the second and third axes swap meaning.
+    let (heads, seq) = if token_major { (n, h) } else { (h, n) };
+    LinearShape {
+        heads_total: b * heads,
+        seq,
+        feature_dim: f,
+        value_dim: dv,
+        chunk,
+        layout: if token_major {
+            RowLayout::TokenMajor { heads }
+        } else {
+            RowLayout::HeadMajor
+        },
+    }
+}
+
+/// (o, [normaliser, per-chunk S, per-chunk z]) for contiguous q, k, v.
+fn flex_forward([q, k, v]: &[FlexTensor; 3], set: Settings) -> (FlexTensor, [FlexTensor; 3]) {
+    assert!(q.shape() == k.shape(), "q and k shapes differ");
+    let shape = tensor_shape(q, v, set.chunk, set.token_major);
+    let (out, saved) = forward(
+        values(q),
+        values(k),
+        values(v),
+        shape,
+        set.normalize,
+        set.eps,
+    );
+    let flat = |t: Vec<f32>| {
+        let len = t.len();
+        flex_tensor(t, Shape::new([len]))
+    };
+    (
+        flex_tensor(out, v.shape()),
+        [flat(saved.den), flat(saved.s_prev), flat(saved.z_prev)],
+    )
+}
+
+/// The plain flex op.
+pub(super) fn flex(
+    inputs: [FlexTensor; 3],
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+    token_major: bool,
+) -> FlexTensor {
+    let set = Settings {
+        chunk,
+        normalize,
+        eps,
+        token_major,
+    };
+    flex_forward(&inputs.map(contiguous), set).0
+}
+
+#[derive(Clone, Debug)]
+struct LinearSaved {
+    /// q, k, v (contiguous).
+    inputs: [FlexTensor; 3],
+    out: FlexTensor,
+    /// Normaliser, per-chunk S and per-chunk z (flat).
+    chunk_state: [FlexTensor; 3],
+    set: Settings,
+}
+
+impl SavedForBackward<3> for LinearSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 3] {
+        let [q, k, v] = &self.inputs;
+        let [den, s_prev, z_prev] = &self.chunk_state;
+        let (dq, dk, dv) = backward(
+            values(q),
+            values(k),
+            values(v),
+            values(&self.out),
+            SavedRef {
+                den: values(den),
+                s_prev: values(s_prev),
+                z_prev: values(z_prev),
+            },
+            grad_out,
+            tensor_shape(q, v, self.set.chunk, self.set.token_major),
+            self.set.normalize,
+            self.set.eps,
+        );
+        [(dq, q.shape()), (dk, k.shape()), (dv, v.shape())]
+    }
+}
+
+/// The op under autodiff on flex: the forward saves q, k, v, o and the per-chunk state.
+pub(super) fn autodiff<C: CheckpointStrategy>(
+    inputs: [AutodiffFlex<C>; 3],
+    chunk: usize,
+    normalize: bool,
+    eps: f32,
+    token_major: bool,
+) -> AutodiffFlex<C> {
+    let set = Settings {
+        chunk,
+        normalize,
+        eps,
+        token_major,
+    };
+    register_op::<C, _, _>(inputs, |inputs| {
+        let (out, chunk_state) = flex_forward(&inputs, set);
+        let saved = LinearSaved {
+            inputs,
+            out: out.clone(),
+            chunk_state,
+            set,
+        };
+        (out, saved)
+    })
 }

@@ -7,9 +7,15 @@
 //! log-probabilities and runs several passes over them forward and backward; here the forward
 //! keeps only ℓ per row and the backward writes the gradient in one pass.
 
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::Shape;
+use burn::tensor::DType;
 use rayon::prelude::*;
 
 use super::simd::{self, exp, multiversion};
+use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 const ROWS_PER_TASK: usize = 32;
 
@@ -107,4 +113,82 @@ pub fn backward(
         )
         .for_each(|(((dx, x), l), (t, s))| row_grads(x, vocab, l, t, s, dx));
     dx
+}
+
+// ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
+
+/// Token ids of an int tensor, checked against the vocabulary.
+fn tensor_targets(t: FlexTensor, vocab: usize) -> Vec<usize> {
+    let t = t.to_contiguous();
+    match t.dtype() {
+        DType::I64 => target_indices(t.storage::<i64>().iter().copied(), vocab),
+        DType::I32 => target_indices(t.storage::<i32>().iter().map(|&v| v as i64), vocab),
+        other => panic!("targets must be i64 or i32 token ids, got {other:?}"),
+    }
+}
+
+/// (loss [1], ℓ [rows], targets) for contiguous logits [rows, vocab] and weights [rows].
+fn flex_forward(
+    logits: &FlexTensor,
+    targets: FlexTensor,
+    weights: &FlexTensor,
+) -> (FlexTensor, FlexTensor, Vec<usize>) {
+    let [rows, vocab] = logits.shape().dims();
+    let targets = tensor_targets(targets, vocab);
+    assert!(targets.len() == rows, "one target per row of logits");
+    let (loss, lse) = forward(values(logits), vocab, &targets, values(weights));
+    (
+        flex_tensor(vec![loss], Shape::new([1])),
+        flex_tensor(lse, Shape::new([rows])),
+        targets,
+    )
+}
+
+/// The plain flex op.
+pub(super) fn flex(logits: FlexTensor, targets: FlexTensor, weights: FlexTensor) -> FlexTensor {
+    let (logits, weights) = (contiguous(logits), contiguous(weights));
+    flex_forward(&logits, targets, &weights).0
+}
+
+#[derive(Clone, Debug)]
+struct CrossEntropySaved {
+    logits: FlexTensor,
+    weights: FlexTensor,
+    lse: FlexTensor,
+    targets: Vec<usize>,
+}
+
+impl SavedForBackward<1> for CrossEntropySaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 1] {
+        let [_, vocab] = self.logits.shape().dims();
+        let dx = backward(
+            values(&self.logits),
+            vocab,
+            &self.targets,
+            values(&self.weights),
+            values(&self.lse),
+            grad_out[0],
+        );
+        [(dx, self.logits.shape())]
+    }
+}
+
+/// The op under autodiff on flex, differentiable in the logits only: the weights are a data
+/// mask, a constant like the targets.
+pub(super) fn autodiff<C: CheckpointStrategy>(
+    logits: AutodiffFlex<C>,
+    targets: FlexTensor,
+    weights: AutodiffFlex<C>,
+) -> AutodiffFlex<C> {
+    let weights = contiguous(weights.into_primitive());
+    register_op::<C, _, _>([logits], |[logits]| {
+        let (loss, lse, targets) = flex_forward(&logits, targets, &weights);
+        let saved = CrossEntropySaved {
+            logits,
+            weights,
+            lse,
+            targets,
+        };
+        (loss, saved)
+    })
 }

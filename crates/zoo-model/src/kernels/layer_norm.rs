@@ -7,9 +7,14 @@
 //! Burn's autodiff composes LayerNorm from ~10 elementwise and reduction ops, each a pass over
 //! the activations; here forward is one pass (saving μ and r per row) and backward one more.
 
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::simd::{self, multiversion};
+use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
@@ -143,4 +148,56 @@ pub fn backward(
         dbeta.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
     (dx, dgamma, dbeta)
+}
+
+// ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
+
+/// (y, μ, r) for contiguous x, γ, β.
+fn flex_forward([x, gamma, beta]: &[FlexTensor; 3], eps: f32) -> (FlexTensor, [FlexTensor; 2]) {
+    let (y, mean, rstd) = forward(values(x), values(gamma), values(beta), eps);
+    let rows = Shape::new([mean.len()]);
+    (
+        flex_tensor(y, x.shape()),
+        [flex_tensor(mean, rows.clone()), flex_tensor(rstd, rows)],
+    )
+}
+
+/// The plain flex op.
+pub(super) fn flex(inputs: [FlexTensor; 3], eps: f32) -> FlexTensor {
+    flex_forward(&inputs.map(contiguous), eps).0
+}
+
+#[derive(Clone, Debug)]
+struct LayerNormSaved {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    /// Per-row μ and r = 1/σ.
+    stats: [FlexTensor; 2],
+}
+
+impl SavedForBackward<3> for LayerNormSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 3] {
+        let [mean, rstd] = &self.stats;
+        let (dx, dgamma, dbeta) = backward(
+            values(&self.x),
+            values(&self.gamma),
+            values(mean),
+            values(rstd),
+            grad_out,
+        );
+        let d = self.gamma.shape();
+        [(dx, self.x.shape()), (dgamma, d.clone()), (dbeta, d)]
+    }
+}
+
+/// The op under autodiff on flex: the forward saves x, γ and the row statistics.
+pub(super) fn autodiff<C: CheckpointStrategy>(
+    inputs: [AutodiffFlex<C>; 3],
+    eps: f32,
+) -> AutodiffFlex<C> {
+    register_op::<C, _, _>(inputs, |inputs| {
+        let (y, stats) = flex_forward(&inputs, eps);
+        let [x, gamma, _] = inputs;
+        (y, LayerNormSaved { x, gamma, stats })
+    })
 }

@@ -9,9 +9,14 @@
 //!
 //! Layout: x [rows_total, seq, head_dim] (rows_total = batch·heads), tables [seq, head_dim/2].
 
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::simd::multiversion;
+use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 multiversion! {
     // Rotate the head vectors of one [seq, 2·half] block; sign = −1 rotates backwards.
@@ -43,4 +48,47 @@ pub fn rotate(x: &[f32], seq: usize, cos: &[f32], sin: &[f32], sign: f32) -> Vec
         .zip(x.par_chunks(seq * 2 * half))
         .for_each(|(y, x)| rotate_block(x, y, cos, sin, half, sign));
     y
+}
+
+// ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
+
+/// x [b, h, n, dh] rotated by the angles of the tables (`sign` −1: the inverse rotation).
+fn rotate_tensor(x: &[f32], shape: Shape, cos: &[f32], sin: &[f32], sign: f32) -> FlexTensor {
+    let seq = shape.dims::<4>()[2];
+    flex_tensor(rotate(x, seq, cos, sin, sign), shape)
+}
+
+/// The plain flex op.
+pub(super) fn flex(x: FlexTensor, cos: &[f32], sin: &[f32]) -> FlexTensor {
+    let x = contiguous(x);
+    rotate_tensor(values(&x), x.shape(), cos, sin, 1.0)
+}
+
+/// The rotation's backward needs only the angles (and the shape), not the input.
+#[derive(Clone, Debug)]
+struct RopeSaved {
+    shape: Shape,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl SavedForBackward<1> for RopeSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 1] {
+        let seq = self.shape.dims::<4>()[2];
+        let dx = rotate(grad_out, seq, &self.cos, &self.sin, -1.0);
+        [(dx, self.shape)]
+    }
+}
+
+/// The op under autodiff on flex.
+pub(super) fn autodiff<C: CheckpointStrategy>(
+    x: AutodiffFlex<C>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+) -> AutodiffFlex<C> {
+    register_op::<C, _, _>([x], |[x]| {
+        let shape = x.shape();
+        let y = rotate_tensor(values(&x), shape.clone(), &cos, &sin, 1.0);
+        (y, RopeSaved { shape, cos, sin })
+    })
 }

@@ -16,9 +16,14 @@
 //!
 //! Layout: r, k, log w [heads_total, n, d_k], v and o [heads_total, n, d_v], u [heads, d_k].
 
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::simd::{self, exp, multiversion};
+use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 /// Tokens between saved states.
 const CHECKPOINT_EVERY: usize = 64;
@@ -254,4 +259,79 @@ pub fn backward(
             .for_each(|(a, b)| *a += b);
     }
     (dr, dkk, dvv, dlw, du)
+}
+
+// ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
+
+fn tensor_shape(r: &FlexTensor, v: &FlexTensor) -> WkvShape {
+    let [b, h, n, dk] = r.shape().dims();
+    let dv = v.shape().dims::<4>()[3];
+    WkvShape {
+        heads_total: b * h,
+        heads: h,
+        seq: n,
+        key_dim: dk,
+        value_dim: dv,
+    }
+}
+
+/// (o, states at chunk starts) for contiguous r, k, v, log w, u.
+fn flex_forward(inputs: &[FlexTensor; 5]) -> (FlexTensor, FlexTensor) {
+    let [r, k, v, log_w, u] = inputs;
+    assert!(
+        r.shape() == k.shape() && r.shape() == log_w.shape(),
+        "r, k, log w shapes differ"
+    );
+    let shape = tensor_shape(r, v);
+    let (o, states) = forward(
+        values(r),
+        values(k),
+        values(v),
+        values(log_w),
+        values(u),
+        shape,
+    );
+    let len = states.len();
+    (
+        flex_tensor(o, v.shape()),
+        flex_tensor(states, Shape::new([len])),
+    )
+}
+
+/// The plain flex op.
+pub(super) fn flex(inputs: [FlexTensor; 5]) -> FlexTensor {
+    flex_forward(&inputs.map(contiguous)).0
+}
+
+#[derive(Clone, Debug)]
+struct WkvSaved {
+    /// r, k, v, log w, u (contiguous).
+    inputs: [FlexTensor; 5],
+    states: FlexTensor,
+}
+
+impl SavedForBackward<5> for WkvSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 5] {
+        let [r, k, v, log_w, u] = &self.inputs;
+        let (dr, dk, dv, dlw, du) = backward(
+            values(r),
+            values(k),
+            values(v),
+            values(log_w),
+            values(u),
+            values(&self.states),
+            grad_out,
+            tensor_shape(r, v),
+        );
+        let [sr, sk, sv, slw, su] = self.inputs.each_ref().map(|t| t.shape());
+        [(dr, sr), (dk, sk), (dv, sv), (dlw, slw), (du, su)]
+    }
+}
+
+/// The op under autodiff on flex: the forward saves its inputs and the chunk-start states.
+pub(super) fn autodiff<C: CheckpointStrategy>(inputs: [AutodiffFlex<C>; 5]) -> AutodiffFlex<C> {
+    register_op::<C, _, _>(inputs, |inputs| {
+        let (out, states) = flex_forward(&inputs);
+        (out, WkvSaved { inputs, states })
+    })
 }
