@@ -37,6 +37,7 @@ use super::{
 use crate::config::{ModelConfig, PositionConfig, limits};
 use crate::error::ModelError;
 use crate::init::Init;
+use crate::kernels;
 use crate::short_conv::ShortConv;
 
 /// ε of the L2 normalisation of q and k (x / √(Σx² + ε)).
@@ -171,12 +172,12 @@ impl<const GATED: bool> MixerSpec for DeltaRuleConfig<GATED> {
     }
 }
 
-/// S [batch, heads, head_dim, head_dim] and the last K−1 inputs of the q, k, v convolutions
-/// ([batch, K−1, d_model]; None before the first token or without convolutions).
+/// S [batch, heads, head_dim, head_dim] and the last K−1 inputs of the q, k, v convolution
+/// ([batch, K−1, 3·d_model]; None before the first token or without a convolution).
 #[derive(Clone, Debug)]
 pub struct DeltaState {
     pub s: Tensor<4>,
-    pub convs: [Option<Tensor<3>>; 3],
+    pub conv: Option<Tensor<3>>,
     pub pos: usize,
 }
 
@@ -266,18 +267,15 @@ pub fn dt_bias_init(heads: usize, init: &mut Init) -> Param<Tensor<1>> {
 
 #[derive(Module, Debug)]
 pub struct DeltaNet {
-    pub query: Linear,
-    pub key: Linear,
-    pub value: Linear,
-    /// Short convolutions on q, k, v (absent with conv_size = 0).
-    pub conv_query: Option<ShortConv>,
-    pub conv_key: Option<ShortConv>,
-    pub conv_value: Option<ShortConv>,
+    /// x [d_model] → [q, k, v, g] (4 · d_model): one GEMM for the four projections.
+    pub in_proj: Linear,
+    /// The short convolution over the 3 · d_model channels of q, k, v (absent with
+    /// conv_size = 0); depthwise, so it equals one convolution per projection.
+    pub conv: Option<ShortConv>,
     /// W_β [d_model, heads]
     pub beta: Linear,
     /// Gated DeltaNet's α_t; absent for DeltaNet (α = 1).
     pub decay: Option<DecayGate>,
-    pub gate: Linear,
     /// RMSNorm weight [head_dim], shared by the heads.
     pub norm_weight: Param<Tensor<1>>,
     pub out: Linear,
@@ -468,19 +466,11 @@ impl DeltaNet {
     ) -> Self {
         let d = model.d_model;
         let heads = model.n_heads;
-        let conv = |init: &mut Init| {
-            (config.conv_size > 0).then(|| ShortConv::new(config.conv_size, d, init))
-        };
         DeltaNet {
-            query: init.linear(d, d, model.bias),
-            key: init.linear(d, d, model.bias),
-            value: init.linear(d, d, model.bias),
-            conv_query: conv(init),
-            conv_key: conv(init),
-            conv_value: conv(init),
+            in_proj: init.linear(d, 4 * d, model.bias),
+            conv: (config.conv_size > 0).then(|| ShortConv::new(config.conv_size, 3 * d, init)),
             beta: init.linear(d, heads, false),
             decay: GATED.then(|| DecayGate::new(d, heads, init)),
-            gate: init.linear(d, d, model.bias),
             norm_weight: init.constant([model.head_dim()], 1.0),
             out: init.linear_out(d, d, model.bias, model.n_layers),
             heads,
@@ -496,34 +486,27 @@ impl DeltaNet {
         self.norm_weight.dims()[0]
     }
 
-    /// Projections, convolutions (continuing from `convs`), SiLU and normalisation of x
-    /// [b, n, d]; returns the recurrence inputs and the convolutions' new histories.
-    fn inputs(
-        &self,
-        x: Tensor<3>,
-        convs: [Option<Tensor<3>>; 3],
-    ) -> (Inputs, [Option<Tensor<3>>; 3]) {
-        let [b, n, _] = x.dims();
-        let [cq, ck, cv] = convs;
-        let branch = |proj: &Linear, conv: &Option<ShortConv>, history: Option<Tensor<3>>| {
-            let p = proj.forward(x.clone()); // [b, n, d]
-            let (p, history) = match conv {
-                Some(conv) => conv.forward_with_state(p, history),
-                None => (p, None),
-            };
-            (split_heads(silu(p), self.heads), history) // [b, h, n, dh]
+    /// Projections, convolution (continuing from `conv`), SiLU and normalisation of x
+    /// [b, n, d]; returns the recurrence inputs and the convolution's new history.
+    fn inputs(&self, x: Tensor<3>, conv: Option<Tensor<3>>) -> (Inputs, Option<Tensor<3>>) {
+        let [b, n, d] = x.dims();
+        let projected = self.in_proj.forward(x.clone()); // [b, n, 4d]
+        let qkv = projected.clone().narrow(2, 0, 3 * d);
+        let (qkv, conv) = match &self.conv {
+            Some(c) => c.forward_with_state(qkv, conv),
+            None => (qkv, None),
         };
-        let (q, hq) = branch(&self.query, &self.conv_query, cq);
-        let (k, hk) = branch(&self.key, &self.conv_key, ck);
-        let (v, hv) = branch(&self.value, &self.conv_value, cv);
-        let q = l2_normalize(q) / (self.head_dim() as f64).sqrt();
-        let k = l2_normalize(k);
+        let qkv = silu(qkv); // [b, n, 3d]
+        let head = |i: usize| split_heads(qkv.clone().narrow(2, i * d, d), self.heads); // [b, h, n, dh]
+        let q = l2_normalize(head(0)) / (self.head_dim() as f64).sqrt();
+        let k = l2_normalize(head(1));
+        let v = head(2);
         let beta = sigmoid(self.beta.forward(x.clone())).swap_dims(1, 2); // [b, h, n]
         let log_alpha = match &self.decay {
             Some(decay) => decay.log_alpha(x.clone()),
             None => Tensor::zeros([b, self.heads, n], &x.device()),
         };
-        let gate = silu(self.gate.forward(x));
+        let gate = silu(projected.narrow(2, 3 * d, d)); // [b, n, d]
         (
             Inputs {
                 q,
@@ -533,7 +516,7 @@ impl DeltaNet {
                 log_alpha,
                 gate,
             },
-            [hq, hk, hv],
+            conv,
         )
     }
 
@@ -547,10 +530,14 @@ impl TokenMixer for DeltaNet {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let device = x.device();
         let b = x.dims()[0];
-        let (i, _) = self.inputs(x, [None, None, None]);
-        let dh = self.head_dim();
-        let s0 = Tensor::zeros([b, self.heads, dh, dh], &device);
-        let o = chunked(i.q, i.k, i.v, i.beta, i.log_alpha, s0, self.chunk_size).0; // [b, h, n, dv]
+        let (i, _) = self.inputs(x, None);
+        let o = if kernels::fused_on(&device) {
+            kernels::gated_delta(i.q, i.k, i.v, i.beta, i.log_alpha, true)
+        } else {
+            let dh = self.head_dim();
+            let s0 = Tensor::zeros([b, self.heads, dh, dh], &device);
+            chunked(i.q, i.k, i.v, i.beta, i.log_alpha, s0, self.chunk_size).0
+        }; // [b, h, n, dv]
         self.finish(o, i.gate)
     }
 
@@ -558,17 +545,17 @@ impl TokenMixer for DeltaNet {
         let dh = self.head_dim();
         MixerState::Delta(DeltaState {
             s: Tensor::zeros([batch, self.heads, dh, dh], device),
-            convs: [None, None, None],
+            conv: None,
             pos: 0,
         })
     }
 
     fn forward_with_state(&self, x: Tensor<3>, state: MixerState) -> (Tensor<3>, MixerState) {
-        let MixerState::Delta(DeltaState { s, convs, pos }) = state else {
+        let MixerState::Delta(DeltaState { s, conv, pos }) = state else {
             panic!("{} was given a {state:?} state", self.kind())
         };
         let n = x.dims()[1];
-        let (i, convs) = self.inputs(x, convs);
+        let (i, conv) = self.inputs(x, conv);
         let (o, s) = if n == 1 {
             recurrent(i.q, i.k, i.v, i.beta, i.log_alpha, s, true)
         } else {
@@ -578,7 +565,7 @@ impl TokenMixer for DeltaNet {
             self.finish(o, i.gate),
             MixerState::Delta(DeltaState {
                 s,
-                convs,
+                conv,
                 pos: pos + n,
             }),
         )
@@ -586,10 +573,10 @@ impl TokenMixer for DeltaNet {
 
     fn state_size_bytes(&self, _seq_len: usize) -> usize {
         let dh = self.head_dim();
-        let conv = [&self.conv_query, &self.conv_key, &self.conv_value]
-            .iter()
-            .map(|c| c.as_ref().map_or(0, |c| (c.width() - 1) * self.heads * dh))
-            .sum::<usize>();
+        let conv = self.conv.as_ref().map_or(0, |c| {
+            let [k, channels] = c.weight.dims();
+            (k - 1) * channels
+        });
         4 * (self.heads * dh * dh + conv)
     }
 
@@ -598,7 +585,7 @@ impl TokenMixer for DeltaNet {
     /// the input); the weights are |M| normalised per row (O(n²), diagnostics lengths only).
     fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>> {
         let [b, n, _] = x.dims();
-        let (i, _) = self.inputs(x, [None, None, None]);
+        let (i, _) = self.inputs(x, None);
         let h = self.heads;
         let g = i
             .log_alpha

@@ -28,6 +28,7 @@ use super::{
 use crate::config::{ModelConfig, limits};
 use crate::error::ModelError;
 use crate::init::Init;
+use crate::kernels;
 use crate::short_conv::ShortConv;
 
 /// ε of the gated output RMSNorm.
@@ -356,8 +357,22 @@ impl TokenMixer for Mamba2 {
         let device = u.device();
         let b = u.dims()[0];
         let ([c_in, b_in, x], [dt, log_a], z, _) = self.inputs(u, None);
-        let s0 = self.zero_state(b, &device);
-        let y = ssd_chunked(c_in, b_in, x.clone(), dt, log_a, s0, self.chunk_size).0;
+        let y = if kernels::fused_on(&device) {
+            // The recurrence kernel takes per-head B and C: the broadcast costs 2·N per head
+            // and token, against the N·P state arithmetic of each.
+            let shape = [b, self.heads, c_in.dims()[2], self.state_size];
+            kernels::gated_delta(
+                c_in.expand(shape),
+                b_in.expand(shape),
+                x.clone(),
+                dt,
+                log_a,
+                false,
+            )
+        } else {
+            let s0 = self.zero_state(b, &device);
+            ssd_chunked(c_in, b_in, x.clone(), dt, log_a, s0, self.chunk_size).0
+        }; // [b, h, n, P]
         self.finish(y, x, z)
     }
 
