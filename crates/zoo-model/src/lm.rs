@@ -191,7 +191,7 @@ impl Lm {
             .enumerate()
             .map(|(layer, b)| LayerState {
                 layer,
-                mixer: crate::attention::mixer_kind(&b.mixer),
+                mixer: b.mixer.kind(),
                 bytes: b.state_size_bytes(seq_len),
             })
             .collect()

@@ -22,7 +22,7 @@ use super::softmax::{
     kv_bytes_per_token,
 };
 use super::{
-    MixerSpec, MixerState, TokenMixer, attend_listed, check_sizes, dense_weights, host_mask,
+    Mixer, MixerSpec, MixerState, TokenMixer, attend_listed, check_sizes, dense_weights, host_mask,
     merge_heads, pad_axis, repeat_kv, require_positive,
 };
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,10 @@ impl Default for BigBirdConfig {
 }
 
 impl MixerSpec for BigBirdConfig {
+    fn build(&self, model: &ModelConfig, init: &mut Init) -> Mixer {
+        Mixer::BigBird(BigBirdAttention::new(self, model, init))
+    }
+
     fn check_limits(&self, path: &str) -> Result<(), ModelError> {
         check_sizes(
             path,
@@ -247,6 +251,10 @@ impl BigBirdAttention {
 }
 
 impl TokenMixer for BigBirdAttention {
+    fn kind(&self) -> &'static str {
+        "bigbird"
+    }
+
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = self.qkv(x, 0);
         let o = self.attend_from_start(q, k, v); // [b, h, n, dh]

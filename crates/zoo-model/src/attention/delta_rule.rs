@@ -31,7 +31,7 @@ use burn::tensor::activation::{sigmoid, silu, softplus};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    MixerSpec, MixerState, TokenMixer, check_sizes, host_table, pad_axis, refuse_position,
+    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, host_table, pad_axis, refuse_position,
     require_positive, split_heads,
 };
 use crate::config::{ModelConfig, PositionConfig, limits};
@@ -85,6 +85,10 @@ impl<const GATED: bool> DeltaRuleConfig<GATED> {
 }
 
 impl<const GATED: bool> MixerSpec for DeltaRuleConfig<GATED> {
+    fn build(&self, model: &ModelConfig, init: &mut Init) -> Mixer {
+        Mixer::DeltaNet(DeltaNet::new(self, model, init))
+    }
+
     fn check_limits(&self, path: &str) -> Result<(), ModelError> {
         check_sizes(
             path,
@@ -527,6 +531,14 @@ impl DeltaNet {
 }
 
 impl TokenMixer for DeltaNet {
+    fn kind(&self) -> &'static str {
+        if self.gated() {
+            "gated_deltanet"
+        } else {
+            "deltanet"
+        }
+    }
+
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let device = x.device();
         let b = x.dims()[0];
@@ -608,15 +620,5 @@ impl TokenMixer for DeltaNet {
         let mixing = mixing.abs();
         let den = mixing.clone().sum_dim(3).clamp_min(1e-12);
         Some(mixing / den)
-    }
-}
-
-impl DeltaNet {
-    pub fn kind(&self) -> &'static str {
-        if self.gated() {
-            "gated_deltanet"
-        } else {
-            "deltanet"
-        }
     }
 }

@@ -18,7 +18,7 @@ use burn::prelude::*;
 
 use super::softmax::HeadLayout;
 use super::{
-    MixerSpec, MixerState, TokenMixer, check_sizes, feature_map, merge_heads, pad_axis,
+    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, feature_map, merge_heads, pad_axis,
     refuse_position, repeat_kv, require_positive, split_heads,
 };
 use serde::{Deserialize, Serialize};
@@ -91,6 +91,10 @@ impl LinearConfig {
 }
 
 impl MixerSpec for LinearConfig {
+    fn build(&self, model: &ModelConfig, init: &mut Init) -> Mixer {
+        Mixer::Linear(LinearAttention::new(self, model, init))
+    }
+
     fn check_limits(&self, path: &str) -> Result<(), ModelError> {
         check_sizes(
             path,
@@ -376,6 +380,10 @@ impl LinearAttention {
 }
 
 impl TokenMixer for LinearAttention {
+    fn kind(&self) -> &'static str {
+        "linear"
+    }
+
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let device = x.device();
         let [b, n, _] = x.dims();

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delta_rule::{self, a_log_init, dt_bias_init, recurrent_mixer_checks};
 use super::{
-    MixerSpec, MixerState, TokenMixer, check_sizes, merge_heads, pad_axis, require_positive,
+    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, merge_heads, pad_axis, require_positive,
     split_heads,
 };
 use crate::config::{ModelConfig, limits};
@@ -83,6 +83,10 @@ impl Mamba2Config {
 }
 
 impl MixerSpec for Mamba2Config {
+    fn build(&self, model: &ModelConfig, init: &mut Init) -> Mixer {
+        Mixer::Mamba2(Mamba2::new(self, model, init))
+    }
+
     /// Small chunks so tests cross them; one without the convolution.
     fn examples() -> Vec<Self> {
         vec![
@@ -353,6 +357,10 @@ impl Mamba2 {
 }
 
 impl TokenMixer for Mamba2 {
+    fn kind(&self) -> &'static str {
+        "mamba2"
+    }
+
     fn forward(&self, u: Tensor<3>) -> Tensor<3> {
         let device = u.device();
         let b = u.dims()[0];

@@ -37,11 +37,29 @@ pub use rwkv::RwkvTimeMix;
 pub use sliding_window::SlidingWindowAttention;
 pub use softmax::SoftmaxAttention;
 
-/// What a mixer carries between calls when decoding incrementally: one variant per kind of
-/// state, each defined beside the mixer that keeps it.
-#[derive(Clone, Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum MixerState {
+/// Declares `MixerState` — what a mixer carries between calls when decoding incrementally —
+/// with one newtype variant per kind of state, each defined beside the mixer that keeps it and
+/// holding its position `pos`.
+macro_rules! mixer_states {
+    ($($(#[$doc:meta])* $variant:ident($state:ty),)*) => {
+        #[derive(Clone, Debug)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum MixerState {
+            $($(#[$doc])* $variant($state),)*
+        }
+
+        impl MixerState {
+            /// Tokens consumed so far.
+            pub fn pos(&self) -> usize {
+                match self {
+                    $(MixerState::$variant(s) => s.pos,)*
+                }
+            }
+        }
+    };
+}
+
+mixer_states! {
     /// Softmax and BigBird: the keys and values of every earlier position.
     Kv(softmax::KvState),
     /// Sliding window: the global and the recent keys/values.
@@ -50,23 +68,10 @@ pub enum MixerState {
     Linear(linear::LinearState),
     /// RWKV: the WKV matrix state and the last input.
     Rwkv(rwkv::RwkvState),
-    /// DeltaNet / Gated DeltaNet: S and the q, k, v convolutions' histories.
+    /// DeltaNet / Gated DeltaNet: S and the q, k, v convolution's history.
     Delta(delta_rule::DeltaState),
     /// Mamba-2: H and the x/B/C convolution's history.
     Ssd(mamba2::SsdState),
-}
-
-impl MixerState {
-    pub fn pos(&self) -> usize {
-        match self {
-            MixerState::Kv(s) => s.pos,
-            MixerState::Window(s) => s.pos,
-            MixerState::Linear(s) => s.pos,
-            MixerState::Rwkv(s) => s.pos,
-            MixerState::Delta(s) => s.pos,
-            MixerState::Ssd(s) => s.pos,
-        }
-    }
 }
 
 /// What a mixer's config knows before any module is built: its checks, its sizes and cost, and
@@ -99,6 +104,8 @@ pub trait MixerSpec {
     fn allows_grouped_kv(&self) -> bool {
         true
     }
+    /// The module this config describes, its weights drawn from `init`.
+    fn build(&self, model: &ModelConfig, init: &mut Init) -> Mixer;
     /// Configurations the every-mixer tests and benches run: small chunks and windows so that
     /// short test inputs cross them.
     fn examples() -> Vec<Self>
@@ -136,6 +143,8 @@ pub fn check_sizes(path: &str, sizes: &[(&str, usize, usize)]) -> Result<(), Mod
 
 /// The interface of every token mixer.
 pub trait TokenMixer {
+    /// The config name of the mixer (`kind = "..."`).
+    fn kind(&self) -> &'static str;
     /// x: [batch, seq, d_model] from position 0 → [batch, seq, d_model].
     fn forward(&self, x: Tensor<3>) -> Tensor<3>;
     /// The state before the first token.
@@ -153,9 +162,27 @@ pub trait TokenMixer {
     fn attention_weights(&self, x: Tensor<3>) -> Option<Tensor<4>>;
 }
 
-#[derive(Module, Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum Mixer {
+/// Declares `Mixer`, the enum-of-modules that makes the token mixer pluggable: one newtype
+/// variant per module type, and the dispatch of `TokenMixer` to it.
+macro_rules! mixer_modules {
+    ($($variant:ident($module:ty),)*) => {
+        #[derive(Module, Debug)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum Mixer {
+            $($variant($module),)*
+        }
+
+        impl Mixer {
+            fn inner(&self) -> &dyn TokenMixer {
+                match self {
+                    $(Mixer::$variant(m) => m,)*
+                }
+            }
+        }
+    };
+}
+
+mixer_modules! {
     Softmax(SoftmaxAttention),
     Linear(LinearAttention),
     Rwkv(RwkvTimeMix),
@@ -166,35 +193,16 @@ pub enum Mixer {
 }
 
 impl Mixer {
+    /// The module of `mixer` (each config builds its own: `MixerSpec::build`).
     pub fn new(mixer: &MixerConfig, model: &ModelConfig, init: &mut Init) -> Mixer {
-        match mixer {
-            MixerConfig::Softmax(c) => Mixer::Softmax(SoftmaxAttention::new(c, model, init)),
-            MixerConfig::Linear(c) => Mixer::Linear(LinearAttention::new(c, model, init)),
-            MixerConfig::Rwkv(c) => Mixer::Rwkv(RwkvTimeMix::new(c, model, init)),
-            MixerConfig::SlidingWindow(c) => {
-                Mixer::SlidingWindow(SlidingWindowAttention::new(c, model, init))
-            }
-            MixerConfig::Bigbird(c) => Mixer::BigBird(BigBirdAttention::new(c, model, init)),
-            MixerConfig::Deltanet(c) => Mixer::DeltaNet(DeltaNet::new(c, model, init)),
-            MixerConfig::GatedDeltanet(c) => Mixer::DeltaNet(DeltaNet::new(c, model, init)),
-            MixerConfig::Mamba2(c) => Mixer::Mamba2(Mamba2::new(c, model, init)),
-        }
-    }
-
-    fn inner(&self) -> &dyn TokenMixer {
-        match self {
-            Mixer::Softmax(m) => m,
-            Mixer::Linear(m) => m,
-            Mixer::Rwkv(m) => m,
-            Mixer::SlidingWindow(m) => m,
-            Mixer::BigBird(m) => m,
-            Mixer::DeltaNet(m) => m,
-            Mixer::Mamba2(m) => m,
-        }
+        mixer.spec().build(model, init)
     }
 }
 
 impl TokenMixer for Mixer {
+    fn kind(&self) -> &'static str {
+        self.inner().kind()
+    }
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.inner().forward(x)
     }
@@ -351,17 +359,4 @@ pub fn attend_listed(
         ))
     });
     dense_weights(q, k, blocked, bias, scale).matmul(v)
-}
-
-/// The config name of a mixer variant.
-pub fn mixer_kind(mixer: &Mixer) -> &'static str {
-    match mixer {
-        Mixer::Softmax(_) => "softmax",
-        Mixer::Linear(_) => "linear",
-        Mixer::Rwkv(_) => "rwkv",
-        Mixer::SlidingWindow(_) => "sliding_window",
-        Mixer::BigBird(_) => "bigbird",
-        Mixer::DeltaNet(m) => m.kind(),
-        Mixer::Mamba2(_) => "mamba2",
-    }
 }

@@ -20,8 +20,8 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::{
-    MixerSpec, MixerState, TokenMixer, check_sizes, pad_axis, refuse_position, require_positive,
-    split_heads,
+    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, pad_axis, refuse_position,
+    require_positive, split_heads,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,10 @@ impl Default for RwkvConfig {
 }
 
 impl MixerSpec for RwkvConfig {
+    fn build(&self, model: &ModelConfig, init: &mut Init) -> Mixer {
+        Mixer::Rwkv(RwkvTimeMix::new(self, model, init))
+    }
+
     fn check_limits(&self, path: &str) -> Result<(), ModelError> {
         check_sizes(
             path,
@@ -432,6 +436,10 @@ impl RwkvTimeMix {
 }
 
 impl TokenMixer for RwkvTimeMix {
+    fn kind(&self) -> &'static str {
+        "rwkv"
+    }
+
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let b = x.dims()[0];
         let MixerState::Rwkv(RwkvState { s, last_x, .. }) = self.init_state(b, &x.device()) else {

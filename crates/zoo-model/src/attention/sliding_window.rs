@@ -23,7 +23,7 @@ use super::softmax::{
     kv_bytes_per_token,
 };
 use super::{
-    MixerSpec, MixerState, TokenMixer, attend_listed, check_sizes, dense_weights, host_mask,
+    Mixer, MixerSpec, MixerState, TokenMixer, attend_listed, check_sizes, dense_weights, host_mask,
     host_table, merge_heads, pad_axis, repeat_kv, require_positive,
 };
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,10 @@ impl SlidingWindowConfig {
 }
 
 impl MixerSpec for SlidingWindowConfig {
+    fn build(&self, model: &ModelConfig, init: &mut Init) -> Mixer {
+        Mixer::SlidingWindow(SlidingWindowAttention::new(self, model, init))
+    }
+
     fn check_limits(&self, path: &str) -> Result<(), ModelError> {
         check_sizes(
             path,
@@ -347,6 +351,10 @@ impl SlidingWindowAttention {
 }
 
 impl TokenMixer for SlidingWindowAttention {
+    fn kind(&self) -> &'static str {
+        "sliding_window"
+    }
+
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = self.qkv(x, 0);
         let o = self.attend_from_start(q, k, v); // [b, h, n, dh]

@@ -24,7 +24,7 @@ use super::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::MixerSpec;
+use super::{Mixer, MixerSpec};
 use crate::config::{ModelConfig, PositionConfig};
 use crate::error::ModelError;
 use crate::init::Init;
@@ -59,6 +59,10 @@ pub struct SoftmaxConfig {
 }
 
 impl MixerSpec for SoftmaxConfig {
+    fn build(&self, model: &ModelConfig, init: &mut Init) -> Mixer {
+        Mixer::Softmax(SoftmaxAttention::new(self, model, init))
+    }
+
     fn validate(&self, _model: &ModelConfig, path: &str) -> Result<(), ModelError> {
         if self.logit_scale.is_some_and(|s| s <= 0.0) {
             return Err(ModelError::config(
@@ -346,6 +350,10 @@ impl SoftmaxAttention {
 }
 
 impl TokenMixer for SoftmaxAttention {
+    fn kind(&self) -> &'static str {
+        "softmax"
+    }
+
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let (q, k, v) = self.qkv(x, 0);
         let o = self.attend_from_start(q, k, v); // [b, h, n, dh]
