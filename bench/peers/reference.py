@@ -193,12 +193,15 @@ def chunk_gated_delta(q, k, v, beta, log_alpha=None, chunk=CHUNK, s0=None):
 
     S = q.new_zeros(b, h, dk, dv) if s0 is None else s0
     states, us = [], []
+    # unbind (not per-chunk indexing): its backward is one stack instead of nc zero-filled copies
+    W_c, U0_c, K_c = W.unbind(2), U0.unbind(2), k_to_end.transpose(-1, -2).unbind(2)
+    D_c = None if chunk_decay is None else chunk_decay[..., None, None].unbind(2)
     for c in range(nc):
         states.append(S)
-        u = U0[:, :, c] - W[:, :, c] @ S
+        u = U0_c[c] - W_c[c] @ S
         us.append(u)
-        upd = k_to_end[:, :, c].transpose(-1, -2) @ u
-        S = S + upd if chunk_decay is None else S * chunk_decay[:, :, c, None, None] + upd
+        upd = K_c[c] @ u
+        S = S + upd if D_c is None else S * D_c[c] + upd
     S_in = torch.stack(states, 2)                                       # [b,h,nc,dk,dv]
     U = torch.stack(us, 2)                                              # [b,h,nc,C,dv]
     o = q_s @ S_in + qk @ U
