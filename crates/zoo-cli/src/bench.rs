@@ -150,6 +150,58 @@ pub fn fitted_exponent(points: &[(f64, f64)]) -> f64 {
     num / den
 }
 
+/// The CPU model from /proc/cpuinfo (Linux) or `sysctl machdep.cpu.brand_string` (macOS).
+pub fn cpu_model() -> String {
+    let linux = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        });
+    linux
+        .or_else(|| {
+            std::process::Command::new("sysctl")
+                .args(["-n", "machdep.cpu.brand_string"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        })
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+/// What every benchmark reports about the machine it ran on: CPU model, the ISA path the fused
+/// kernels dispatched to, and the thread count.
+fn machine() -> serde_json::Value {
+    json!({
+        "cpu": cpu_model(),
+        "isa": zoo_model::kernels::isa_path(),
+        "threads": zoo_model::kernels::threads(),
+    })
+}
+
+/// `row` with the machine's fields added (each JSON row stands on its own).
+fn with_machine(mut row: serde_json::Value) -> serde_json::Value {
+    if let (Some(obj), serde_json::Value::Object(m)) = (row.as_object_mut(), machine()) {
+        obj.extend(m);
+    }
+    row
+}
+
+/// The table's first line: `machine: <cpu>, <isa> kernels, <n> threads`.
+fn print_machine() {
+    let m = machine();
+    println!(
+        "machine: {}, {} kernels, {} threads",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["isa"].as_str().unwrap_or("?"),
+        m["threads"]
+    );
+}
+
 pub fn run(cmd: BenchCommand) -> Result<()> {
     if let BenchCommand::Reference { unfused: true, .. }
     | BenchCommand::Scaling { unfused: true, .. }
@@ -265,9 +317,12 @@ fn prefill(len: usize, kind: &str, device: &str, json: bool) -> Result<()> {
     if json {
         println!(
             "{}",
-            json!({"mixer": kind, "len": len, "seconds": seconds, "peak_rss_mib": peak_mib, "rss_before_mib": before_mib})
+            with_machine(
+                json!({"mixer": kind, "len": len, "seconds": seconds, "peak_rss_mib": peak_mib, "rss_before_mib": before_mib})
+            )
         );
     } else {
+        print_machine();
         println!(
             "{kind}: prefill of {len} tokens in {seconds:.2} s, peak resident {peak_mib:.0} MiB ({before_mib:.0} MiB before)"
         );
@@ -391,9 +446,12 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
     if json {
         println!(
             "{}",
-            json!({"bench": "reference", "attention": attention, "device": device, "kernels": kernels, "params": params, "median_step_s": step, "forward_s": phases.0, "backward_s": phases.1, "update_s": phases.2, "tokens_per_s": tokens_per_s, "mfu": mfu})
+            with_machine(
+                json!({"bench": "reference", "attention": attention, "device": device, "kernels": kernels, "params": params, "median_step_s": step, "forward_s": phases.0, "backward_s": phases.1, "update_s": phases.2, "tokens_per_s": tokens_per_s, "mfu": mfu})
+            )
         );
     } else {
+        print_machine();
         println!(
             "reference workload, {attention} attention, {device} ({kernels}): {params} params, median step {:.3} s",
             step
@@ -463,6 +521,7 @@ fn scaling(
     let mut report = Vec::new();
     let (mut time_series, mut memory_series) = (Vec::new(), Vec::new());
     if !json {
+        print_machine();
         println!(
             "{:>15} {:>7} {:>11} {:>12}",
             "mixer", "seq_len", "fwd+bwd s", "peak MiB"
@@ -507,7 +566,9 @@ fn scaling(
             if !json {
                 println!("{:>15} {:>7} {:>11.4} {:>12.1}", kind, n, t, m);
             }
-            report.push(json!({"mixer": kind, "seq_len": n, "seconds": t, "peak_mib": m}));
+            report.push(with_machine(
+                json!({"mixer": kind, "seq_len": n, "seconds": t, "peak_mib": m}),
+            ));
         }
         let (kt, km) = (fitted_exponent(&times), fitted_exponent(&memory));
         if !json {
@@ -517,7 +578,7 @@ fn scaling(
                 kind, kt, km
             );
         }
-        report.push(json!({"mixer": kind, "time_exponent": kt, "memory_exponent": km, "stopped_before": stopped}));
+        report.push(with_machine(json!({"mixer": kind, "time_exponent": kt, "memory_exponent": km, "stopped_before": stopped})));
         time_series.push(zoo_eval::Series::new(format!("{kind} (k={kt:.2})"), times));
         memory_series.push(zoo_eval::Series::new(format!("{kind} (k={km:.2})"), memory));
     }
@@ -565,6 +626,7 @@ fn decode(
     let dev = device::select(device)?;
     let mut report = Vec::new();
     if !json {
+        print_machine();
         println!("{:>15} {:>8} {:>12}", "mixer", "context", "ms/token");
     }
     for mixer_cfg in bench_mixers(filter) {
@@ -595,7 +657,9 @@ fn decode(
             if !json {
                 println!("{:>15} {:>8} {:>12.3}", mixer_cfg.kind(), n, ms);
             }
-            report.push(json!({"mixer": mixer_cfg.kind(), "context": n, "ms_per_token": ms}));
+            report.push(with_machine(
+                json!({"mixer": mixer_cfg.kind(), "context": n, "ms_per_token": ms}),
+            ));
         }
     }
     if json {

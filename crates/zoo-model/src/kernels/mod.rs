@@ -41,6 +41,13 @@ use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_e
 use burn::prelude::*;
 
 pub use causal_attention::KeyPattern;
+pub use simd::isa_path;
+
+/// Threads the kernels (and flex's GEMMs) run on: rayon's pool (`RAYON_NUM_THREADS`, else one
+/// per logical core).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 

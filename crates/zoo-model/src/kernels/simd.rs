@@ -49,6 +49,26 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// The instruction set `multiversion!` dispatches to on this CPU: "AVX-512", "AVX2+FMA",
+/// "NEON" (every aarch64 CPU; the baseline build vectorises with it) or "baseline".
+pub fn isa_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "AVX2+FMA";
+        }
+    }
+    if cfg!(target_arch = "aarch64") {
+        "NEON"
+    } else {
+        "baseline"
+    }
+}
+
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split so that k·LN2_HI is exact in f32 for |k| < 2^9.
 const LN2_HI: f32 = 0.693_359_4;
