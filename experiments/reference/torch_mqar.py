@@ -63,13 +63,62 @@ def alibi_bias(heads, n):
     return bias.masked_fill(j > i, float("-inf"))
 
 
+class DeltaRule(nn.Module):
+    """DeltaNet (Yang et al. 2024) / Gated DeltaNet (Yang, Kautz & Hatamizadeh 2024), written
+    from the papers as plainly as possible: q, k, v, gate projections; a causal depthwise
+    convolution of width 4 and SiLU on q, k, v; q and k L2-normalised (q also by 1/√d_head);
+    β = σ(W_β x); α = exp(−e^{A_log}·softplus(W_α x + dt_bias)) (gated) or 1; the token
+    recurrence S_t = α_t (S_{t−1} − β_t k_t (k_tᵀ S_{t−1})) + β_t k_t v_tᵀ, o_t = S_tᵀ q_t;
+    per-head RMSNorm, SiLU gate, output projection."""
+
+    def __init__(self, d, heads, gated):
+        super().__init__()
+        self.heads, self.gated = heads, gated
+        self.proj = nn.Linear(d, 4 * d)
+        self.conv = nn.Conv1d(3 * d, 3 * d, 4, groups=3 * d, padding=3)
+        self.beta = nn.Linear(d, heads, bias=False)
+        if gated:
+            self.a = nn.Linear(d, heads, bias=False)
+            self.a_log = nn.Parameter(torch.empty(heads).uniform_(1, 16).log())
+            dt = torch.exp(torch.empty(heads).uniform_(math.log(1e-3), math.log(1e-1)))
+            self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.norm = nn.Parameter(torch.ones(d // heads))
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        h, dh = self.heads, d // self.heads
+        p = self.proj(x)
+        qkv = F.silu(self.conv(p[..., : 3 * d].transpose(1, 2))[..., :n].transpose(1, 2))
+        q, k, v = (t.reshape(b, n, h, dh).transpose(1, 2) for t in qkv.split(d, -1))
+        q = F.normalize(q, dim=-1, eps=1e-6) / math.sqrt(dh)
+        k = F.normalize(k, dim=-1, eps=1e-6)
+        beta = torch.sigmoid(self.beta(x)).transpose(1, 2)  # [b, h, n]
+        if self.gated:
+            alpha = torch.exp(-self.a_log.exp() * F.softplus(self.a(x) + self.dt_bias)).transpose(1, 2)
+        else:
+            alpha = torch.ones_like(beta)
+        s = x.new_zeros(b, h, dh, dh)
+        outs = []
+        for t in range(n):
+            kt, vt = k[:, :, t], v[:, :, t]  # [b, h, dh]
+            s = alpha[:, :, t, None, None] * s
+            recalled = torch.einsum("bhkv,bhk->bhv", s, kt)
+            s = s + beta[:, :, t, None, None] * kt[..., :, None] * (vt - recalled)[..., None, :]
+            outs.append(torch.einsum("bhkv,bhk->bhv", s, q[:, :, t]))
+        o = torch.stack(outs, 2).transpose(1, 2)  # [b, n, h, dh]
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * self.norm
+        return self.out(o.reshape(b, n, d) * F.silu(p[..., 3 * d :]))
+
+
 class Block(nn.Module):
-    def __init__(self, d, heads, conv, mlp, position):
+    def __init__(self, d, heads, conv, mlp, position, mixer="softmax"):
         super().__init__()
         self.heads = heads
         self.position = position
         self.norm1 = nn.LayerNorm(d)
         self.conv = nn.Conv1d(d, d, conv, groups=d, padding=conv - 1) if conv else None
+        self.delta = DeltaRule(d, heads, mixer == "gated_deltanet") if mixer != "softmax" else None
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
         self.mlp = (
@@ -83,6 +132,9 @@ class Block(nn.Module):
         u = self.norm1(x)
         if self.conv is not None:
             u = self.conv(u.transpose(1, 2))[..., :n].transpose(1, 2)
+        if self.delta is not None:
+            x = x + self.delta(u)
+            return x + self.mlp(x) if self.mlp is not None else x
         q, k, v = self.qkv(u).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         if self.position == "rope":
             o = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
@@ -95,11 +147,13 @@ class Block(nn.Module):
 
 
 class Model(nn.Module):
-    def __init__(self, vocab, d, layers, heads, conv, mlp, position, max_len):
+    def __init__(self, vocab, d, layers, heads, conv, mlp, position, max_len, mixer="softmax"):
         super().__init__()
         self.embed = nn.Embedding(vocab, d)
         self.positions = nn.Embedding(max_len, d) if position == "learned" else None
-        self.blocks = nn.ModuleList(Block(d, heads, conv, mlp, position) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(d, heads, conv, mlp, position, mixer) for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab, bias=False)
 
@@ -123,6 +177,7 @@ def main():
     ap.add_argument("--conv", type=int, default=0)
     ap.add_argument("--mlp", action="store_true")
     ap.add_argument("--position", choices=["rope", "alibi", "learned", "none"], default="rope")
+    ap.add_argument("--mixer", choices=["softmax", "deltanet", "gated_deltanet"], default="softmax")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=60)
@@ -133,7 +188,9 @@ def main():
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     train_rng = np.random.default_rng(a.seed)
-    model = Model(a.vocab, a.d_model, a.layers, a.heads, a.conv, a.mlp, a.position, a.seq_len)
+    model = Model(
+        a.vocab, a.d_model, a.layers, a.heads, a.conv, a.mlp, a.position, a.seq_len, a.mixer
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.1)
 
     def lr_at(step):

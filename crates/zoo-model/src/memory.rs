@@ -40,8 +40,6 @@ use crate::error::ModelError;
 const F32: f64 = 4.0;
 /// Rows of a query tile of the fused attention kernel.
 const QUERY_BLOCK: f64 = crate::kernels::causal_attention::QUERY_BLOCK as f64;
-/// Steps between saved states of the fused WKV kernel.
-
 /// Training (autodiff keeps activations) or inference (one layer alive at a time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pass {

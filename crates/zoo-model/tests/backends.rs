@@ -55,8 +55,9 @@ fn config(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
     }
 }
 
-/// softmax + RoPE, and Katharopoulos linear attention (elu + 1) whose chunked training form
-/// spans several chunks of the 24 tokens.
+/// softmax + RoPE, Katharopoulos linear attention (elu + 1), Gated DeltaNet and Mamba-2, whose
+/// chunked training forms (ndarray, wgpu) span several chunks of the 24 tokens and which run the
+/// fused kernels on flex.
 fn configs() -> Vec<(&'static str, ModelConfig)> {
     vec![
         (
@@ -83,6 +84,28 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
                     feature_dim: None,
                 }),
                 PositionConfig::Sinusoidal,
+            ),
+        ),
+        (
+            "gated_deltanet",
+            config(
+                MixerConfig::GatedDeltanet(zoo_model::GatedDeltaNetConfig {
+                    chunk_size: 8,
+                    conv_size: 4,
+                }),
+                PositionConfig::None,
+            ),
+        ),
+        (
+            "mamba2",
+            config(
+                MixerConfig::Mamba2(zoo_model::Mamba2Config {
+                    state_size: 8,
+                    expand: 2,
+                    conv_size: 4,
+                    chunk_size: 8,
+                }),
+                PositionConfig::None,
             ),
         ),
     ]

@@ -282,3 +282,159 @@ fn unit_lower_inverse_inverts_including_equal_keys() {
         }
     }
 }
+
+/// Host f64 values of a parameter.
+fn host_param<const D: usize>(p: &burn::module::Param<Tensor<D>>) -> Vec<f64> {
+    to_f64(&values(p.val()))
+}
+
+/// x [n, d_in] · W [d_in, d_out] + b, in f64.
+fn affine(
+    x: &[f64],
+    n: usize,
+    w: &[f64],
+    b: Option<&[f64]>,
+    d_in: usize,
+    d_out: usize,
+) -> Vec<f64> {
+    let mut y = vec![0.0; n * d_out];
+    for t in 0..n {
+        for o in 0..d_out {
+            let dot: f64 = (0..d_in).map(|i| x[t * d_in + i] * w[i * d_out + o]).sum();
+            y[t * d_out + o] = dot + b.map_or(0.0, |b| b[o]);
+        }
+    }
+    y
+}
+
+fn silu64(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+/// The whole Gated DeltaNet layer from its definition (delta_rule.rs's header), in f64 on host
+/// vectors, from the module's own weights: projections, the causal convolution of width K over
+/// q, k, v, SiLU, L2 normalisation (q also by 1/√d_head), β = σ(W_β x), ln α =
+/// −e^{A_log}·softplus(W_α x + dt_bias), the recurrence, per-head RMSNorm, the SiLU gate and W_o.
+/// Against the module's forward on flex (fused kernel) and on ndarray (chunked form), and its
+/// step-by-step decoding.
+#[test]
+fn gated_deltanet_layer_matches_its_definition() {
+    use zoo_model::attention::{DeltaNet, TokenMixer};
+    use zoo_model::init::Init;
+    use zoo_model::{GatedDeltaNetConfig, MixerConfig, ModelConfig, PositionConfig};
+    let (d, h, n, width) = (8usize, 2usize, 19usize, 4usize);
+    let dh = d / h;
+    let config = GatedDeltaNetConfig {
+        chunk_size: 8,
+        conv_size: width,
+    };
+    let model = ModelConfig {
+        vocab_size: Some(16),
+        d_model: d,
+        n_heads: h,
+        mixer: MixerConfig::GatedDeltanet(config.clone()),
+        position: PositionConfig::None,
+        ..ModelConfig::default()
+    };
+    let flex = device();
+    let layer = DeltaNet::new(&config, &model, &mut Init::new(5, &flex));
+    let x = randn([1, n, d], 77, &flex);
+    let x64 = to_f64(&values(x.clone()));
+
+    // The definition, step by step.
+    let w_in = host_param(&layer.in_proj.weight);
+    let b_in = host_param(layer.in_proj.bias.as_ref().unwrap());
+    let projected = affine(&x64, n, &w_in, Some(&b_in), d, 4 * d);
+    let conv = layer.conv.as_ref().unwrap();
+    let (taps, conv_bias) = (host_param(&conv.weight), host_param(&conv.bias));
+    let mut qkv = vec![0.0; n * 3 * d];
+    for t in 0..n {
+        for c in 0..3 * d {
+            let mut acc = conv_bias[c];
+            for j in 0..width {
+                if let Some(src) = (t + j).checked_sub(width - 1) {
+                    acc += taps[j * 3 * d + c] * projected[src * 4 * d + c];
+                }
+            }
+            qkv[t * 3 * d + c] = silu64(acc);
+        }
+    }
+    let w_beta = host_param(&layer.beta.weight);
+    let beta_all = affine(&x64, n, &w_beta, None, d, h);
+    let decay = layer.decay.as_ref().unwrap();
+    let a_in = affine(&x64, n, &host_param(&decay.proj.weight), None, d, h);
+    let (a_log, dt_bias) = (host_param(&decay.a_log), host_param(&decay.dt_bias));
+    let norm_w = host_param(&layer.norm_weight);
+    let mut gated = vec![0.0; n * d];
+    for head in 0..h {
+        let take = |part: usize, t: usize| -> Vec<f64> {
+            let start = t * 3 * d + part * d + head * dh;
+            qkv[start..start + dh].to_vec()
+        };
+        let unit = |v: Vec<f64>, scale: f64| {
+            let norm = (v.iter().map(|a| a * a).sum::<f64>() + 1e-6).sqrt();
+            v.into_iter()
+                .map(|a| a / norm * scale)
+                .collect::<Vec<f64>>()
+        };
+        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut beta, mut log_alpha) = (Vec::new(), Vec::new());
+        for t in 0..n {
+            q.extend(unit(take(0, t), 1.0 / (dh as f64).sqrt()));
+            k.extend(unit(take(1, t), 1.0));
+            v.extend(take(2, t));
+            beta.push(1.0 / (1.0 + (-beta_all[t * h + head]).exp()));
+            let z = a_in[t * h + head] + dt_bias[head];
+            let softplus = if z > 20.0 { z } else { z.exp().ln_1p() };
+            log_alpha.push(-a_log[head].exp() * softplus);
+        }
+        let zero = vec![0.0; dh * dh];
+        let (o, _) =
+            reference::gated_delta_recurrent(&q, &k, &v, &beta, &log_alpha, n, dh, dh, &zero, true);
+        for t in 0..n {
+            let row = &o[t * dh..(t + 1) * dh];
+            let rms = (row.iter().map(|a| a * a).sum::<f64>() / dh as f64 + 1e-5).sqrt();
+            for c in 0..dh {
+                let g = silu64(projected[t * 4 * d + 3 * d + head * dh + c]);
+                gated[t * d + head * dh + c] = row[c] / rms * norm_w[c] * g;
+            }
+        }
+    }
+    let w_out = host_param(&layer.out.weight);
+    let b_out = host_param(layer.out.bias.as_ref().unwrap());
+    let expected = affine(&gated, n, &w_out, Some(&b_out), d, d);
+
+    let fused = values(layer.forward(x.clone()));
+    assert_close(
+        &fused,
+        &expected,
+        1e-4,
+        1e-4,
+        "layer on flex (fused kernel)",
+    );
+    let nd = Device::ndarray();
+    let layer_nd = DeltaNet::new(&config, &model, &mut Init::new(5, &nd));
+    let x_nd = Tensor::<3>::from_data(x.to_data(), &nd);
+    let chunked = values(layer_nd.forward(x_nd));
+    assert_close(
+        &chunked,
+        &expected,
+        1e-4,
+        1e-4,
+        "layer on ndarray (chunked form)",
+    );
+    let mut state = layer.init_state(1, &flex);
+    let mut stepped = Vec::new();
+    for t in 0..n {
+        let (y, s) = layer.step(x.clone().narrow(1, t, 1).reshape([1, d]), state);
+        stepped.extend(values(y));
+        state = s;
+    }
+    assert_close(
+        &stepped,
+        &expected,
+        1e-4,
+        1e-4,
+        "layer decoded token by token",
+    );
+}
