@@ -31,10 +31,10 @@ use burn::tensor::activation::{sigmoid, silu, softplus};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, host_table, pad_axis, refuse_position,
-    require_positive, split_heads,
+    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, host_table, pad_axis,
+    recurrent_mixer_checks, require_positive, split_heads,
 };
-use crate::config::{ModelConfig, PositionConfig, limits};
+use crate::config::{ModelConfig, limits};
 use crate::error::ModelError;
 use crate::init::Init;
 use crate::kernels;
@@ -101,7 +101,12 @@ impl<const GATED: bool> MixerSpec for DeltaRuleConfig<GATED> {
 
     fn validate(&self, model: &ModelConfig, path: &str) -> Result<(), ModelError> {
         require_positive(path, &[("chunk_size", self.chunk_size)])?;
-        recurrent_mixer_checks(model, path, self.kind())
+        recurrent_mixer_checks(
+            model,
+            path,
+            self.kind(),
+            "the delta rule encodes position through its recurrence and convolution; use none, sinusoidal or learned",
+        )
     }
 
     fn param_count(&self, model: &ModelConfig) -> u128 {
@@ -183,34 +188,6 @@ pub struct DeltaState {
     pub s: Tensor<4>,
     pub conv: Option<Tensor<3>>,
     pub pos: usize,
-}
-
-/// The checks every recurrent mixer with its own position handling shares.
-pub fn recurrent_mixer_checks(
-    model: &ModelConfig,
-    path: &str,
-    kind: &str,
-) -> Result<(), ModelError> {
-    if matches!(
-        model.position,
-        PositionConfig::Alibi | PositionConfig::Rope { .. }
-    ) {
-        return Err(refuse_position(
-            model,
-            path,
-            kind,
-            &format!(
-                "{kind} encodes position through its recurrence and convolution; use none, sinusoidal or learned"
-            ),
-        ));
-    }
-    if model.kv_heads() != model.n_heads {
-        return Err(ModelError::config(
-            "model.n_kv_heads",
-            &format!("{kind} has one key/value per head: leave n_kv_heads unset"),
-        ));
-    }
-    Ok(())
 }
 
 /// α_t's parameters (Gated DeltaNet; Mamba-2's Δ-parameterised decay).

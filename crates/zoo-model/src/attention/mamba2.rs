@@ -20,10 +20,10 @@ use burn::prelude::*;
 use burn::tensor::activation::{silu, softplus};
 use serde::{Deserialize, Serialize};
 
-use super::delta_rule::{self, a_log_init, dt_bias_init, recurrent_mixer_checks};
+use super::delta_rule::{self, a_log_init, dt_bias_init};
 use super::{
-    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, merge_heads, pad_axis, require_positive,
-    split_heads,
+    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, merge_heads, pad_axis,
+    recurrent_mixer_checks, require_positive, split_heads,
 };
 use crate::config::{ModelConfig, limits};
 use crate::error::ModelError;
@@ -126,7 +126,12 @@ impl MixerSpec for Mamba2Config {
                 ("chunk_size", self.chunk_size),
             ],
         )?;
-        recurrent_mixer_checks(model, path, "mamba2")
+        recurrent_mixer_checks(
+            model,
+            path,
+            "mamba2",
+            "Mamba-2 encodes position through its decay and convolution; use none, sinusoidal or learned",
+        )
     }
 
     /// Learned parameters of one layer (saturating, as the other estimates).

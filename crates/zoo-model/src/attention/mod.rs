@@ -124,6 +124,29 @@ pub fn refuse_position(model: &ModelConfig, path: &str, kind: &str, why: &str) -
     )
 }
 
+/// The checks of a recurrent mixer that encodes position itself and has one key per head:
+/// RoPE and ALiBi are refused (`why` says what to use), and so is `model.n_kv_heads`.
+pub fn recurrent_mixer_checks(
+    model: &ModelConfig,
+    path: &str,
+    kind: &str,
+    why: &str,
+) -> Result<(), ModelError> {
+    if matches!(
+        model.position,
+        crate::config::PositionConfig::Alibi | crate::config::PositionConfig::Rope { .. }
+    ) {
+        return Err(refuse_position(model, path, kind, why));
+    }
+    if model.kv_heads() != model.n_heads {
+        return Err(ModelError::config(
+            "model.n_kv_heads",
+            &format!("{kind} has one key/value per head: leave n_kv_heads unset"),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a zero in any of the named fields: "{path}.{a} / {path}.{b}: must be positive".
 pub fn require_positive(path: &str, fields: &[(&str, usize)]) -> Result<(), ModelError> {
     if fields.iter().any(|(_, v)| *v == 0) {

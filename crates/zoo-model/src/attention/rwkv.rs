@@ -20,12 +20,12 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::{
-    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, pad_axis, refuse_position,
+    Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, pad_axis, recurrent_mixer_checks,
     require_positive, split_heads,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ModelConfig, PositionConfig, limits};
+use crate::config::{ModelConfig, limits};
 use crate::error::ModelError;
 use crate::init::Init;
 
@@ -88,23 +88,12 @@ impl MixerSpec for RwkvConfig {
         )
     }
     fn validate(&self, model: &ModelConfig, path: &str) -> Result<(), ModelError> {
-        if matches!(
-            model.position,
-            PositionConfig::Alibi | PositionConfig::Rope { .. }
-        ) {
-            return Err(refuse_position(
-                model,
-                path,
-                "rwkv",
-                "RWKV encodes position through its decay; use none, sinusoidal or learned",
-            ));
-        }
-        if model.kv_heads() != model.n_heads {
-            return Err(ModelError::config(
-                "model.n_kv_heads",
-                "rwkv has one key/value per head: leave n_kv_heads unset",
-            ));
-        }
+        recurrent_mixer_checks(
+            model,
+            path,
+            "rwkv",
+            "RWKV encodes position through its decay; use none, sinusoidal or learned",
+        )?;
         require_positive(
             path,
             &[
