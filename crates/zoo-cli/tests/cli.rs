@@ -397,6 +397,40 @@ fn info_prints_the_parameter_count() {
     assert!(stdout.contains("parameters:"), "{stdout}");
 }
 
+/// `zoo bench` names the machine it measured: CPU model, the kernels' ISA path and the thread
+/// count it really ran with (here forced to 1), in the table and in every JSON row.
+#[test]
+fn bench_reports_the_machine() {
+    let args = [
+        "bench",
+        "decode",
+        "--mixers",
+        "gated_deltanet",
+        "--contexts",
+        "8",
+        "--tokens",
+        "1",
+    ];
+    let table = expect_success(zoo(&args).env("RAYON_NUM_THREADS", "1"));
+    let first = table.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("machine: ") && first.ends_with(", 1 threads"),
+        "{table}"
+    );
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let out = expect_success(zoo(&json_args).env("RAYON_NUM_THREADS", "1"));
+    let rows: Value = serde_json::from_str(out.trim()).expect("one JSON array");
+    let row = &rows[0];
+    assert_eq!(row["threads"], 1, "{out}");
+    assert!(
+        ["AVX-512", "AVX2+FMA", "NEON", "baseline"].contains(&row["isa"].as_str().unwrap_or("")),
+        "{out}"
+    );
+    assert!(!row["cpu"].as_str().unwrap_or("").is_empty(), "{out}");
+    assert!(first.contains(row["isa"].as_str().unwrap()), "{table}");
+}
+
 #[test]
 fn json_output_is_one_object_per_line() {
     let t = tmp();
