@@ -1,5 +1,5 @@
 //! attention-zoo's model library: decoder-only LMs whose token mixer (softmax, linear, RWKV,
-//! sliding window, BigBird) and position encoding (none, sinusoidal, learned, RoPE, ALiBi) are
+//! sliding window, BigBird, DeltaNet, Gated DeltaNet, Mamba-2) and position encoding (none, sinusoidal, learned, RoPE, ALiBi) are
 //! chosen by configuration, with training forms linear in length where the mechanism allows,
 //! exact incremental decoding, state-size accounting and attention weights for diagnostics.
 //!

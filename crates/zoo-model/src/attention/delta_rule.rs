@@ -16,7 +16,7 @@
 //!
 //! Three forms with one contract:
 //! - recurrent: the token loop above (decoding, and the reference the others are tested on);
-//! - chunked (training, O(n) in length): inside a chunk of C tokens with g_t = Σ_{s≤t} ln α_s,
+//! - chunked (training off flex, O(n) in length): inside a chunk of C tokens with g_t = Σ_{s≤t} ln α_s,
 //!   the pseudo-values solve the unit lower-triangular system (the WY / UT transform)
 //!   (I + A) U = diag(β) V − diag(β e^{g}) K S₀,   A_{ti} = β_t e^{g_t−g_i} k_t·k_i  (i < t),
 //!   then O = diag(e^{g}) Q S₀ + (Q Kᵀ ⊙ e^{g_t−g_i})_{i≤t} U and
@@ -149,8 +149,12 @@ impl<const GATED: bool> MixerSpec for DeltaRuleConfig<GATED> {
         let conv = 3.0 * (self.conv_size as f64 + 2.0) * d;
         // Projections, SiLU / normalisation outputs, gate, norm, β and α.
         let projections = 14.0 * d + 6.0 * h + conv;
-        if !train || fused {
-            return projections + h * dh * dh / 64.0;
+        if !train {
+            return projections;
+        }
+        if fused {
+            // The kernel's saved writes u_t and output, and its states every 64 tokens.
+            return projections + 2.0 * d + h * dh * dh / 64.0;
         }
         // Chunk matrices (Γ, A, T, the doubling blocks, QKᵀ) and the chunked W, U, decayed q/k.
         projections + 12.0 * h * c + 8.0 * d + 2.0 * h * dh * dh / c

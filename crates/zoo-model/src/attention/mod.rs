@@ -1,5 +1,8 @@
 //! Token mixers: the enum-of-modules that makes attention pluggable, the trait every mixer
-//! implements, and the decoding state they carry.
+//! implements (`TokenMixer`), the trait every mixer's config implements (`MixerSpec`: checks,
+//! sizes, cost, examples, building the module), and the decoding state they carry. One file per
+//! mixer holds all of these for that mixer (docs/adding-a-mixer.md); the tables below
+//! (`mixer_states!`, `mixer_modules!`) and `mixer_configs!` in config.rs list them once.
 //!
 //! Every mixer maps x: [batch, seq, d_model] → [batch, seq, d_model] causally and supports
 //! - `forward`: the whole sequence from position 0 (training form: fused, chunked or banded);
