@@ -212,32 +212,26 @@ def chunk_gated_delta(q, k, v, beta, log_alpha=None, chunk=CHUNK, s0=None):
 # Mixers
 # ----------------------------------------------------------------------------------------------
 
-class SoftmaxMixer(nn.Module):
-    def __init__(self, d, heads):
+class QkvMixer(nn.Module):
+    """Fused q/k/v projection, a causal attention `attend(q, k, v)` over [b, h, n, dh] heads,
+    output projection: softmax (SDPA with RoPE) and chunked linear attention."""
+
+    def __init__(self, d, heads, attend):
         super().__init__()
         self.heads = heads
+        self.attend = attend
         self.qkv = nn.Linear(d, 3 * d)
         self.o = nn.Linear(d, d)
 
     def forward(self, x):
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
+        y = self.attend(q, k, v)
         return self.o(y.transpose(1, 2).reshape(b, n, d))
 
 
-class LinearMixer(nn.Module):
-    def __init__(self, d, heads):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(d, 3 * d)
-        self.o = nn.Linear(d, d)
-
-    def forward(self, x):
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        y = chunked_linear_attention(q, k, v)
-        return self.o(y.transpose(1, 2).reshape(b, n, d))
+def softmax_attention(q, k, v):
+    return F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
 
 
 def l2norm(x, eps=1e-6):
@@ -305,9 +299,9 @@ class GatedDeltaNetMixer(nn.Module):
 
 def make_mixer(name, d, heads):
     if name == "softmax":
-        return SoftmaxMixer(d, heads)
+        return QkvMixer(d, heads, softmax_attention)
     if name == "linear":
-        return LinearMixer(d, heads)
+        return QkvMixer(d, heads, chunked_linear_attention)
     if name == "gated_deltanet":
         return GatedDeltaNetMixer(d, heads, gated=True)
     if name == "deltanet":

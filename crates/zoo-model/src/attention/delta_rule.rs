@@ -216,15 +216,21 @@ impl DecayGate {
 
     /// ln α = −e^{A_log} · softplus(W_α x + dt_bias): x [b, n, d] → [b, heads, n] (≤ 0).
     pub fn log_alpha(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.a_log.dims()[0];
-        let dt = softplus(
-            self.proj.forward(x) + self.dt_bias.val().reshape([1, 1, h]),
-            1.0,
-        ); // [b, n, h]
-        (dt * self.a_log.val().exp().reshape([1, 1, h]))
-            .neg()
-            .swap_dims(1, 2)
+        discretised_decay(self.proj.forward(x), &self.a_log, &self.dt_bias).1
     }
+}
+
+/// Mamba's Δ-parameterised decay: Δ = softplus(raw + dt_bias) and ln α = −e^{A_log}·Δ, from raw
+/// [b, n, heads] → (Δ, ln α), each [b, heads, n].
+pub fn discretised_decay(
+    raw: Tensor<3>,
+    a_log: &Param<Tensor<1>>,
+    dt_bias: &Param<Tensor<1>>,
+) -> (Tensor<3>, Tensor<3>) {
+    let h = a_log.dims()[0];
+    let dt = softplus(raw + dt_bias.val().reshape([1, 1, h]), 1.0); // [b, n, h]
+    let log_alpha = (dt.clone() * a_log.val().exp().reshape([1, 1, h])).neg();
+    (dt.swap_dims(1, 2), log_alpha.swap_dims(1, 2))
 }
 
 /// ln A with A ~ U(1, 16) (Mamba-2's initialisation).

@@ -17,10 +17,10 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softplus};
+use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
-use super::delta_rule::{self, a_log_init, dt_bias_init};
+use super::delta_rule::{self, a_log_init, chunk_decays, discretised_decay, dt_bias_init};
 use super::{
     Mixer, MixerSpec, MixerState, TokenMixer, check_sizes, merge_heads, pad_axis,
     recurrent_mixer_checks, require_positive, split_heads,
@@ -275,11 +275,6 @@ pub fn ssd_chunked(
     (y, s)
 }
 
-/// Γ_{ts} = e^{g_t − g_s} for s ≤ t, 0 above the diagonal: g [.., C, 1] → [.., C, C].
-fn chunk_decays(g: Tensor<5>) -> Tensor<5> {
-    delta_rule::chunk_decays(g)
-}
-
 impl Mamba2 {
     pub fn new(config: &Mamba2Config, model: &ModelConfig, init: &mut Init) -> Self {
         let d = model.d_model;
@@ -327,14 +322,8 @@ impl Mamba2 {
         let x = split_heads(xbc.clone().narrow(2, 0, di), h); // [b, h, n, P]
         let b_in = xbc.clone().narrow(2, di, big_n).reshape([b, 1, n, big_n]);
         let c_in = xbc.narrow(2, di + big_n, big_n).reshape([b, 1, n, big_n]);
-        let dt = softplus(dt_raw + self.dt_bias.val().reshape([1, 1, h]), 1.0); // [b, n, h]
-        let log_a = (dt.clone() * self.a_log.val().exp().reshape([1, 1, h])).neg();
-        (
-            [c_in, b_in, x],
-            [dt.swap_dims(1, 2), log_a.swap_dims(1, 2)],
-            z,
-            conv,
-        )
+        let (dt, log_a) = discretised_decay(dt_raw, &self.a_log, &self.dt_bias); // [b, h, n]
+        ([c_in, b_in, x], [dt, log_a], z, conv)
     }
 
     /// y + D x, the gated RMSNorm and the output projection.
@@ -346,6 +335,14 @@ impl Mamba2 {
         let di = self.inner();
         self.out
             .forward(gated / rms * self.norm_weight.val().reshape([1, 1, di]))
+    }
+
+    /// C and B shared by the heads [b, 1, n, N] as per-head inputs [b, h, n, N] (a broadcast,
+    /// for the recurrence forms: 2·N per head and token against their N·P state arithmetic).
+    fn per_head(&self, c_in: Tensor<4>, b_in: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let [b, _, n, big_n] = c_in.dims();
+        let shape = [b, self.heads, n, big_n];
+        (c_in.expand(shape), b_in.expand(shape))
     }
 
     fn zero_state(&self, batch: usize, device: &Device) -> Tensor<4> {
@@ -371,17 +368,8 @@ impl TokenMixer for Mamba2 {
         let b = u.dims()[0];
         let ([c_in, b_in, x], [dt, log_a], z, _) = self.inputs(u, None);
         let y = if kernels::fused_on(&device) {
-            // The recurrence kernel takes per-head B and C: the broadcast costs 2·N per head
-            // and token, against the N·P state arithmetic of each.
-            let shape = [b, self.heads, c_in.dims()[2], self.state_size];
-            kernels::gated_delta(
-                c_in.expand(shape),
-                b_in.expand(shape),
-                x.clone(),
-                dt,
-                log_a,
-                false,
-            )
+            let (c_heads, b_heads) = self.per_head(c_in, b_in);
+            kernels::gated_delta(c_heads, b_heads, x.clone(), dt, log_a, false)
         } else {
             let s0 = self.zero_state(b, &device);
             ssd_chunked(c_in, b_in, x.clone(), dt, log_a, s0, self.chunk_size).0
@@ -401,19 +389,11 @@ impl TokenMixer for Mamba2 {
         let MixerState::Ssd(SsdState { s, conv, pos }) = state else {
             panic!("mamba2 was given a {state:?} state")
         };
-        let [b, n, _] = u.dims();
+        let n = u.dims()[1];
         let ([c_in, b_in, x], [dt, log_a], z, conv) = self.inputs(u, conv);
         let (y, s) = if n == 1 {
-            let shape = [b, self.heads, n, self.state_size];
-            delta_rule::recurrent(
-                c_in.expand(shape),
-                b_in.expand(shape),
-                x.clone(),
-                dt,
-                log_a,
-                s,
-                false,
-            )
+            let (c_heads, b_heads) = self.per_head(c_in, b_in);
+            delta_rule::recurrent(c_heads, b_heads, x.clone(), dt, log_a, s, false)
         } else {
             ssd_chunked(c_in, b_in, x.clone(), dt, log_a, s, self.chunk_size)
         };
