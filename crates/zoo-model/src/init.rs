@@ -15,8 +15,9 @@
 //! Absolute position encodings are drawn (learned) or scaled (sinusoidal) to the token
 //! embeddings' scale, [`embedding_std`], so that neither drowns the other.
 
+use crate::dense::Linear;
 use burn::module::Param;
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -9,6 +9,7 @@ pub mod attention;
 pub mod block;
 pub mod checkpoint;
 pub mod config;
+pub mod dense;
 pub mod error;
 pub mod init;
 pub mod kernels;

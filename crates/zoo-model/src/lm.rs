@@ -8,7 +8,9 @@
 //! for the diagnostics.
 
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding};
+
+use crate::dense::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 

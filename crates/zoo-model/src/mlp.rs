@@ -3,8 +3,8 @@
 //! - SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer"): W₂ (SiLU(W₁x) ⊙ W₃x), with the
 //!   hidden width scaled by 2/3 so its parameter count matches the GELU MLP's.
 
+use crate::dense::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, silu};
 

@@ -1112,3 +1112,398 @@ fn fused_gated_delta_is_causal() {
         }
     }
 }
+
+// ---- the delta-rule layer core (convolution, SiLU, L2 norms, recurrence, RMSNorm, gate) ------
+
+/// Sizes of a delta-layer case: [batch, seq, heads, head_dim, conv width].
+type LayerDims = [usize; 5];
+
+const LAYER_INPUTS: [&str; 6] = ["dP", "dtaps", "dconv_bias", "dbeta", "dlog_alpha", "dnorm"];
+
+/// P [b, n, 4d], taps [K, 3d], bias [3d], raw β and ln α ∈ (−2, 0) [b, n, h], norm weight [dh].
+fn delta_layer_inputs([b, n, h, dh, width]: LayerDims, seed: u64) -> [Vec<f32>; 6] {
+    let d = h * dh;
+    let log_alpha = randn_vec(b * n * h, seed + 4, 1.5)
+        .into_iter()
+        .map(|x| -2.0 / (1.0 + (-x).exp()))
+        .collect();
+    let norm = randn_vec(dh, seed + 5, 0.3)
+        .into_iter()
+        .map(|x| 1.0 + x)
+        .collect();
+    [
+        randn_vec(b * n * 4 * d, seed, 1.0),
+        randn_vec(width * 3 * d, seed + 1, 0.5),
+        randn_vec(3 * d, seed + 2, 0.3),
+        randn_vec(b * n * h, seed + 3, 1.5),
+        log_alpha,
+        norm,
+    ]
+}
+
+fn silu_f64(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+
+/// The layer core from its definition (kernels/delta_layer.rs's header), in f64: y [b, n, d].
+fn delta_layer_f64([b, n, h, dh, width]: LayerDims, x: &[Vec<f64>; 6]) -> Vec<f64> {
+    use zoo_model::attention::reference;
+    let [p, taps, bias, beta, log_alpha, norm] = x;
+    let d = h * dh;
+    let mut y = vec![0.0; b * n * d];
+    for s in 0..b {
+        let row = |t: usize| &p[(s * n + t) * 4 * d..][..4 * d];
+        for head in 0..h {
+            let (mut q, mut k, mut v) = (vec![], vec![], vec![]);
+            let (mut betas, mut log_alphas) = (vec![], vec![]);
+            for t in 0..n {
+                for part in 0..3 {
+                    let a: Vec<f64> = (0..dh)
+                        .map(|c| {
+                            let col = part * d + head * dh + c;
+                            let mut z = bias[col];
+                            for j in 0..width {
+                                if t + j + 1 >= width {
+                                    z += taps[j * 3 * d + col] * row(t + j + 1 - width)[col];
+                                }
+                            }
+                            silu_f64(z)
+                        })
+                        .collect();
+                    let norm2 = (a.iter().map(|a| a * a).sum::<f64>() + 1e-6).sqrt();
+                    match part {
+                        0 => q.extend(a.iter().map(|a| a / norm2 / (dh as f64).sqrt())),
+                        1 => k.extend(a.iter().map(|a| a / norm2)),
+                        _ => v.extend(a),
+                    }
+                }
+                betas.push(1.0 / (1.0 + (-beta[(s * n + t) * h + head]).exp()));
+                log_alphas.push(log_alpha[(s * n + t) * h + head]);
+            }
+            let zero = vec![0.0; dh * dh];
+            let (o, _) = reference::gated_delta_recurrent(
+                &q,
+                &k,
+                &v,
+                &betas,
+                &log_alphas,
+                n,
+                dh,
+                dh,
+                &zero,
+                true,
+            );
+            for t in 0..n {
+                let o_t = &o[t * dh..][..dh];
+                let rms = (o_t.iter().map(|o| o * o).sum::<f64>() / dh as f64 + 1e-5).sqrt();
+                for c in 0..dh {
+                    let gate = silu_f64(row(t)[3 * d + head * dh + c]);
+                    y[(s * n + t) * d + head * dh + c] = o_t[c] / rms * norm[c] * gate;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The composed path in Burn tensor ops: a tap-by-tap convolution, SiLU, delta_rule's L2 and
+/// RMS norms and its chunked (UT-transform) form.
+fn delta_layer_composed(
+    inputs: [Tensor<3>; 3],
+    params: [Tensor<1>; 2],
+    taps: Tensor<2>,
+) -> Tensor<3> {
+    use burn::tensor::activation::{sigmoid, silu};
+    use zoo_model::attention::{delta_rule, split_heads};
+    let [p, beta, log_alpha] = inputs;
+    let [bias, norm] = params;
+    let [b, n, row] = p.dims();
+    let (d, h, width) = (row / 4, beta.dims()[2], taps.dims()[0]);
+    let dh = d / h;
+    let device = p.device();
+    let qkv = p.clone().narrow(2, 0, 3 * d);
+    let padded = Tensor::cat(vec![Tensor::zeros([b, width - 1, 3 * d], &device), qkv], 1);
+    let mut z = bias.reshape([1, 1, 3 * d]);
+    for j in 0..width {
+        z = z + padded.clone().narrow(1, j, n)
+            * taps.clone().narrow(0, j, 1).reshape([1, 1, 3 * d]);
+    }
+    let a = silu(z); // [b, n, 3d]
+    let part = |i: usize| split_heads(a.clone().narrow(2, i * d, d), h); // [b, h, n, dh]
+    let q = delta_rule::l2_normalize(part(0)) / (dh as f64).sqrt();
+    let k = delta_rule::l2_normalize(part(1));
+    let s0 = Tensor::zeros([b, h, dh, dh], &device);
+    let beta = sigmoid(beta).swap_dims(1, 2);
+    let (o, _) = delta_rule::chunked(q, k, part(2), beta, log_alpha.swap_dims(1, 2), s0, 8);
+    delta_rule::head_rms_norm(o, norm) * silu(p.narrow(2, 3 * d, d))
+}
+
+/// The tensor with gradients tracked when its device is under autodiff.
+fn tracked<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if t.device().is_autodiff() {
+        t.require_grad()
+    } else {
+        t
+    }
+}
+
+#[test]
+fn fused_delta_layer_matches_the_definition_and_the_composed_path() {
+    let mut cases: Vec<LayerDims> = [1usize, 63, 64, 65, 130]
+        .iter()
+        .map(|&n| [2, n, 2, 4, 4])
+        .collect();
+    cases.push([1, 70, 3, 6, 2]); // another head size and convolution width
+    for dims in cases {
+        let [b, n, h, dh, width] = dims;
+        let d = h * dh;
+        let shapes: [Vec<usize>; 6] = [
+            vec![b, n, 4 * d],
+            vec![width, 3 * d],
+            vec![3 * d],
+            vec![b, n, h],
+            vec![b, n, h],
+            vec![dh],
+        ];
+        let what = format!("dims={dims:?}");
+        let x = delta_layer_inputs(dims, 1700 + n as u64 + width as u64);
+        let w = randn_vec(b * n * d, 1799 + n as u64, 1.0);
+        let base = x.each_ref().map(|x| to_f64(x));
+        let want = delta_layer_f64(dims, &base);
+
+        let run = |fused: bool, device: &Device| -> (Vec<f32>, Vec<Vec<f32>>) {
+            let t3 = |i: usize| {
+                tracked(tensor::<3>(
+                    &x[i],
+                    shapes[i].clone().try_into().unwrap(),
+                    device,
+                ))
+            };
+            let t1 = |i: usize| tracked(tensor::<1>(&x[i], [shapes[i][0]], device));
+            let (p, beta, la) = (t3(0), t3(3), t3(4));
+            let taps = tracked(tensor::<2>(&x[1], [width, 3 * d], device));
+            let (bias, norm) = (t1(2), t1(5));
+            let y = if fused {
+                kernels::delta_layer(
+                    p.clone(),
+                    taps.clone(),
+                    bias.clone(),
+                    beta.clone(),
+                    la.clone(),
+                    norm.clone(),
+                )
+            } else {
+                delta_layer_composed(
+                    [p.clone(), beta.clone(), la.clone()],
+                    [bias.clone(), norm.clone()],
+                    taps.clone(),
+                )
+            };
+            if !device.is_autodiff() {
+                return (values(y), vec![]);
+            }
+            let grads = (y.clone() * tensor(&w, [b, n, d], device)).sum().backward();
+            let g = vec![
+                values(p.grad(&grads).unwrap()),
+                values(taps.grad(&grads).unwrap()),
+                values(bias.grad(&grads).unwrap()),
+                values(beta.grad(&grads).unwrap()),
+                values(la.grad(&grads).unwrap()),
+                values(norm.grad(&grads).unwrap()),
+            ];
+            (values(y), g)
+        };
+        let (plain, _) = run(true, &Device::flex());
+        assert_close(
+            &plain,
+            &want,
+            5e-6,
+            2e-5,
+            &format!("delta layer output vs f64, {what}"),
+        );
+        let (y, fused) = run(true, &flex_grad());
+        assert_close(
+            &y,
+            &want,
+            5e-6,
+            2e-5,
+            &format!("delta layer output under autodiff, {what}"),
+        );
+        let (y_composed, composed) = run(false, &flex_grad());
+        assert_close(
+            &y,
+            &to_f64(&y_composed),
+            5e-6,
+            2e-5,
+            &format!("delta layer output vs composed, {what}"),
+        );
+        for (name, (a, c)) in LAYER_INPUTS.iter().zip(fused.iter().zip(&composed)) {
+            assert_close(
+                a,
+                &to_f64(c),
+                5e-5,
+                2e-4,
+                &format!("delta layer {name} vs composed, {what}"),
+            );
+        }
+
+        let loss = |x: &[Vec<f64>; 6]| -> f64 {
+            delta_layer_f64(dims, x)
+                .iter()
+                .zip(&w)
+                .map(|(y, &w)| y * w as f64)
+                .sum()
+        };
+        for (which, name) in LAYER_INPUTS.iter().enumerate() {
+            // Every coordinate of the short cases; a sparse set (coprime with the widths)
+            // touching every head, channel and token of the long ones.
+            let stride = if n <= 65 { 1 } else { 7 };
+            let probes: Vec<usize> = (0..base[which].len()).step_by(stride).collect();
+            let numeric = central_differences(&base, which, &probes, 1e-6, loss);
+            let analytic: Vec<f32> = probes.iter().map(|&i| fused[which][i]).collect();
+            // Parameter gradients sum over every token and head: the composed path's own
+            // f32 error against these differences reaches 3.5e-5 abs / 3e-4 rel.
+            assert_close(
+                &analytic,
+                &numeric,
+                5e-5,
+                2e-4,
+                &format!("delta layer {name} vs f64 differences, {what}"),
+            );
+        }
+    }
+}
+
+// ---- the linear layer ---------------------------------------------------------------------
+
+/// y = x W + b and its gradients for Σ y ⊙ w, from the definition in f64:
+/// (y, dx = (w) Wᵀ, dW = xᵀ (w), db = Σ_rows w).
+fn dense_f64(
+    x: &[f64],
+    weight: &[f64],
+    bias: Option<&[f64]>,
+    w: &[f64],
+    [rows, d_in, d_out]: [usize; 3],
+) -> [Vec<f64>; 4] {
+    let mut y = vec![0.0; rows * d_out];
+    let mut dx = vec![0.0; rows * d_in];
+    let mut dw = vec![0.0; d_in * d_out];
+    let mut db = vec![0.0; d_out];
+    for r in 0..rows {
+        for o in 0..d_out {
+            let g = w[r * d_out + o];
+            y[r * d_out + o] = bias.map_or(0.0, |b| b[o])
+                + (0..d_in)
+                    .map(|i| x[r * d_in + i] * weight[i * d_out + o])
+                    .sum::<f64>();
+            db[o] += g;
+            for i in 0..d_in {
+                dx[r * d_in + i] += g * weight[i * d_out + o];
+                dw[i * d_out + o] += x[r * d_in + i] * g;
+            }
+        }
+    }
+    [y, dx, dw, db]
+}
+
+/// The fused or Burn's linear of x, and the gradients of Σ y ⊙ w.
+fn linear_and_grads<const D: usize>(
+    fused: bool,
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    w: Tensor<D>,
+) -> (Vec<f32>, burn::tensor::Gradients) {
+    let y = if fused {
+        kernels::linear(x, weight, bias)
+    } else {
+        burn::tensor::module::linear(x, weight, bias)
+    };
+    let grads = (y.clone() * w).sum().backward();
+    (values(y), grads)
+}
+
+#[test]
+fn fused_linear_matches_the_definition_and_burn() {
+    // Small; wider than gemm's register blocks and with ragged edges; one row; rank 2.
+    for (lead, d_in, d_out) in [
+        (vec![2usize, 5], 7usize, 3usize),
+        (vec![3, 70], 33, 130),
+        (vec![1, 1], 16, 8),
+        (vec![9], 12, 20),
+    ] {
+        let rows: usize = lead.iter().product();
+        for with_bias in [true, false] {
+            let what = format!("rows={rows} d_in={d_in} d_out={d_out} bias={with_bias}");
+            let seed = 2100 + rows as u64 + d_out as u64;
+            let x = randn_vec(rows * d_in, seed, 1.0);
+            let weight = randn_vec(d_in * d_out, seed + 1, 0.3);
+            let bias = randn_vec(d_out, seed + 2, 0.5);
+            let w = randn_vec(rows * d_out, seed + 3, 1.0);
+            let want = dense_f64(
+                &to_f64(&x),
+                &to_f64(&weight),
+                with_bias.then(|| to_f64(&bias)).as_deref(),
+                &to_f64(&w),
+                [rows, d_in, d_out],
+            );
+            let run = |fused: bool| -> Vec<Vec<f32>> {
+                let device = flex_grad();
+                let xt = tensor::<2>(&x, [rows, d_in], &device).require_grad();
+                let wt = tensor::<2>(&weight, [d_in, d_out], &device).require_grad();
+                let bt = tensor::<1>(&bias, [d_out], &device).require_grad();
+                let b = with_bias.then(|| bt.clone());
+                // Rank 3 where the case has two leading axes, as the model calls it.
+                let (y, grads) = if lead.len() == 2 {
+                    let x3 = xt.clone().reshape([lead[0], lead[1], d_in]);
+                    let w3 = tensor(&w, [lead[0], lead[1], d_out], &device);
+                    linear_and_grads(fused, x3, wt.clone(), b, w3)
+                } else {
+                    let w2 = tensor(&w, [rows, d_out], &device);
+                    linear_and_grads(fused, xt.clone(), wt.clone(), b, w2)
+                };
+                let mut out = vec![
+                    y,
+                    values(xt.grad(&grads).unwrap()),
+                    values(wt.grad(&grads).unwrap()),
+                ];
+                if with_bias {
+                    out.push(values(bt.grad(&grads).unwrap()));
+                }
+                out
+            };
+            let fused = run(true);
+            let composed = run(false);
+            for (i, name) in ["y", "dx", "dW", "db"].iter().enumerate().take(fused.len()) {
+                assert_close(
+                    &fused[i],
+                    &want[i],
+                    1e-5,
+                    1e-5,
+                    &format!("linear {name} vs f64, {what}"),
+                );
+                assert_close(
+                    &fused[i],
+                    &to_f64(&composed[i]),
+                    1e-5,
+                    1e-5,
+                    &format!("linear {name} vs Burn's linear, {what}"),
+                );
+            }
+            // The plain (non-autodiff) op gives the same output.
+            let plain = Device::flex();
+            let y = kernels::linear(
+                tensor::<2>(&x, [rows, d_in], &plain),
+                tensor::<2>(&weight, [d_in, d_out], &plain),
+                with_bias.then(|| tensor::<1>(&bias, [d_out], &plain)),
+            );
+            assert_close(
+                &values(y),
+                &want[0],
+                1e-5,
+                1e-5,
+                &format!("plain linear y, {what}"),
+            );
+        }
+    }
+}

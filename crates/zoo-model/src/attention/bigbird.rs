@@ -11,8 +11,8 @@
 //! and after reload (unlike implementations that redraw them on every call). A prompt from an
 //! empty cache runs the same gathered / fused forward and keeps its keys/values as the cache.
 
+use crate::dense::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 

@@ -22,10 +22,13 @@
 //!   then O = diag(e^{g}) Q S₀ + (Q Kᵀ ⊙ e^{g_t−g_i})_{i≤t} U and
 //!   S_C = e^{g_C} S₀ + (K ⊙ e^{g_C−g})ᵀ U. (I + A)⁻¹ is built by blockwise doubling
 //!   (block forward substitution: no alternating power series to cancel in f32);
-//! - fused (flex): the exact recurrence with a hand-written backward (`crate::kernels::gated_delta`).
+//! - fused (flex): everything between the projections — convolution, SiLU, norms, the exact
+//!   recurrence, RMSNorm and gate — in one kernel with a hand-written backward
+//!   (`crate::kernels::delta_layer`; without a convolution, the recurrence alone,
+//!   `crate::kernels::gated_delta`).
 
+use crate::dense::Linear;
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, silu, softplus};
 use serde::{Deserialize, Serialize};
@@ -214,9 +217,9 @@ impl DecayGate {
         }
     }
 
-    /// ln α = −e^{A_log} · softplus(W_α x + dt_bias): x [b, n, d] → [b, heads, n] (≤ 0).
+    /// ln α = −e^{A_log} · softplus(W_α x + dt_bias): x [b, n, d] → [b, n, heads] (≤ 0).
     pub fn log_alpha(&self, x: Tensor<3>) -> Tensor<3> {
-        discretised_decay(self.proj.forward(x), &self.a_log, &self.dt_bias).1
+        token_major_decay(self.proj.forward(x), &self.a_log, &self.dt_bias).1
     }
 }
 
@@ -227,10 +230,20 @@ pub fn discretised_decay(
     a_log: &Param<Tensor<1>>,
     dt_bias: &Param<Tensor<1>>,
 ) -> (Tensor<3>, Tensor<3>) {
+    let (dt, log_alpha) = token_major_decay(raw, a_log, dt_bias);
+    (dt.swap_dims(1, 2), log_alpha.swap_dims(1, 2))
+}
+
+/// [`discretised_decay`] without the transpose: each [b, n, heads].
+fn token_major_decay(
+    raw: Tensor<3>,
+    a_log: &Param<Tensor<1>>,
+    dt_bias: &Param<Tensor<1>>,
+) -> (Tensor<3>, Tensor<3>) {
     let h = a_log.dims()[0];
     let dt = softplus(raw + dt_bias.val().reshape([1, 1, h]), 1.0); // [b, n, h]
     let log_alpha = (dt.clone() * a_log.val().exp().reshape([1, 1, h])).neg();
-    (dt.swap_dims(1, 2), log_alpha.swap_dims(1, 2))
+    (dt, log_alpha)
 }
 
 /// ln A with A ~ U(1, 16) (Mamba-2's initialisation).
@@ -477,11 +490,24 @@ impl DeltaNet {
         self.norm_weight.dims()[0]
     }
 
+    /// The projections of x [b, n, d]: P = [q, k, v, g] [b, n, 4d], the raw write strengths
+    /// W_β x and ln α (zero for DeltaNet), each [b, n, heads].
+    fn projections(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+        let [b, n, _] = x.dims();
+        let projected = self.in_proj.forward(x.clone()); // [b, n, 4d]
+        let beta = self.beta.forward(x.clone()); // [b, n, h]
+        let log_alpha = match &self.decay {
+            Some(decay) => decay.log_alpha(x),
+            None => Tensor::zeros([b, n, self.heads], &x.device()),
+        }; // [b, n, h]
+        (projected, beta, log_alpha)
+    }
+
     /// Projections, convolution (continuing from `conv`), SiLU and normalisation of x
     /// [b, n, d]; returns the recurrence inputs and the convolution's new history.
     fn inputs(&self, x: Tensor<3>, conv: Option<Tensor<3>>) -> (Inputs, Option<Tensor<3>>) {
-        let [b, n, d] = x.dims();
-        let projected = self.in_proj.forward(x.clone()); // [b, n, 4d]
+        let d = x.dims()[2];
+        let (projected, beta, log_alpha) = self.projections(x);
         let qkv = projected.clone().narrow(2, 0, 3 * d);
         let (qkv, conv) = match &self.conv {
             Some(c) => c.forward_with_state(qkv, conv),
@@ -492,11 +518,8 @@ impl DeltaNet {
         let q = l2_normalize(head(0)) / (self.head_dim() as f64).sqrt();
         let k = l2_normalize(head(1));
         let v = head(2);
-        let beta = sigmoid(self.beta.forward(x.clone())).swap_dims(1, 2); // [b, h, n]
-        let log_alpha = match &self.decay {
-            Some(decay) => decay.log_alpha(x.clone()),
-            None => Tensor::zeros([b, self.heads, n], &x.device()),
-        };
+        let beta = sigmoid(beta).swap_dims(1, 2); // [b, h, n]
+        let log_alpha = log_alpha.swap_dims(1, 2); // [b, h, n]
         let gate = silu(projected.narrow(2, 3 * d, d)); // [b, n, d]
         (
             Inputs {
@@ -528,6 +551,18 @@ impl TokenMixer for DeltaNet {
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let device = x.device();
+        if let (Some(conv), true) = (&self.conv, kernels::fused_on(&device)) {
+            let (projected, beta, log_alpha) = self.projections(x);
+            let core = kernels::delta_layer(
+                projected,
+                conv.weight.val(),
+                conv.bias.val(),
+                beta,
+                log_alpha,
+                self.norm_weight.val(),
+            ); // [b, n, d]
+            return self.out.forward(core);
+        }
         let b = x.dims()[0];
         let (i, _) = self.inputs(x, None);
         let o = if kernels::fused_on(&device) {

@@ -12,8 +12,8 @@
 //! The state is f×d per head whatever the context: the "fixed d×d memory" whose recall limit the
 //! project measures.
 
+use crate::dense::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::prelude::*;
 
 use super::softmax::HeadLayout;

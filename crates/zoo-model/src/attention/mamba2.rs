@@ -14,8 +14,8 @@
 //! state H carried by H ← e^{g_C} H + (B ⊙ e^{g_C − g})ᵀ (Δx), g the running sum of ln a.
 //! On flex the fused recurrence kernel (`crate::kernels::gated_delta`, `delta = false`) runs it.
 
+use crate::dense::Linear;
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};

@@ -14,8 +14,8 @@
 //! On flex, training runs the exact recurrence as a fused kernel instead
 //! (`crate::kernels::wkv`: O(n) time and memory, hand-written backward).
 
+use crate::dense::Linear;
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 

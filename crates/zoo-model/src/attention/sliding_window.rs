@@ -12,8 +12,8 @@
 //! stays bounded however long the context; a prompt from an empty state runs the banded / fused
 //! forward once and cuts that state from its keys/values.
 
+use crate::dense::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 

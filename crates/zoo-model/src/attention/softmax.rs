@@ -12,8 +12,9 @@
 //! decoded from an empty cache (the prefill of `forward_with_state`) takes the same path and
 //! keeps its keys/values as the cache; continuing from a cache masks [n, pos + n] explicitly.
 
+use crate::dense::Linear;
 use burn::module::Module;
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;

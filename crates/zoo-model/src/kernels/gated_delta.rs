@@ -98,7 +98,7 @@ multiversion! {
 
 multiversion! {
     // Gradients of one token; `g` is ∂L/∂S_t on entry and ∂L/∂S_{t−1} on exit, `p` is S_{t−1}.
-    // Returns (dβ_t, d log α_t); `scratch` is two d_v buffers.
+    // Returns (dβ_t, d log α_t); `scratch` is three d_v buffers and one d_k buffer.
     #[allow(clippy::too_many_arguments)]
     fn token_backward(
         g: &mut [f32],
@@ -107,55 +107,60 @@ multiversion! {
         alpha_beta: [f32; 2],
         delta: bool,
         grads: [&mut [f32]; 3],
-        scratch: [&mut [f32]; 2],
+        scratch: [&mut [f32]; 4],
     ) -> [f32; 2] {
         let [alpha, beta] = alpha_beta;
         let [q, k, v, u, d_o] = inputs;
         let [dq, dk, dv] = grads;
-        let [r, du] = scratch;
-        let n_v = v.len();
+        let [r, du, gp, p_dr] = scratch;
         r.fill(0.0);
         du.fill(0.0);
-        // Pass 1: G_t = G + q dOᵀ, du = G_tᵀ k, r = Pᵀ k, P dO, ⟨G_t, P⟩.
-        let mut d_alpha = 0.0f32;
+        gp.fill(0.0);
+        // P dO, the rows' dot products batched (see `simd::row_dots`).
+        simd::row_dots(p, d_o, dq);
+        // Pass 1: G_t = G + q dOᵀ, du = G_tᵀ k, r = Pᵀ k, and G_t ⊙ P summed over the rows (one
+        // horizontal sum for ⟨G_t, P⟩ instead of one per row).
+        let n_v = v.len();
         for (a, (g_row, p_row)) in g.chunks_exact_mut(n_v).zip(p.chunks_exact(n_v)).enumerate() {
             let (qa, ka) = (q[a], k[a]);
-            dq[a] = simd::dot(p_row, d_o);
             if delta {
                 r.iter_mut().zip(p_row).for_each(|(r, p)| *r += ka * p);
             }
-            for ((gij, duj), oj) in g_row.iter_mut().zip(du.iter_mut()).zip(d_o) {
+            for ((((gij, duj), oj), pij), sj) in g_row
+                .iter_mut()
+                .zip(du.iter_mut())
+                .zip(d_o)
+                .zip(p_row)
+                .zip(gp.iter_mut())
+            {
                 *gij += qa * oj;
                 *duj += ka * *gij;
+                *sj += *gij * pij;
             }
-            d_alpha += simd::dot(g_row, p_row);
         }
+        let mut d_alpha = simd::sum(gp);
         let u_do = simd::dot(u, d_o);
         dq.iter_mut().zip(k).for_each(|(x, ka)| *x = alpha * *x + ka * u_do);
         dv.iter_mut().zip(du.iter()).for_each(|(x, d)| *x = beta * d);
         let d_beta = if delta {
             // dβ = du·(v − α r), dα −= β du·r, and r becomes dr = −αβ du.
-            let (mut d_beta, mut du_r) = (0.0f32, 0.0f32);
-            for ((rj, duj), vj) in r.iter_mut().zip(du.iter()).zip(v) {
-                d_beta += duj * (vj - alpha * *rj);
-                du_r += duj * *rj;
-                *rj = -alpha * beta * duj;
-            }
+            let du_r = simd::dot(du, r);
             d_alpha -= beta * du_r;
-            d_beta
+            r.iter_mut().zip(du.iter()).for_each(|(r, d)| *r = -alpha * beta * d);
+            simd::dot(du, v) - alpha * du_r
         } else {
             simd::dot(du, v)
         };
-        // Pass 2: dk = G_t u (+ P dr), G ← α G_t (+ k drᵀ).
-        for (a, (g_row, p_row)) in g.chunks_exact_mut(n_v).zip(p.chunks_exact(n_v)).enumerate() {
-            let ka = k[a];
-            dk[a] = simd::dot(g_row, u);
-            if delta {
-                dk[a] += simd::dot(p_row, r);
+        // Pass 2: dk = G_t u (+ P dr), then G ← α G_t (+ k drᵀ).
+        simd::row_dots(g, u, dk);
+        if delta {
+            simd::row_dots(p, r, p_dr);
+            dk.iter_mut().zip(p_dr.iter()).for_each(|(x, y)| *x += y);
+            for (g_row, &ka) in g.chunks_exact_mut(n_v).zip(k) {
                 g_row.iter_mut().zip(r.iter()).for_each(|(g, dr)| *g = alpha * *g + ka * dr);
-            } else {
-                g_row.iter_mut().for_each(|g| *g *= alpha);
             }
+        } else {
+            g.iter_mut().for_each(|g| *g *= alpha);
         }
         [d_beta, alpha * d_alpha]
     }
@@ -266,7 +271,7 @@ pub fn backward(
             let beta_h = head(beta, bh, n);
             let alpha_h: Vec<f32> = head(log_alpha, bh, n).iter().map(|&l| exp(l)).collect();
             let mut g = vec![0.0f32; dk * dv];
-            let (mut r, mut du) = (vec![0.0f32; dv], vec![0.0f32; dv]);
+            let mut scratch = [dv, dv, dv, dk].map(|len| vec![0.0f32; len]);
             // S_{t−1} for every t of the chunk being walked back, rebuilt from its start state.
             let mut chunk_states = vec![0.0f32; CHECKPOINT_EVERY * dk * dv];
             for c in (0..nc).rev() {
@@ -301,7 +306,7 @@ pub fn backward(
                         [alpha_h[t], beta_h[t]],
                         delta,
                         [&mut dq_h[kd.clone()], &mut dk_h[kd], &mut dv_h[vd]],
-                        [&mut r, &mut du],
+                        scratch.each_mut().map(|s| s.as_mut_slice()),
                     );
                 }
             }

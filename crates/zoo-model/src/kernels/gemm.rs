@@ -44,7 +44,8 @@ impl<'a> View<'a> {
     }
 }
 
-/// dst (row-major m × n, row stride `dst_stride`) = [dst +] scale · lhs · rhs.
+/// dst (row-major m × n, row stride `dst_stride`) = [dst +] scale · lhs · rhs, on the calling
+/// thread.
 pub fn matmul(
     dst: &mut [f32],
     dst_stride: usize,
@@ -52,6 +53,39 @@ pub fn matmul(
     rhs: View,
     scale: f32,
     accumulate: bool,
+) {
+    matmul_on(
+        dst,
+        dst_stride,
+        lhs,
+        rhs,
+        scale,
+        accumulate,
+        gemm::Parallelism::None,
+    );
+}
+
+/// [`matmul`] split over rayon's pool (for whole-batch products such as the linear layers).
+pub fn matmul_parallel(
+    dst: &mut [f32],
+    dst_stride: usize,
+    lhs: View,
+    rhs: View,
+    scale: f32,
+    accumulate: bool,
+) {
+    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    matmul_on(dst, dst_stride, lhs, rhs, scale, accumulate, threads);
+}
+
+fn matmul_on(
+    dst: &mut [f32],
+    dst_stride: usize,
+    lhs: View,
+    rhs: View,
+    scale: f32,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
 ) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions differ");
@@ -94,7 +128,7 @@ pub fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

@@ -19,11 +19,13 @@
 pub mod causal_attention;
 pub mod chunked_linear_attention;
 pub mod cross_entropy;
+pub mod delta_layer;
 pub mod elu_plus_one;
 pub mod gated_delta;
 pub mod gelu;
 mod gemm;
 pub mod layer_norm;
+pub mod linear;
 pub mod rotary;
 mod simd;
 pub mod wkv;
@@ -111,6 +113,28 @@ pub trait FusedOps: Backend {
         log_alpha: FloatTensor<Self>,
         delta: bool,
     ) -> FloatTensor<Self>;
+
+    /// The delta-rule layer between its projections (kernels/delta_layer.rs): P [b, n, 4d],
+    /// convolution taps [K, 3d] and bias [3d], raw β and ln α [b, n, heads], RMSNorm weight
+    /// [head_dim] → the gated, normalised output [b, n, d].
+    fn fused_delta_layer(
+        projected: FloatTensor<Self>,
+        taps: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        log_alpha: FloatTensor<Self>,
+        norm: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// x [.., d_in] · W [d_in, d_out] + b [d_out].
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// x [.., d_in] · W [d_in, d_out].
+    fn fused_linear_no_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// LayerNorm over the last axis.
     fn fused_layer_norm(
@@ -239,6 +263,43 @@ pub fn gated_delta(
         log_alpha.into_dispatch(),
         delta,
     ))
+}
+
+/// The delta-rule layer's core on token-major inputs (see [`FusedOps::fused_delta_layer`]).
+pub fn delta_layer(
+    projected: Tensor<3>,
+    taps: Tensor<2>,
+    bias: Tensor<1>,
+    beta: Tensor<3>,
+    log_alpha: Tensor<3>,
+    norm: Tensor<1>,
+) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_delta_layer(
+        projected.into_dispatch(),
+        taps.into_dispatch(),
+        bias.into_dispatch(),
+        beta.into_dispatch(),
+        log_alpha.into_dispatch(),
+        norm.into_dispatch(),
+    ))
+}
+
+/// x [.., d_in] · W [d_in, d_out] (+ b [d_out]).
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    Tensor::from_dispatch(match bias {
+        Some(b) => <Dispatch as FusedOps>::fused_linear(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            b.into_dispatch(),
+        ),
+        None => {
+            <Dispatch as FusedOps>::fused_linear_no_bias(x.into_dispatch(), weight.into_dispatch())
+        }
+    })
 }
 
 pub fn layer_norm<const D: usize>(
@@ -426,6 +487,25 @@ impl FusedOps for Flex {
         gated_delta::flex([q, k, v, beta, log_alpha], delta)
     }
 
+    fn fused_delta_layer(
+        projected: FlexTensor,
+        taps: FlexTensor,
+        bias: FlexTensor,
+        beta: FlexTensor,
+        log_alpha: FlexTensor,
+        norm: FlexTensor,
+    ) -> FlexTensor {
+        delta_layer::flex([projected, taps, bias, beta, log_alpha, norm])
+    }
+
+    fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        linear::flex(x, weight, Some(bias))
+    }
+
+    fn fused_linear_no_bias(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        linear::flex(x, weight, None)
+    }
+
     fn fused_layer_norm(
         x: FlexTensor,
         gamma: FlexTensor,
@@ -499,6 +579,29 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         delta: bool,
     ) -> FloatTensor<Self> {
         gated_delta::autodiff::<C>([q, k, v, beta, log_alpha], delta)
+    }
+
+    fn fused_delta_layer(
+        projected: FloatTensor<Self>,
+        taps: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        log_alpha: FloatTensor<Self>,
+        norm: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        delta_layer::autodiff::<C>([projected, taps, bias, beta, log_alpha, norm])
+    }
+
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        linear::autodiff::<C>([x, weight, bias])
+    }
+
+    fn fused_linear_no_bias(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        linear::autodiff_no_bias::<C>([x, weight])
     }
 
     fn fused_layer_norm(

@@ -1,0 +1,185 @@
+//! Fused linear layer for the CPU, y = x W + b (x [rows, d_in], W [d_in, d_out], b [d_out]),
+//! forward and backward: dx = dy Wᵀ, dW = xᵀ dy, db = Σ_rows dy.
+//!
+//! Why: Burn's composed `linear` on flex runs the product into a zero-filled output, adds the
+//! bias in a second pass over it, and under autodiff sums the bias gradient in a third; the
+//! transposed operands of the backward products go through its general strided path. Here the
+//! output starts as the bias rows and the product accumulates onto them (one pass fewer), the
+//! backward reads Wᵀ and xᵀ as strided views of the saved tensors (no copies), and the bias
+//! gradient is one parallel column sum. Every product is one `gemm` call split over rayon's
+//! pool, as flex's own large products are.
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
+use burn::prelude::Shape;
+use rayon::prelude::*;
+
+use super::gemm::{View, matmul_parallel};
+use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
+
+/// Rows per parallel task of the bias fill and the bias gradient.
+const ROW_BLOCK: usize = 256;
+
+/// [rows, d_in, d_out] of a product.
+type Dims = [usize; 3];
+
+/// y [rows, d_out] = x W (+ b).
+pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, [rows, d_in, d_out]: Dims) -> Vec<f32> {
+    assert!(
+        x.len() == rows * d_in && w.len() == d_in * d_out,
+        "linear: operand sizes"
+    );
+    let mut y = vec![0.0f32; rows * d_out];
+    if let Some(b) = bias {
+        assert_eq!(b.len(), d_out, "linear: bias size");
+        y.par_chunks_mut(ROW_BLOCK * d_out.max(1))
+            .for_each(|block| {
+                block
+                    .chunks_exact_mut(d_out)
+                    .for_each(|row| row.copy_from_slice(b));
+            });
+    }
+    matmul_parallel(
+        &mut y,
+        d_out,
+        View::rows(x, rows, d_in),
+        View::rows(w, d_in, d_out),
+        1.0,
+        bias.is_some(),
+    );
+    y
+}
+
+/// (dx [rows, d_in], dW [d_in, d_out], db [d_out] when there is a bias) from dy [rows, d_out].
+pub fn backward(
+    x: &[f32],
+    w: &[f32],
+    has_bias: bool,
+    dy: &[f32],
+    [rows, d_in, d_out]: Dims,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    assert_eq!(dy.len(), rows * d_out, "linear: gradient size");
+    let dy_view = View::rows(dy, rows, d_out);
+    let mut dx = vec![0.0f32; rows * d_in];
+    matmul_parallel(
+        &mut dx,
+        d_in,
+        dy_view,
+        View::rows(w, d_in, d_out).t(),
+        1.0,
+        false,
+    );
+    let mut dw = vec![0.0f32; d_in * d_out];
+    matmul_parallel(
+        &mut dw,
+        d_out,
+        View::rows(x, rows, d_in).t(),
+        dy_view,
+        1.0,
+        false,
+    );
+    let db = has_bias.then(|| {
+        let partials: Vec<Vec<f32>> = dy
+            .par_chunks(ROW_BLOCK * d_out.max(1))
+            .map(|block| {
+                let mut sum = vec![0.0f32; d_out];
+                for row in block.chunks_exact(d_out) {
+                    sum.iter_mut().zip(row).for_each(|(s, g)| *s += g);
+                }
+                sum
+            })
+            .collect();
+        let mut db = vec![0.0f32; d_out];
+        for part in partials {
+            db.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+        }
+        db
+    });
+    (dx, dw, db)
+}
+
+// ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
+
+/// The product's sizes and the output shape (x's leading axes, then d_out).
+fn dims(x: &FlexTensor, w: &FlexTensor) -> (Dims, Shape) {
+    let mut out = x.shape().to_vec();
+    let [d_in, d_out] = w.shape().dims();
+    let last = out.last_mut().expect("linear: x has at least one axis");
+    assert_eq!(
+        *last, d_in,
+        "linear: x's last axis must equal the weight's rows"
+    );
+    *last = d_out;
+    let rows = out[..out.len() - 1].iter().product();
+    ([rows, d_in, d_out], Shape::from(out))
+}
+
+fn flex_forward(x: &FlexTensor, w: &FlexTensor, b: Option<&FlexTensor>) -> FlexTensor {
+    let (dims, out) = dims(x, w);
+    flex_tensor(forward(values(x), values(w), b.map(values), dims), out)
+}
+
+/// The plain flex op.
+pub(super) fn flex(x: FlexTensor, w: FlexTensor, b: Option<FlexTensor>) -> FlexTensor {
+    flex_forward(&contiguous(x), &contiguous(w), b.map(contiguous).as_ref())
+}
+
+#[derive(Clone, Debug)]
+struct LinearSaved {
+    x: FlexTensor,
+    w: FlexTensor,
+    /// The bias's shape, when there is one.
+    bias: Option<Shape>,
+}
+
+impl LinearSaved {
+    fn gradients(&self, grad_out: &[f32]) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+        let (dims, _) = dims(&self.x, &self.w);
+        backward(
+            values(&self.x),
+            values(&self.w),
+            self.bias.is_some(),
+            grad_out,
+            dims,
+        )
+    }
+}
+
+impl SavedForBackward<3> for LinearSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 3] {
+        let (dx, dw, db) = LinearSaved::gradients(&self, grad_out);
+        let bias = self.bias.expect("a linear op with a bias");
+        [
+            (dx, self.x.shape()),
+            (dw, self.w.shape()),
+            (db.expect("bias gradient"), bias),
+        ]
+    }
+}
+
+impl SavedForBackward<2> for LinearSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 2] {
+        let (dx, dw, _) = LinearSaved::gradients(&self, grad_out);
+        [(dx, self.x.shape()), (dw, self.w.shape())]
+    }
+}
+
+/// The op with a bias under autodiff on flex: saves x and W.
+pub(super) fn autodiff<C: CheckpointStrategy>(inputs: [AutodiffFlex<C>; 3]) -> AutodiffFlex<C> {
+    register_op::<C, _, _>(inputs, |[x, w, b]| {
+        let out = flex_forward(&x, &w, Some(&b));
+        let bias = Some(b.shape());
+        (out, LinearSaved { x, w, bias })
+    })
+}
+
+/// The op without a bias under autodiff on flex.
+pub(super) fn autodiff_no_bias<C: CheckpointStrategy>(
+    inputs: [AutodiffFlex<C>; 2],
+) -> AutodiffFlex<C> {
+    register_op::<C, _, _>(inputs, |[x, w]| {
+        let out = flex_forward(&x, &w, None);
+        (out, LinearSaved { x, w, bias: None })
+    })
+}
