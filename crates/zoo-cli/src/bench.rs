@@ -1,5 +1,5 @@
 //! `zoo bench`: speed measurements (never timed tests).
-//! - `reference`: the reference training workload of shared/bench/reference-workload.md
+//! - `reference`: the reference training workload of bench/peers/README.md
 //!   (vocab 512, d 128, 2 layers, 4 heads, pre-LayerNorm, GELU MLP ×4, tied embeddings, biases,
 //!   batch 16 × 512 random tokens, AdamW lr 1e-3): median step time of 10 steps after 3 warm-up
 //!   steps → tokens/s and model FLOPs utilisation; ends with `tokens_per_s=N`.
@@ -30,7 +30,7 @@ use crate::device;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// The reference training workload (compare with shared/bench/torch_ref.py).
+    /// The reference training workload (compare with bench/peers/compare.py).
     Reference {
         #[arg(long, default_value = "softmax")]
         attention: String,

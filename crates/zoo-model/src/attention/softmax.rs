@@ -315,7 +315,7 @@ impl SoftmaxAttention {
             )
         } else if q.is_autodiff() {
             // Under autodiff Burn's fused op falls back to materialised scores anyway, and the
-            // explicit masked softmax is faster there (shared/bench/reference-workload.md).
+            // explicit masked softmax is faster there (docs/benchmarks.md).
             let blocked = host_mask([1, 1, n, n], |ix| ix[3] > ix[2], &device);
             let bias = self
                 .attn

@@ -25,8 +25,9 @@
 //! over [b, n, 3d]-sized tensors plus the head split / merge copies, which took ~40 % of a Gated
 //! DeltaNet training step on the reference workload (docs/benchmarks.md).
 //!
-//! Layout: every tensor token-major and contiguous — P [b, n, 4d], b_t and ln α [b, n, heads],
-//! y, o, u [b, n, d]; states [b, heads, ⌈n/64⌉, d_h, d_h]. Parallel over the batch.
+//! Layout: the inputs and y token-major and contiguous — P [b, n, 4d], b_t and ln α [b, n, heads],
+//! y [b, n, d]; the saved o and u head-major [b, heads, n, d_h], states [b, heads, ⌈n/64⌉, d_h,
+//! d_h]. Parallel over (sequence, head), as the recurrence is.
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -174,7 +175,8 @@ multiversion! {
 
 multiversion! {
     // The convolution's backward at token t for one head: dx_{t−K+1+j} += W_j ⊙ dz,
-    // dW_j += x_{t−K+1+j} ⊙ dz, dc += dz.
+    // dW_j += x_{t−K+1+j} ⊙ dz, dc += dz. `dx` is the whole P gradient; `base` is the
+    // sequence's first element in it.
     #[allow(clippy::too_many_arguments)]
     fn conv_backward(
         x: &[f32],
@@ -183,7 +185,8 @@ multiversion! {
         dims: [usize; 3],
         taps: &[f32],
         dz: &[f32],
-        dx: &mut [f32],
+        dx: DisjointColumns,
+        base: usize,
         d_taps: &mut [f32],
         d_bias: &mut [f32],
     ) {
@@ -197,7 +200,10 @@ multiversion! {
                 if let Some(src) = (t + j).checked_sub(width - 1) {
                     let at = src * row + col;
                     let ws = &taps[j * channels + col..][..dh];
-                    dx[at..at + dh].iter_mut().zip(ws).zip(g).for_each(|((x, w), g)| *x = w.mul_add(*g, *x));
+                    // SAFETY: the columns of `head` (q, k or v part) in one row of this
+                    // sequence: only this (sequence, head) task writes them, one slice at a time.
+                    let dx_row = unsafe { dx.at(base + at, dh) };
+                    dx_row.iter_mut().zip(ws).zip(g).for_each(|((x, w), g)| *x = w.mul_add(*g, *x));
                     let xs = &x[at..at + dh];
                     d_taps[j * channels + col..][..dh]
                         .iter_mut()
@@ -234,8 +240,43 @@ fn check(inputs: &[&[f32]; 6], shape: DeltaLayerShape) {
     assert_eq!(norm.len(), dh);
 }
 
-/// inputs = P, conv taps, conv bias, raw β, ln α, norm weight.
-/// Returns (y [b, n, d], o [b, n, d], writes u [b, n, d], states at chunk starts).
+/// A buffer that parallel tasks write at disjoint index sets: each (sequence, head) task owns its
+/// head's columns of every row, which interleave, so `chunks_mut` cannot hand them out.
+#[derive(Clone, Copy)]
+pub struct DisjointColumns {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks only write through `DisjointColumns::at` at index sets no other task touches
+// (their own head's columns, asserted by construction in `forward` / `backward`).
+unsafe impl Send for DisjointColumns {}
+unsafe impl Sync for DisjointColumns {}
+
+impl DisjointColumns {
+    fn new(buffer: &mut [f32]) -> Self {
+        DisjointColumns {
+            ptr: buffer.as_mut_ptr(),
+            len: buffer.len(),
+        }
+    }
+
+    /// `len` values from `start`.
+    ///
+    /// # Safety
+    /// No other live slice of this buffer may overlap `start..start + len`, and the buffer the
+    /// writer was made from must outlive the slice.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn at(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "column slice out of bounds");
+        // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// inputs = P, conv taps, conv bias, raw β, ln α, norm weight. Returns (y [b, n, d], and for the
+/// backward o and the writes u, head-major [b, heads, n, d_h], and the states at chunk starts).
+/// Parallel over (sequence, head).
 pub fn forward(
     inputs: [&[f32]; 6],
     shape: DeltaLayerShape,
@@ -243,70 +284,66 @@ pub fn forward(
     check(&inputs, shape);
     let [x, taps, bias, beta, log_alpha, norm] = inputs;
     let (n, h, dh) = (shape.seq, shape.heads, shape.head_dim);
-    let d = shape.d();
+    let (d, row) = (shape.d(), shape.row());
     let dims = [d, dh, shape.conv_width];
-    let per_sequence_states = h * shape.chunks() * shape.state_len();
+    let head_states = shape.chunks() * shape.state_len();
     let mut y = vec![0.0f32; shape.batch * n * d];
     let mut o = vec![0.0f32; y.len()];
     let mut u = vec![0.0f32; y.len()];
-    let mut states = vec![0.0f32; shape.batch * per_sequence_states];
+    let mut states = vec![0.0f32; shape.batch * h * head_states];
     if shape.is_empty() {
         return (y, o, u, states);
     }
-    y.par_chunks_mut(n * d)
-        .zip(o.par_chunks_mut(n * d))
-        .zip(u.par_chunks_mut(n * d))
-        .zip(states.par_chunks_mut(per_sequence_states))
+    let y_columns = DisjointColumns::new(&mut y);
+    o.par_chunks_mut(n * dh)
+        .zip(u.par_chunks_mut(n * dh))
+        .zip(states.par_chunks_mut(head_states))
         .enumerate()
-        .for_each(|(seq, (((y_s, o_s), u_s), states_s))| {
-            let x_s = &x[seq * n * shape.row()..][..n * shape.row()];
-            let (beta_s, la_s) = (
-                &beta[seq * n * h..][..n * h],
-                &log_alpha[seq * n * h..][..n * h],
-            );
+        .for_each(|(task, ((o_h, u_h), states_h))| {
+            let (seq, head) = (task / h, task % h);
+            let x_s = &x[seq * n * row..][..n * row];
             let mut z = vec![0.0f32; 3 * dh];
             let mut qkv = vec![0.0f32; 3 * dh];
             let mut inv_norm = [0.0f32; 2];
             let mut s = vec![0.0f32; dh * dh];
-            for head in 0..h {
-                s.fill(0.0);
-                let head_states = &mut states_s[head * shape.chunks() * dh * dh..];
-                for t in 0..n {
-                    if t % CHUNK == 0 {
-                        head_states[t / CHUNK * dh * dh..][..dh * dh].copy_from_slice(&s);
-                    }
-                    prepare_token(
-                        x_s,
-                        t,
-                        head,
-                        dims,
-                        taps,
-                        bias,
-                        &mut z,
-                        &mut inv_norm,
-                        &mut qkv,
-                    );
-                    let cols = t * d + head * dh..t * d + (head + 1) * dh;
-                    token_forward(
-                        &mut s,
-                        &qkv[..dh],
-                        &qkv[dh..2 * dh],
-                        &qkv[2 * dh..],
-                        [exp(la_s[t * h + head]), sigmoid(beta_s[t * h + head])],
-                        true,
-                        &mut u_s[cols.clone()],
-                        &mut o_s[cols.clone()],
-                    );
-                    let gate = &x_s[t * shape.row() + 3 * d + head * dh..][..dh];
-                    gate_forward(&o_s[cols.clone()], gate, norm, &mut y_s[cols]);
+            for t in 0..n {
+                if t % CHUNK == 0 {
+                    states_h[t / CHUNK * dh * dh..][..dh * dh].copy_from_slice(&s);
                 }
+                prepare_token(
+                    x_s,
+                    t,
+                    head,
+                    dims,
+                    taps,
+                    bias,
+                    &mut z,
+                    &mut inv_norm,
+                    &mut qkv,
+                );
+                let at = (seq * n + t) * h + head;
+                let token = t * dh..(t + 1) * dh;
+                token_forward(
+                    &mut s,
+                    &qkv[..dh],
+                    &qkv[dh..2 * dh],
+                    &qkv[2 * dh..],
+                    [exp(log_alpha[at]), sigmoid(beta[at])],
+                    true,
+                    &mut u_h[token.clone()],
+                    &mut o_h[token.clone()],
+                );
+                let gate = &x_s[t * row + 3 * d + head * dh..][..dh];
+                // SAFETY: row (seq, t), columns of `head`: this task's alone.
+                let y_t = unsafe { y_columns.at((seq * n + t) * d + head * dh, dh) };
+                gate_forward(&o_h[token], gate, norm, y_t);
             }
         });
     (y, o, u, states)
 }
 
 /// The gradients of [`forward`]'s six inputs (same order and shapes) from dy [b, n, d] and
-/// what the forward saved.
+/// what the forward saved. Parallel over (sequence, head).
 pub fn backward(
     inputs: [&[f32]; 6],
     saved: [&[f32]; 3],
@@ -317,12 +354,11 @@ pub fn backward(
     let [x, taps, bias, beta, log_alpha, norm] = inputs;
     let [o, u, states] = saved;
     let (n, h, dh, width) = (shape.seq, shape.heads, shape.head_dim, shape.conv_width);
-    let d = shape.d();
+    let (d, row) = (shape.d(), shape.row());
     let dims = [d, dh, width];
-    let row = shape.row();
-    let per_sequence_states = h * shape.chunks() * dh * dh;
+    let head_states = shape.chunks() * dh * dh;
     assert!(o.len() == shape.batch * n * d && u.len() == o.len() && grad_out.len() == o.len());
-    assert_eq!(states.len(), shape.batch * per_sequence_states);
+    assert_eq!(states.len(), shape.batch * h * head_states);
     let mut dx = vec![0.0f32; x.len()];
     let mut d_beta = vec![0.0f32; beta.len()];
     let mut d_la = vec![0.0f32; log_alpha.len()];
@@ -334,24 +370,18 @@ pub fn backward(
     if shape.is_empty() {
         return [dx, d_taps, d_bias, d_beta, d_la, d_norm];
     }
-    // Each sequence accumulates its own parameter gradients; they are summed afterwards.
-    let partials: Vec<[Vec<f32>; 3]> = dx
-        .par_chunks_mut(n * row)
-        .zip(d_beta.par_chunks_mut(n * h))
-        .zip(d_la.par_chunks_mut(n * h))
-        .enumerate()
-        .map(|(seq, ((dx_s, d_beta_s), d_la_s))| {
+    let dx_columns = DisjointColumns::new(&mut dx);
+    let d_beta_columns = DisjointColumns::new(&mut d_beta);
+    let d_la_columns = DisjointColumns::new(&mut d_la);
+    // Each task accumulates its own parameter gradients; they are summed afterwards in task
+    // order (deterministic).
+    let partials: Vec<[Vec<f32>; 3]> = (0..shape.batch * h)
+        .into_par_iter()
+        .map(|task| {
+            let (seq, head) = (task / h, task % h);
             let x_s = &x[seq * n * row..][..n * row];
-            let (o_s, u_s, dy_s) = (
-                &o[seq * n * d..][..n * d],
-                &u[seq * n * d..][..n * d],
-                &grad_out[seq * n * d..][..n * d],
-            );
-            let (beta_s, la_s) = (
-                &beta[seq * n * h..][..n * h],
-                &log_alpha[seq * n * h..][..n * h],
-            );
-            let states_s = &states[seq * per_sequence_states..][..per_sequence_states];
+            let (o_h, u_h) = (&o[task * n * dh..][..n * dh], &u[task * n * dh..][..n * dh]);
+            let states_h = &states[task * head_states..][..head_states];
             let mut d_taps = vec![0.0f32; taps.len()];
             let mut d_bias = vec![0.0f32; bias.len()];
             let mut d_norm = vec![0.0f32; norm.len()];
@@ -365,92 +395,94 @@ pub fn backward(
             let mut scratch = [dh; 4].map(|len| vec![0.0f32; len]);
             let mut d_o = vec![0.0f32; dh];
             let mut grads = vec![0.0f32; 3 * dh];
-            for head in 0..h {
-                g.fill(0.0);
-                for c in (0..shape.chunks()).rev() {
-                    let t0 = c * CHUNK;
-                    let len = CHUNK.min(n - t0);
-                    for i in 0..len {
-                        let t = t0 + i;
-                        prepare_token(
-                            x_s,
-                            t,
-                            head,
-                            dims,
-                            taps,
-                            bias,
-                            &mut z[i * 3 * dh..][..3 * dh],
-                            &mut inv_norm[i],
-                            &mut qkv[i * 3 * dh..][..3 * dh],
-                        );
-                        let at = t * h + head;
-                        alpha_beta[i] = [exp(la_s[at]), sigmoid(beta_s[at])];
+            for c in (0..shape.chunks()).rev() {
+                let t0 = c * CHUNK;
+                let len = CHUNK.min(n - t0);
+                for i in 0..len {
+                    let t = t0 + i;
+                    prepare_token(
+                        x_s,
+                        t,
+                        head,
+                        dims,
+                        taps,
+                        bias,
+                        &mut z[i * 3 * dh..][..3 * dh],
+                        &mut inv_norm[i],
+                        &mut qkv[i * 3 * dh..][..3 * dh],
+                    );
+                    let at = (seq * n + t) * h + head;
+                    alpha_beta[i] = [exp(log_alpha[at]), sigmoid(beta[at])];
+                }
+                chunk_states[..dh * dh].copy_from_slice(&states_h[c * dh * dh..][..dh * dh]);
+                for i in 1..len {
+                    let (before, after) = chunk_states.split_at_mut(i * dh * dh);
+                    token_state(
+                        &before[(i - 1) * dh * dh..],
+                        &mut after[..dh * dh],
+                        &qkv[(i - 1) * 3 * dh + dh..][..dh],
+                        &u_h[(t0 + i - 1) * dh..][..dh],
+                        alpha_beta[i - 1][0],
+                    );
+                }
+                for i in (0..len).rev() {
+                    let t = t0 + i;
+                    let token = t * dh..(t + 1) * dh;
+                    let gate_at = t * row + 3 * d + head * dh;
+                    // SAFETY: the gate columns of `head` in row (seq, t): this task's alone.
+                    let d_gate = unsafe { dx_columns.at(seq * n * row + gate_at, dh) };
+                    gate_backward(
+                        &o_h[token.clone()],
+                        &x_s[gate_at..][..dh],
+                        norm,
+                        &grad_out[(seq * n + t) * d + head * dh..][..dh],
+                        &mut d_o,
+                        d_gate,
+                        &mut d_norm,
+                    );
+                    let inputs_t = &qkv[i * 3 * dh..][..3 * dh];
+                    let (dq, rest) = grads.split_at_mut(dh);
+                    let (dk, dv) = rest.split_at_mut(dh);
+                    let [alpha, beta_t] = alpha_beta[i];
+                    let [d_beta_t, d_la_t] = token_backward(
+                        &mut g,
+                        &chunk_states[i * dh * dh..][..dh * dh],
+                        [
+                            &inputs_t[..dh],
+                            &inputs_t[dh..2 * dh],
+                            &inputs_t[2 * dh..],
+                            &u_h[token],
+                            &d_o,
+                        ],
+                        [alpha, beta_t],
+                        true,
+                        [dq, dk, dv],
+                        scratch.each_mut().map(|s| s.as_mut_slice()),
+                    );
+                    let at = (seq * n + t) * h + head;
+                    // SAFETY: element (seq, t, head): this task's alone.
+                    unsafe {
+                        d_beta_columns.at(at, 1)[0] = d_beta_t * beta_t * (1.0 - beta_t);
+                        d_la_columns.at(at, 1)[0] = d_la_t;
                     }
-                    let start = &states_s[(head * shape.chunks() + c) * dh * dh..][..dh * dh];
-                    chunk_states[..dh * dh].copy_from_slice(start);
-                    for i in 1..len {
-                        let (before, after) = chunk_states.split_at_mut(i * dh * dh);
-                        let t = t0 + i - 1;
-                        token_state(
-                            &before[(i - 1) * dh * dh..],
-                            &mut after[..dh * dh],
-                            &qkv[(i - 1) * 3 * dh + dh..][..dh],
-                            &u_s[t * d + head * dh..][..dh],
-                            alpha_beta[i - 1][0],
-                        );
-                    }
-                    for i in (0..len).rev() {
-                        let t = t0 + i;
-                        let cols = t * d + head * dh..t * d + (head + 1) * dh;
-                        let gate_at = t * row + 3 * d + head * dh;
-                        gate_backward(
-                            &o_s[cols.clone()],
-                            &x_s[gate_at..][..dh],
-                            norm,
-                            &dy_s[cols.clone()],
-                            &mut d_o,
-                            &mut dx_s[gate_at..][..dh],
-                            &mut d_norm,
-                        );
-                        let token = &qkv[i * 3 * dh..][..3 * dh];
-                        let (dq, rest) = grads.split_at_mut(dh);
-                        let (dk, dv) = rest.split_at_mut(dh);
-                        let [alpha, beta_t] = alpha_beta[i];
-                        let [d_beta_t, d_la_t] = token_backward(
-                            &mut g,
-                            &chunk_states[i * dh * dh..][..dh * dh],
-                            [
-                                &token[..dh],
-                                &token[dh..2 * dh],
-                                &token[2 * dh..],
-                                &u_s[cols],
-                                &d_o,
-                            ],
-                            [alpha, beta_t],
-                            true,
-                            [dq, dk, dv],
-                            scratch.each_mut().map(|s| s.as_mut_slice()),
-                        );
-                        d_beta_s[t * h + head] = d_beta_t * beta_t * (1.0 - beta_t);
-                        d_la_s[t * h + head] = d_la_t;
-                        prepare_backward(
-                            &z[i * 3 * dh..][..3 * dh],
-                            &inv_norm[i],
-                            token,
-                            &mut grads,
-                        );
-                        conv_backward(
-                            x_s,
-                            t,
-                            head,
-                            dims,
-                            taps,
-                            &grads,
-                            dx_s,
-                            &mut d_taps,
-                            &mut d_bias,
-                        );
-                    }
+                    prepare_backward(
+                        &z[i * 3 * dh..][..3 * dh],
+                        &inv_norm[i],
+                        inputs_t,
+                        &mut grads,
+                    );
+                    conv_backward(
+                        x_s,
+                        t,
+                        head,
+                        dims,
+                        taps,
+                        &grads,
+                        dx_columns,
+                        seq * n * row,
+                        &mut d_taps,
+                        &mut d_bias,
+                    );
                 }
             }
             [d_taps, d_bias, d_norm]

@@ -2,8 +2,9 @@
 //! hand-written backward passes: causal softmax attention over a key pattern (dense causal,
 //! sliding window, BigBird; tiled, masked half skipped, O(n) memory), chunked linear attention,
 //! the RWKV-6 WKV recurrence, the gated delta rule (Gated DeltaNet, and Mamba-2's scalar-decay
-//! recurrence), RoPE, LayerNorm, exact GELU, the elu+1 feature map and the masked cross-entropy
-//! loss. Each kernel file holds its mechanism and formulas, its host forward and backward, the
+//! recurrence) and the whole delta-rule layer between its projections, the linear layer (bias
+//! inside the product), RoPE, LayerNorm, exact GELU, the elu+1 feature map and the masked
+//! cross-entropy loss. Each kernel file holds its mechanism and formulas, its host forward and backward, the
 //! state its forward saves for the backward and its flex / autodiff glue; this file is the
 //! plumbing: the extension trait, the tensor entry points, one generic autodiff registration
 //! (`register_op`) and the one-line delegations of the flex and autodiff implementations.
