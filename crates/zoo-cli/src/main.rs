@@ -200,12 +200,16 @@ enum EvalCommand {
 
 /// glibc serves allocations above 128 KiB with a fresh mmap and unmaps them on free, so each
 /// training step faulted in (and zeroed) its activation buffers anew: ~10 % of a reference step
-/// was page faults. Serving up to 32 MiB from the heap and not trimming it lets steps reuse them.
+/// was page faults. No chunk is mmapped (not even those above glibc's 32 MiB ceiling for the
+/// mmap threshold: at 16k tokens a [n, 4d] projection is 32 MiB, and faulting those in made a
+/// Gated DeltaNet layer's step 3.5× slower from 8k to 16k tokens instead of 2×; docs/benchmarks.md),
+/// and the heap is not trimmed, so steps reuse freed buffers. Large requests from worker
+/// threads fall back to the main arena, which grows by brk.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }
