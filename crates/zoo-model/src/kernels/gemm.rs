@@ -87,6 +87,62 @@ fn matmul_on(
     accumulate: bool,
     parallelism: gemm::Parallelism,
 ) {
+    let (m, n) = (lhs.rows, rhs.cols);
+    if m > 0 && n > 0 {
+        assert!(
+            (m - 1) * dst_stride + n <= dst.len(),
+            "destination out of bounds"
+        );
+    }
+    // SAFETY: `dst` holds the m × n destination (checked above) and is borrowed mutably, so it
+    // aliases neither input.
+    unsafe {
+        matmul_raw(
+            dst.as_mut_ptr(),
+            dst_stride,
+            lhs,
+            rhs,
+            scale,
+            accumulate,
+            parallelism,
+        )
+    }
+}
+
+/// A new row-major m × n matrix = scale · lhs · rhs, split over rayon's pool. The product writes
+/// every element, so the buffer is not zero-filled first (a `memset` pass per output saved).
+pub fn product_parallel(lhs: View, rhs: View, scale: f32) -> Vec<f32> {
+    let (m, n) = (lhs.rows, rhs.cols);
+    let len = m * n;
+    if lhs.cols == 0 {
+        return vec![0.0; len];
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    // SAFETY: `out` owns `len` = m · n elements of capacity and aliases nothing; with
+    // `accumulate = false` and k > 0, gemm writes each of them before reading it, so all `len`
+    // are initialised when the length is set.
+    unsafe {
+        matmul_raw(out.as_mut_ptr(), n, lhs, rhs, scale, false, threads);
+        out.set_len(len);
+    }
+    out
+}
+
+/// dst = [dst +] scale · lhs · rhs through raw `dst`.
+///
+/// # Safety
+/// `dst` must be valid for writes (and, with `accumulate`, reads of initialised values) of the
+/// m × n destination at row stride `dst_stride`, and must not alias `lhs` or `rhs`.
+unsafe fn matmul_raw(
+    dst: *mut f32,
+    dst_stride: usize,
+    lhs: View,
+    rhs: View,
+    scale: f32,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "inner dimensions differ");
     lhs.check();
@@ -94,26 +150,23 @@ fn matmul_on(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        (m - 1) * dst_stride + n <= dst.len(),
-        "destination out of bounds"
-    );
     if k == 0 {
         if !accumulate {
-            for row in dst.chunks_mut(dst_stride).take(m) {
-                row[..n].fill(0.0);
+            for r in 0..m {
+                // SAFETY: row r of the destination lies inside it (caller's contract).
+                unsafe { std::ptr::write_bytes(dst.add(r * dst_stride), 0, n) };
             }
         }
         return;
     }
-    // SAFETY: the three views were checked above to lie inside their slices, `dst` is borrowed
-    // mutably (no aliasing with the inputs), and gemm reads/writes exactly those index ranges.
+    // SAFETY: the two views were checked above to lie inside their slices, the destination is
+    // the caller's (contract above), and gemm reads/writes exactly those index ranges.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_stride as isize,
             accumulate,
@@ -157,6 +210,27 @@ mod tests {
                 let want: f32 =
                     1.0 + 2.0 * (0..k).map(|i| a[r * k + i] * b[c * k + i]).sum::<f32>();
                 assert!((dst[r * n + c] - want).abs() < 1e-5, "({r},{c})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_product_matches_the_definition() {
+        // Sizes past gemm's register and cache blocks, so every edge path writes its part.
+        for (m, k, n) in [(1, 1, 1), (37, 5, 19), (130, 300, 70), (3, 0, 4)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
+            let got = product_parallel(View::rows(&a, m, k), View::rows(&b, k, n), 0.5);
+            assert_eq!(got.len(), m * n);
+            for r in 0..m {
+                for c in 0..n {
+                    let want: f64 = 0.5
+                        * (0..k)
+                            .map(|i| a[r * k + i] as f64 * b[i * n + c] as f64)
+                            .sum::<f64>();
+                    let err = (got[r * n + c] as f64 - want).abs();
+                    assert!(err < 1e-4, "({m},{k},{n}) at ({r},{c}): {err}");
+                }
             }
         }
     }

@@ -4,7 +4,8 @@
 //! Why: Burn's composed `linear` on flex runs the product into a zero-filled output, adds the
 //! bias in a second pass over it, and under autodiff sums the bias gradient in a third; the
 //! transposed operands of the backward products go through its general strided path. Here the
-//! output starts as the bias rows and the product accumulates onto them (one pass fewer), the
+//! output starts as the bias rows and the product accumulates onto them (one pass fewer), no
+//! output is zero-filled before a product overwrites it (`gemm::product_parallel`), the
 //! backward reads Wᵀ and xᵀ as strided views of the saved tensors (no copies), and the bias
 //! gradient is one parallel column sum. Every product is one `gemm` call split over rayon's
 //! pool, as flex's own large products are.
@@ -15,7 +16,7 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::Shape;
 use rayon::prelude::*;
 
-use super::gemm::{View, matmul_parallel};
+use super::gemm::{View, matmul_parallel, product_parallel};
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 /// Rows per parallel task of the bias fill and the bias gradient.
@@ -30,24 +31,25 @@ pub fn forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, [rows, d_in, d_out]: 
         x.len() == rows * d_in && w.len() == d_in * d_out,
         "linear: operand sizes"
     );
-    let mut y = vec![0.0f32; rows * d_out];
-    if let Some(b) = bias {
-        assert_eq!(b.len(), d_out, "linear: bias size");
-        y.par_chunks_mut(ROW_BLOCK * d_out.max(1))
-            .for_each(|block| {
-                block
-                    .chunks_exact_mut(d_out)
-                    .for_each(|row| row.copy_from_slice(b));
-            });
-    }
-    matmul_parallel(
-        &mut y,
-        d_out,
-        View::rows(x, rows, d_in),
-        View::rows(w, d_in, d_out),
-        1.0,
-        bias.is_some(),
-    );
+    let (x_view, w_view) = (View::rows(x, rows, d_in), View::rows(w, d_in, d_out));
+    let Some(b) = bias else {
+        return product_parallel(x_view, w_view, 1.0);
+    };
+    assert_eq!(b.len(), d_out, "linear: bias size");
+    // The output starts as the bias rows, written straight into fresh memory (no zero fill).
+    let mut y: Vec<f32> = Vec::with_capacity(rows * d_out);
+    y.spare_capacity_mut()[..rows * d_out]
+        .par_chunks_mut(ROW_BLOCK * d_out.max(1))
+        .for_each(|block| {
+            for row in block.chunks_exact_mut(d_out) {
+                row.iter_mut().zip(b).for_each(|(slot, &v)| {
+                    slot.write(v);
+                });
+            }
+        });
+    // SAFETY: every one of the rows · d_out elements was written just above.
+    unsafe { y.set_len(rows * d_out) };
+    matmul_parallel(&mut y, d_out, x_view, w_view, 1.0, true);
     y
 }
 
@@ -61,24 +63,8 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     assert_eq!(dy.len(), rows * d_out, "linear: gradient size");
     let dy_view = View::rows(dy, rows, d_out);
-    let mut dx = vec![0.0f32; rows * d_in];
-    matmul_parallel(
-        &mut dx,
-        d_in,
-        dy_view,
-        View::rows(w, d_in, d_out).t(),
-        1.0,
-        false,
-    );
-    let mut dw = vec![0.0f32; d_in * d_out];
-    matmul_parallel(
-        &mut dw,
-        d_out,
-        View::rows(x, rows, d_in).t(),
-        dy_view,
-        1.0,
-        false,
-    );
+    let dx = product_parallel(dy_view, View::rows(w, d_in, d_out).t(), 1.0);
+    let dw = product_parallel(View::rows(x, rows, d_in).t(), dy_view, 1.0);
     let db = has_bias.then(|| {
         let partials: Vec<Vec<f32>> = dy
             .par_chunks(ROW_BLOCK * d_out.max(1))
