@@ -131,7 +131,7 @@ fn nth_tile(
 
 /// Forward. Workgroup (TX, B): query tile CUBE_POS_X of head CUBE_POS_Y; thread (x, y) serves
 /// query row y, keys x, x + TX, .. of each key tile and output columns x, x + TX, ...
-#[cube(launch)]
+#[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn forward_kernel(
     q: &Tensor<f32>,       // [bh, n, d]
@@ -279,7 +279,7 @@ fn forward_kernel(
 }
 
 /// Dᵢ = dOᵢ · Oᵢ, one thread per row of the [rows, d] matrices.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 fn delta_kernel(
     out: &Tensor<f32>,       // [bh, n, d]
     grad_out: &Tensor<f32>,  // [bh, n, d]
@@ -298,7 +298,7 @@ fn delta_kernel(
 
 /// dQ. Same tiling as the forward; thread (x, y) builds dSᵢⱼ for its keys, then accumulates
 /// its columns of dQᵢ = c Σⱼ dSᵢⱼ kⱼ.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn grad_q_kernel(
     q: &Tensor<f32>,          // [bh, n, d]
@@ -412,7 +412,7 @@ fn grad_q_kernel(
 
 /// dK and dV. Workgroup (TX, B): key tile CUBE_POS_X of head CUBE_POS_Y; thread (x, y) serves
 /// key row y, queries x, x + TX, .. of each query tile and columns x, x + TX, .. of dKⱼ, dVⱼ.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn grad_kv_kernel(
     q: &Tensor<f32>,          // [bh, n, d]
@@ -695,7 +695,12 @@ impl Plan {
                 block = p.block_size;
                 blocks = n.div_ceil(block);
                 let (bits, lists, transposed) = bigbird_tables(p, n, tile);
-                width = lists.iter().chain(&transposed).map(Vec::len).max().unwrap_or(0);
+                width = lists
+                    .iter()
+                    .chain(&transposed)
+                    .map(Vec::len)
+                    .max()
+                    .unwrap_or(0);
                 (table, table_t, bitmap) = (pack(&lists, width), pack(&transposed, width), bits);
                 BIGBIRD
             }
@@ -763,26 +768,30 @@ pub fn forward(
         return (out, lse);
     }
     let (count, dim) = plan.grid();
-    forward_kernel::launch(
-        &q.client.clone(),
-        count,
-        dim,
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
-        plan.slopes.into_tensor_arg(),
-        plan.query_spans.into_tensor_arg(),
-        plan.table.into_tensor_arg(),
-        plan.bitmap.into_tensor_arg(),
-        plan.dims.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        lse.clone().into_tensor_arg(),
-        scale,
-        plan.d,
-        plan.tile,
-        plan.tx,
-        plan.mode,
-    );
+    // SAFETY: every index is in bounds: rows and keys are checked against n before a read,
+    // shared indices stay below their comptime sizes, the tables are sized by the host.
+    unsafe {
+        forward_kernel::launch_unchecked(
+            &q.client.clone(),
+            count,
+            dim,
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            plan.slopes.into_tensor_arg(),
+            plan.query_spans.into_tensor_arg(),
+            plan.table.into_tensor_arg(),
+            plan.bitmap.into_tensor_arg(),
+            plan.dims.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            scale,
+            plan.d,
+            plan.tile,
+            plan.tx,
+            plan.mode,
+        );
+    }
     (out, lse)
 }
 
@@ -800,7 +809,11 @@ pub fn backward(
     let grad_out = f32_contiguous(grad_out);
     let plan = Plan::new(&q, slopes, pattern);
     let shape = q.shape();
-    let (dq, dk, dv) = (empty(&q, shape.clone()), empty(&q, shape.clone()), empty(&q, shape));
+    let (dq, dk, dv) = (
+        empty(&q, shape.clone()),
+        empty(&q, shape.clone()),
+        empty(&q, shape),
+    );
     let rows = plan.bh * plan.n;
     if rows * plan.d == 0 {
         return [dq, dk, dv];
@@ -808,62 +821,74 @@ pub fn backward(
     let client = q.client.clone();
     let delta = empty(&q, Shape::new([plan.bh, plan.n])); // Dᵢ [b·h, n]
     let threads = 256u32;
-    delta_kernel::launch(
-        &client,
-        CubeCount::Static((rows as u32).div_ceil(threads), 1, 1),
-        CubeDim::new_1d(threads),
-        out.into_tensor_arg(),
-        grad_out.clone().into_tensor_arg(),
-        delta.clone().into_tensor_arg(),
-        plan.d,
-    );
+    // SAFETY: every index is in bounds: rows and keys are checked against n before a read,
+    // shared indices stay below their comptime sizes, the tables are sized by the host.
+    unsafe {
+        delta_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static((rows as u32).div_ceil(threads), 1, 1),
+            CubeDim::new_1d(threads),
+            out.into_tensor_arg(),
+            grad_out.clone().into_tensor_arg(),
+            delta.clone().into_tensor_arg(),
+            plan.d,
+        );
+    }
     let (count, dim) = plan.grid();
     let (count_kv, dim_kv) = plan.grid();
-    grad_q_kernel::launch(
-        &client,
-        count,
-        dim,
-        q.clone().into_tensor_arg(),
-        k.clone().into_tensor_arg(),
-        v.clone().into_tensor_arg(),
-        grad_out.clone().into_tensor_arg(),
-        lse.clone().into_tensor_arg(),
-        delta.clone().into_tensor_arg(),
-        plan.slopes.clone().into_tensor_arg(),
-        plan.query_spans.into_tensor_arg(),
-        plan.table.into_tensor_arg(),
-        plan.bitmap.clone().into_tensor_arg(),
-        plan.dims.clone().into_tensor_arg(),
-        dq.clone().into_tensor_arg(),
-        scale,
-        plan.d,
-        plan.tile,
-        plan.tx,
-        plan.mode,
-    );
-    grad_kv_kernel::launch(
-        &client,
-        count_kv,
-        dim_kv,
-        q.into_tensor_arg(),
-        k.into_tensor_arg(),
-        v.into_tensor_arg(),
-        grad_out.into_tensor_arg(),
-        lse.into_tensor_arg(),
-        delta.into_tensor_arg(),
-        plan.slopes.into_tensor_arg(),
-        plan.key_spans.into_tensor_arg(),
-        plan.table_t.into_tensor_arg(),
-        plan.bitmap.into_tensor_arg(),
-        plan.dims.into_tensor_arg(),
-        dk.clone().into_tensor_arg(),
-        dv.clone().into_tensor_arg(),
-        scale,
-        plan.d,
-        plan.tile,
-        plan.tx,
-        plan.mode,
-    );
+    // SAFETY: every index is in bounds: rows and keys are checked against n before a read,
+    // shared indices stay below their comptime sizes, the tables are sized by the host.
+    unsafe {
+        grad_q_kernel::launch_unchecked(
+            &client,
+            count,
+            dim,
+            q.clone().into_tensor_arg(),
+            k.clone().into_tensor_arg(),
+            v.clone().into_tensor_arg(),
+            grad_out.clone().into_tensor_arg(),
+            lse.clone().into_tensor_arg(),
+            delta.clone().into_tensor_arg(),
+            plan.slopes.clone().into_tensor_arg(),
+            plan.query_spans.into_tensor_arg(),
+            plan.table.into_tensor_arg(),
+            plan.bitmap.clone().into_tensor_arg(),
+            plan.dims.clone().into_tensor_arg(),
+            dq.clone().into_tensor_arg(),
+            scale,
+            plan.d,
+            plan.tile,
+            plan.tx,
+            plan.mode,
+        );
+    }
+    // SAFETY: every index is in bounds: rows and keys are checked against n before a read,
+    // shared indices stay below their comptime sizes, the tables are sized by the host.
+    unsafe {
+        grad_kv_kernel::launch_unchecked(
+            &client,
+            count_kv,
+            dim_kv,
+            q.into_tensor_arg(),
+            k.into_tensor_arg(),
+            v.into_tensor_arg(),
+            grad_out.into_tensor_arg(),
+            lse.into_tensor_arg(),
+            delta.into_tensor_arg(),
+            plan.slopes.into_tensor_arg(),
+            plan.key_spans.into_tensor_arg(),
+            plan.table_t.into_tensor_arg(),
+            plan.bitmap.into_tensor_arg(),
+            plan.dims.into_tensor_arg(),
+            dk.clone().into_tensor_arg(),
+            dv.clone().into_tensor_arg(),
+            scale,
+            plan.d,
+            plan.tile,
+            plan.tx,
+            plan.mode,
+        );
+    }
     [dq, dk, dv]
 }
 
@@ -901,13 +926,7 @@ impl Backward<Cube, 3> for AttentionBackward {
         let grad_out = grads.consume::<Cube>(&ops.node);
         let s = ops.state;
         let computed = backward(
-            s.inputs,
-            s.out,
-            s.lse,
-            grad_out,
-            s.scale,
-            &s.slopes,
-            &s.pattern,
+            s.inputs, s.out, s.lse, grad_out, s.scale, &s.slopes, &s.pattern,
         );
         for (parent, grad) in ops.parents.into_iter().zip(computed) {
             if let Some(node) = parent {

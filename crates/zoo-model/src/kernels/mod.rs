@@ -20,8 +20,8 @@
 
 pub mod causal_attention;
 pub mod chunked_linear_attention;
-pub mod cube_attention;
 pub mod cross_entropy;
+pub mod cube_attention;
 pub mod delta_layer;
 pub mod elu_plus_one;
 pub mod gated_delta;
