@@ -14,9 +14,10 @@
 //! Burn model 4–6× slower than PyTorch on the reference workload (docs/benchmarks.md). The
 //! kernels run only on flex (with or without autodiff), and only while `set_enabled(true)` (the
 //! default) — except attention, which also has a CubeCL kernel for the GPU backends
-//! (cube_attention.rs, its own extension trait `CubeAttentionOps`); every other backend, and flex with the kernels disabled, takes the composed
-//! tensor-op path — which the tests use as the reference the fused path must match (outputs and
-//! gradients, crates/zoo-model/tests/fused_kernels.rs).
+//! (cube_attention.rs, its own extension trait `CubeAttentionOps`); every other backend, and
+//! flex with the kernels disabled, takes the composed tensor-op path — which the tests use as the
+//! reference the fused path must match (outputs and gradients, tests/fused_kernels.rs and
+//! tests/wgpu_attention.rs).
 
 pub mod causal_attention;
 pub mod chunked_linear_attention;
@@ -225,8 +226,8 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Tensor-level entry points (callers check `fused_on` first; `fused_attention_on` for the
-/// attention ones, which also run on cube devices).
+/// Tensor-level entry points (callers check `fused_on` first; `fused_attention_on` for
+/// attention, which also runs on cube devices).
 pub fn causal_attention(
     q: Tensor<4>,
     k: Tensor<4>,
