@@ -167,11 +167,11 @@ impl BigBirdAttention {
     }
 
     /// BigBird attention of positions 0..n over themselves: q [b, h, n, dh], k and v
-    /// [b, kv_heads, n, dh] → [b, h, n, dh]; the fused kernel on flex, gathered elsewhere.
+    /// [b, kv_heads, n, dh] → [b, h, n, dh]; the fused kernel on flex and wgpu, gathered elsewhere.
     fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let g = self.attn.layout.groups();
         let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
-        if crate::kernels::fused_on(&q.device()) {
+        if crate::kernels::fused_attention_on(&q.device()) {
             let pattern = crate::kernels::KeyPattern::BigBird(self.pattern.clone());
             crate::kernels::sparse_attention(
                 q,

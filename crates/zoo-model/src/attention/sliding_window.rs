@@ -240,11 +240,11 @@ impl SlidingWindowAttention {
     }
 
     /// Window attention of positions 0..n over themselves: q [b, h, n, dh], k and v
-    /// [b, kv_heads, n, dh] → [b, h, n, dh]; the fused kernel on flex, banded elsewhere.
+    /// [b, kv_heads, n, dh] → [b, h, n, dh]; the fused kernel on flex and wgpu, banded elsewhere.
     fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let g = self.attn.layout.groups();
         let (k, v) = (repeat_kv(k, g), repeat_kv(v, g));
-        if crate::kernels::fused_on(&q.device()) {
+        if crate::kernels::fused_attention_on(&q.device()) {
             let slopes = self.attn.slopes();
             let pattern = crate::kernels::KeyPattern::Window(self.pattern.clone());
             crate::kernels::sparse_attention(q, k, v, self.attn.scale as f32, slopes, pattern)

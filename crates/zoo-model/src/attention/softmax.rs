@@ -290,7 +290,7 @@ impl SoftmaxAttention {
 
     /// Causal attention of positions 0..n over themselves: q [b, h, n, dh], k and v
     /// [b, kv_heads, n, dh] → [b, h, n, dh]. Shared by `forward` and the prefill of
-    /// `forward_with_state`, so a prompt takes the same O(n)-memory fused kernel on flex.
+    /// `forward_with_state`, so a prompt takes the same O(n)-memory fused kernel on flex and wgpu.
     fn attend_from_start(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let [b, _, n, _] = q.dims();
         let g = self.attn.layout.groups();
@@ -305,7 +305,7 @@ impl SoftmaxAttention {
                 .map(|a| a.bias(0, n, 0, n, &device));
             let weights = dense_weights(q, repeat_kv(k, g), blocked, bias, self.attn.scale);
             self.prob_dropout.forward(weights).matmul(repeat_kv(v, g))
-        } else if kernels::fused_on(&device) {
+        } else if kernels::fused_attention_on(&device) {
             kernels::causal_attention(
                 q,
                 repeat_kv(k, g),

@@ -13,13 +13,16 @@
 //! own saved tensor and falls back to materialised n×n scores for attention, which made a plain
 //! Burn model 4–6× slower than PyTorch on the reference workload (docs/benchmarks.md). The
 //! kernels run only on flex (with or without autodiff), and only while `set_enabled(true)` (the
-//! default); every other backend, and flex with the kernels disabled, takes the composed
-//! tensor-op path — which the tests use as the reference the fused path must match (outputs and
-//! gradients, crates/zoo-model/tests/fused_kernels.rs).
+//! default) — except attention, which also has a CubeCL kernel for the GPU backends
+//! (cube_attention.rs, its own extension trait `CubeAttentionOps`); every other backend, and
+//! flex with the kernels disabled, takes the composed tensor-op path — which the tests use as the
+//! reference the fused path must match (outputs and gradients, tests/fused_kernels.rs and
+//! tests/wgpu_attention.rs).
 
 pub mod causal_attention;
 pub mod chunked_linear_attention;
 pub mod cross_entropy;
+pub mod cube_attention;
 pub mod delta_layer;
 pub mod elu_plus_one;
 pub mod gated_delta;
@@ -40,7 +43,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Cube, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
 
 pub use causal_attention::KeyPattern;
@@ -66,6 +69,66 @@ pub fn fused_on(device: &Device) -> bool {
             device.clone().without_autodiff().as_dispatch(),
             DispatchDevice::Flex(_)
         )
+}
+
+/// Whether attention on `device` takes a fused kernel: the CPU kernel on flex (while the kernels
+/// are enabled), the CubeCL kernel (kernels/cube_attention.rs) on a cube device (wgpu). The
+/// callers take Burn's composed path otherwise.
+pub fn fused_attention_on(device: &Device) -> bool {
+    ENABLED.load(Ordering::Relaxed)
+        && matches!(
+            device.clone().without_autodiff().as_dispatch(),
+            DispatchDevice::Flex(_) | DispatchDevice::Cube(_)
+        )
+}
+
+fn on_cube(device: &Device) -> bool {
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        DispatchDevice::Cube(_)
+    )
+}
+
+/// The GPU extension: the attention kernel for the CubeCL backends. A trait of its own (rather
+/// than a `Cube` entry on `FusedOps`) so flex's CPU kernels need no cube stubs and the cube
+/// backend needs none of the CPU ones.
+#[backend_extension(Cube, Autodiff)]
+pub trait CubeAttentionOps: Backend {
+    /// Same contract as [`FusedOps::fused_causal_attention`].
+    fn cube_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        slopes: Vec<f32>,
+        pattern: KeyPattern,
+    ) -> FloatTensor<Self>;
+}
+
+impl CubeAttentionOps for Cube {
+    fn cube_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        slopes: Vec<f32>,
+        pattern: KeyPattern,
+    ) -> FloatTensor<Self> {
+        cube_attention::cube([q, k, v], scale, &slopes, &pattern)
+    }
+}
+
+impl<C: CheckpointStrategy> CubeAttentionOps for Autodiff<Cube, C> {
+    fn cube_causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        slopes: Vec<f32>,
+        pattern: KeyPattern,
+    ) -> FloatTensor<Self> {
+        cube_attention::autodiff::<C>([q, k, v], scale, slopes, pattern)
+    }
 }
 
 /// The extension: one primitive per fused kernel.
@@ -163,7 +226,8 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Tensor-level entry points (callers check `fused_on` first).
+/// Tensor-level entry points (callers check `fused_on` first; `fused_attention_on` for
+/// attention, which also runs on cube devices).
 pub fn causal_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -183,6 +247,16 @@ pub fn sparse_attention(
     slopes: &[f32],
     pattern: KeyPattern,
 ) -> Tensor<4> {
+    if on_cube(&q.device()) {
+        return Tensor::from_dispatch(<Dispatch as CubeAttentionOps>::cube_causal_attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            scale,
+            slopes.to_vec(),
+            pattern,
+        ));
+    }
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_causal_attention(
         q.into_dispatch(),
         k.into_dispatch(),
