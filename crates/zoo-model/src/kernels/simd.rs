@@ -251,7 +251,7 @@ pub fn row_dots(m: &[f32], x: &[f32], out: &mut [f32]) {
     let cols = x.len();
     assert!(m.len() >= out.len() * cols, "row_dots: matrix too short");
     #[cfg(target_arch = "x86_64")]
-    if cols % 8 == 0
+    if cols.is_multiple_of(8)
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
     {
