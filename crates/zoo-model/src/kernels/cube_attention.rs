@@ -83,33 +83,73 @@ const BIGBIRD: u32 = 2;
 
 // ---- in-kernel helpers ---------------------------------------------------------------------
 
-/// Whether query i sees key j (both < n): pattern.rs's `allowed`, for the kernel's pattern.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn sees(
-    i: usize,
-    j: usize,
+/// The runtime sizes every kernel reads from its `dims` tensor: n, heads, the pattern's
+/// parameters (window, dilation, globals; BigBird's block and block count) and the width of the
+/// BigBird tile table.
+#[derive(CubeType, Clone, Copy)]
+struct Sizes {
+    n: usize,
+    heads: usize,
     window: usize,
     dilation: usize,
     globals: usize,
     block: usize,
     blocks: usize,
+    width: usize,
+}
+
+#[cube]
+fn read_sizes(dims: &Tensor<u32>) -> Sizes {
+    Sizes {
+        n: dims[0] as usize,
+        heads: dims[1] as usize,
+        window: dims[2] as usize,
+        dilation: dims[3] as usize,
+        globals: dims[4] as usize,
+        block: dims[5] as usize,
+        blocks: dims[6] as usize,
+        width: dims[7] as usize,
+    }
+}
+
+/// Whether query i sees key j (both < n): pattern.rs's `allowed`, for the kernel's pattern.
+#[cube]
+fn sees(
+    i: usize,
+    j: usize,
+    sz: &Sizes,
     bitmap: &Tensor<u32>, // BigBird [blocks, blocks]: 1 where query block sees key block
     #[comptime] mode: u32,
 ) -> bool {
     let mut ok = j <= i;
     if comptime!(mode == WINDOW) {
-        if ok && j >= globals {
+        if ok && j >= sz.globals {
             let dist = i - j;
-            ok = dist % dilation == 0 && dist / dilation < window;
+            ok = dist % sz.dilation == 0 && dist / sz.dilation < sz.window;
         }
     }
     if comptime!(mode == BIGBIRD) {
         if ok {
-            ok = bitmap[(i / block) * blocks + j / block] != 0;
+            ok = bitmap[(i / sz.block) * sz.blocks + j / sz.block] != 0;
         }
     }
     ok
+}
+
+/// How many tiles workgroup tile t visits (its `spans` count, or its BigBird table row's).
+#[cube]
+fn tile_count(
+    t: usize,
+    spans: &Tensor<u32>, // [tiles, 3]
+    table: &Tensor<u32>, // BigBird [tiles, width + 1]: count, then the tiles
+    width: usize,
+    #[comptime] mode: u32,
+) -> usize {
+    let mut count = spans[t * 3 + 2] as usize;
+    if comptime!(mode == BIGBIRD) {
+        count = table[t * (width + 1)] as usize;
+    }
+    count
 }
 
 /// The `idx`-th tile a workgroup visits. `spans` holds per workgroup tile (first_len, start,
@@ -159,14 +199,9 @@ fn forward_kernel(
     #[comptime] tx: usize,
     #[comptime] mode: u32,
 ) {
-    let n = dims[0] as usize;
-    let heads = dims[1] as usize;
-    let window = dims[2] as usize;
-    let dilation = dims[3] as usize;
-    let globals = dims[4] as usize;
-    let block = dims[5] as usize;
-    let blocks = dims[6] as usize;
-    let width = dims[7] as usize;
+    let sz = read_sizes(dims);
+    let n = sz.n;
+    let width = sz.width;
     let t = CUBE_POS_X as usize;
     let bh = CUBE_POS_Y as usize;
     let x = UNIT_POS_X as usize;
@@ -175,7 +210,7 @@ fn forward_kernel(
     let base = bh * n * d;
     let i = t * tile + y;
     let row_ok = i < n;
-    let slope = slopes[bh % heads];
+    let slope = slopes[bh % sz.heads];
 
     let mut ks = Shared::<[f32]>::new_slice(tile * d); // K tile [B, d]
     let mut vs = Shared::<[f32]>::new_slice(tile * d); // V tile [B, d]
@@ -192,10 +227,7 @@ fn forward_kernel(
     // Runtime variables (a bare negative literal would be a comptime constant).
     let mut m = (-1.0e30f32).runtime();
     let mut l = 0.0f32;
-    let mut count = spans[t * 3 + 2] as usize;
-    if comptime!(mode == BIGBIRD) {
-        count = table[t * (width + 1)] as usize;
-    }
+    let count = tile_count(t, spans, table, width, mode);
     for idx in 0..count {
         let k0 = nth_tile(t, idx, spans, table, width, mode) * tile;
         // Cooperative load of the K and V tiles (zeros past n).
@@ -219,7 +251,7 @@ fn forward_kernel(
             let j = k0 + jj;
             let mut s = (-1.0e30f32).runtime();
             if row_ok && j < n {
-                if sees(i, j, window, dilation, globals, block, blocks, bitmap, mode) {
+                if sees(i, j, &sz, bitmap, mode) {
                     let mut dot = 0.0f32;
                     for c in 0..d {
                         dot += q[base + i * d + c] * ks[jj * d + c];
@@ -328,14 +360,9 @@ fn grad_q_kernel(
     #[comptime] tx: usize,
     #[comptime] mode: u32,
 ) {
-    let n = dims[0] as usize;
-    let heads = dims[1] as usize;
-    let window = dims[2] as usize;
-    let dilation = dims[3] as usize;
-    let globals = dims[4] as usize;
-    let block = dims[5] as usize;
-    let blocks = dims[6] as usize;
-    let width = dims[7] as usize;
+    let sz = read_sizes(dims);
+    let n = sz.n;
+    let width = sz.width;
     let t = CUBE_POS_X as usize;
     let bh = CUBE_POS_Y as usize;
     let x = UNIT_POS_X as usize;
@@ -344,7 +371,7 @@ fn grad_q_kernel(
     let base = bh * n * d;
     let i = t * tile + y;
     let row_ok = i < n;
-    let slope = slopes[bh % heads];
+    let slope = slopes[bh % sz.heads];
 
     let mut ks = Shared::<[f32]>::new_slice(tile * d); // K tile [B, d]
     let mut vs = Shared::<[f32]>::new_slice(tile * d); // V tile [B, d]
@@ -361,10 +388,7 @@ fn grad_q_kernel(
             c += tx;
         }
     }
-    let mut count = spans[t * 3 + 2] as usize;
-    if comptime!(mode == BIGBIRD) {
-        count = table[t * (width + 1)] as usize;
-    }
+    let count = tile_count(t, spans, table, width, mode);
     for idx in 0..count {
         let k0 = nth_tile(t, idx, spans, table, width, mode) * tile;
         let mut e = lid;
@@ -387,7 +411,7 @@ fn grad_q_kernel(
             let j = k0 + jj;
             let mut dsij = 0.0f32;
             if row_ok && j < n {
-                if sees(i, j, window, dilation, globals, block, blocks, bitmap, mode) {
+                if sees(i, j, &sz, bitmap, mode) {
                     let mut dot = 0.0f32;
                     let mut dp = 0.0f32;
                     for c in 0..d {
@@ -443,14 +467,9 @@ fn grad_kv_kernel(
     #[comptime] tx: usize,
     #[comptime] mode: u32,
 ) {
-    let n = dims[0] as usize;
-    let heads = dims[1] as usize;
-    let window = dims[2] as usize;
-    let dilation = dims[3] as usize;
-    let globals = dims[4] as usize;
-    let block = dims[5] as usize;
-    let blocks = dims[6] as usize;
-    let width = dims[7] as usize;
+    let sz = read_sizes(dims);
+    let n = sz.n;
+    let width = sz.width;
     let u = CUBE_POS_X as usize;
     let bh = CUBE_POS_Y as usize;
     let x = UNIT_POS_X as usize;
@@ -459,7 +478,7 @@ fn grad_kv_kernel(
     let base = bh * n * d;
     let j = u * tile + y;
     let key_ok = j < n;
-    let slope = slopes[bh % heads];
+    let slope = slopes[bh % sz.heads];
 
     let mut qs = Shared::<[f32]>::new_slice(tile * d); // Q tile [B, d]
     let mut dos = Shared::<[f32]>::new_slice(tile * d); // dO tile [B, d]
@@ -475,10 +494,7 @@ fn grad_kv_kernel(
             c += tx;
         }
     }
-    let mut count = spans[u * 3 + 2] as usize;
-    if comptime!(mode == BIGBIRD) {
-        count = table[u * (width + 1)] as usize;
-    }
+    let count = tile_count(u, spans, table, width, mode);
     for idx in 0..count {
         let q0 = nth_tile(u, idx, spans, table, width, mode) * tile;
         let mut e = lid;
@@ -512,7 +528,7 @@ fn grad_kv_kernel(
             let mut p = 0.0f32;
             let mut dsij = 0.0f32;
             if key_ok && i < n {
-                if sees(i, j, window, dilation, globals, block, blocks, bitmap, mode) {
+                if sees(i, j, &sz, bitmap, mode) {
                     let mut dot = 0.0f32;
                     let mut dp = 0.0f32;
                     for c in 0..d {
