@@ -7,33 +7,15 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
-use common::{assert_close, errors, to_f64, tokens, values};
+use common::{assert_close, errors, to_f64, tokens, values, wgpu};
 use zoo_model::config::{FeatureMap, MixerConfig, ModelConfig, PositionConfig};
 use zoo_model::{Lm, masked_cross_entropy};
 
 const VOCAB: usize = 64;
 const BATCH: usize = 2;
 const SEQ: usize = 24;
-
-/// The wgpu runtime may be initialised once per process, so every test shares this one.
-fn wgpu() -> Option<Device> {
-    static WGPU: OnceLock<Option<Device>> = OnceLock::new();
-    WGPU.get_or_init(|| match Device::wgpu_options().init() {
-        Ok(device) => Some(device),
-        Err(e) => {
-            if std::env::var("ZOO_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
-                panic!("ZOO_REQUIRE_WGPU=1 but wgpu is unavailable: {e}");
-            }
-            println!("skipping the wgpu part: wgpu is unavailable ({e}); set ZOO_REQUIRE_WGPU=1 to fail instead");
-            None
-        }
-    })
-    .clone()
-}
 
 #[allow(deprecated)]
 fn ndarray() -> Device {

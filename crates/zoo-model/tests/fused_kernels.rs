@@ -6,17 +6,13 @@
 mod common;
 
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
-use common::{assert_close, randn_vec, to_f64, values};
+use burn::tensor::activation::gelu;
+use common::{assert_close, composed_attention, randn_vec, tensor, to_f64, values};
 use zoo_model::attention::pattern::{BigBirdPattern, WindowPattern};
 use zoo_model::kernels::{self, KeyPattern};
 
 fn flex_grad() -> Device {
     Device::flex().autodiff()
-}
-
-fn tensor<const D: usize>(v: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
 }
 
 /// Central differences of `loss` in input `which` at the probed coordinates, in f64.
@@ -97,32 +93,6 @@ fn attention_f64(c: &Case, q: &[f64], k: &[f64], v: &[f64]) -> Vec<f64> {
         }
     }
     out
-}
-
-/// The composed path: dense scores, −∞ above the diagonal, softmax, weighted sum.
-fn attention_composed(c: &Case, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let device = q.device();
-    let n = c.n;
-    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(c.scale);
-    if !c.slopes.is_empty() {
-        let bias: Vec<f32> = (0..c.h * n * n)
-            .map(|ix| {
-                let (h, i, j) = (ix / (n * n), ix / n % n, ix % n);
-                -c.slopes[h] * (i as f32 - j as f32)
-            })
-            .collect();
-        scores = scores + tensor(&bias, [1, c.h, n, n], &device);
-    }
-    let blocked: Vec<bool> = (0..n * n).map(|ix| !c.allowed(ix / n, ix % n)).collect();
-    let blocked = Tensor::<4, Bool>::from_bool(TensorData::new(blocked, [1, 1, n, n]), &device);
-    let scores = scores.mask_fill(blocked.expand(c.shape_scores()), f32::NEG_INFINITY);
-    softmax(scores, 3).matmul(v)
-}
-
-impl Case {
-    fn shape_scores(&self) -> [usize; 4] {
-        [self.b, self.h, self.n, self.n]
-    }
 }
 
 fn cases() -> Vec<Case> {
@@ -225,7 +195,7 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
             let o = if fused {
                 kernels::sparse_attention(tq, tk, tv, c.scale as f32, &c.slopes, c.pattern.clone())
             } else {
-                attention_composed(c, tq, tk, tv)
+                composed_attention(tq, tk, tv, c.scale, &c.slopes, |i, j| c.allowed(i, j))
             };
             let grads = (o * tensor(&w, c.shape(), &device)).sum().backward();
             leaves

@@ -10,37 +10,16 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
-use common::{assert_close, errors, randn_vec, to_f64, tokens, values};
+use common::{
+    assert_close, composed_attention, errors, randn_vec, tensor, to_f64, tokens, values, wgpu,
+};
 use zoo_model::attention::log_n_factors;
 use zoo_model::attention::pattern::{BigBirdPattern, WindowPattern};
 use zoo_model::config::{MixerConfig, ModelConfig, PositionConfig};
 use zoo_model::kernels::{self, KeyPattern};
 use zoo_model::{BigBirdConfig, Lm, SlidingWindowConfig, SoftmaxConfig, masked_cross_entropy};
-
-/// The wgpu runtime may be initialised once per process, so every test shares this one.
-fn wgpu() -> Option<Device> {
-    static WGPU: OnceLock<Option<Device>> = OnceLock::new();
-    WGPU.get_or_init(|| match Device::wgpu_options().init() {
-        Ok(device) => Some(device),
-        Err(e) => {
-            if std::env::var("ZOO_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
-                panic!("ZOO_REQUIRE_WGPU=1 but wgpu is unavailable: {e}");
-            }
-            println!("skipping: wgpu is unavailable ({e}); set ZOO_REQUIRE_WGPU=1 to fail instead");
-            None
-        }
-    })
-    .clone()
-}
-
-fn tensor<const D: usize>(v: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
-}
 
 struct Case {
     b: usize,
@@ -140,27 +119,6 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// Burn's composed path: dense scores, ALiBi bias, −∞ where the pattern hides the key,
-/// softmax, weighted sum.
-fn composed(c: &Case, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let device = q.device();
-    let n = c.n;
-    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(c.scale);
-    if !c.slopes.is_empty() {
-        let bias: Vec<f32> = (0..c.h * n * n)
-            .map(|ix| {
-                let (h, i, j) = (ix / (n * n), ix / n % n, ix % n);
-                -c.slopes[h] * (i as f32 - j as f32)
-            })
-            .collect();
-        scores = scores + tensor(&bias, [1, c.h, n, n], &device);
-    }
-    let blocked: Vec<bool> = (0..n * n).map(|ix| !c.allowed(ix / n, ix % n)).collect();
-    let blocked = Tensor::<4, Bool>::from_bool(TensorData::new(blocked, [1, 1, n, n]), &device);
-    let scores = scores.mask_fill(blocked.expand([c.b, c.h, n, n]), f32::NEG_INFINITY);
-    softmax(scores, 3).matmul(v)
-}
-
 /// Output and the gradients of Σ o∘w in q, k, v, on `device` under autodiff: the kernel
 /// (`fused`) or the composed path.
 fn run(c: &Case, device: &Device, fused: bool, seed: u64) -> [Vec<f32>; 4] {
@@ -177,7 +135,7 @@ fn run(c: &Case, device: &Device, fused: bool, seed: u64) -> [Vec<f32>; 4] {
     let o = if fused {
         kernels::sparse_attention(q, k, v, c.scale, &c.slopes, c.pattern.clone())
     } else {
-        composed(c, q, k, v)
+        composed_attention(q, k, v, c.scale.into(), &c.slopes, |i, j| c.allowed(i, j))
     };
     let grads = (o.clone() * w).sum().backward();
     let g = |t: &Tensor<4>| values(t.grad(&grads).expect("a gradient"));
@@ -234,7 +192,14 @@ fn cube_attention_without_autodiff_matches() {
         &c.slopes,
         KeyPattern::Causal,
     );
-    let reference = composed(&c, x[0].clone(), x[1].clone(), x[2].clone());
+    let reference = composed_attention(
+        x[0].clone(),
+        x[1].clone(),
+        x[2].clone(),
+        c.scale.into(),
+        &c.slopes,
+        |i, j| c.allowed(i, j),
+    );
     assert_close(
         &values(fused),
         &to_f64(&values(reference)),

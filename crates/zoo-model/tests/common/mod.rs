@@ -87,3 +87,54 @@ pub fn assert_close_f32(actual: &[f32], expected: &[f32], abs: f64, rel: f64, wh
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
+
+/// `values` as a tensor of `shape` on `device`.
+pub fn tensor<const D: usize>(v: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
+}
+
+/// The wgpu device, once per process (the runtime may be initialised only once), or None with
+/// a note when there is no adapter — unless ZOO_REQUIRE_WGPU=1, which makes that a failure.
+pub fn wgpu() -> Option<Device> {
+    static WGPU: std::sync::OnceLock<Option<Device>> = std::sync::OnceLock::new();
+    WGPU.get_or_init(|| match Device::wgpu_options().init() {
+        Ok(device) => Some(device),
+        Err(e) => {
+            if std::env::var("ZOO_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
+                panic!("ZOO_REQUIRE_WGPU=1 but wgpu is unavailable: {e}");
+            }
+            println!("skipping the wgpu part: wgpu is unavailable ({e}); set ZOO_REQUIRE_WGPU=1 to fail instead");
+            None
+        }
+    })
+    .clone()
+}
+
+/// Burn's composed attention of q, k, v [b, h, n, d]: dense scores times `scale`, minus
+/// slope_h·(i − j) with ALiBi slopes (empty for none), −∞ where `allowed(i, j)` is false,
+/// softmax, weighted sum — the reference the fused kernels are held to.
+pub fn composed_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f64,
+    slopes: &[f32],
+    allowed: impl Fn(usize, usize) -> bool,
+) -> Tensor<4> {
+    let device = q.device();
+    let [b, h, n, _] = q.dims();
+    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+    if !slopes.is_empty() {
+        let bias: Vec<f32> = (0..h * n * n)
+            .map(|ix| {
+                let (head, i, j) = (ix / (n * n), ix / n % n, ix % n);
+                -slopes[head] * (i as f32 - j as f32)
+            })
+            .collect();
+        scores = scores + tensor(&bias, [1, h, n, n], &device);
+    }
+    let blocked: Vec<bool> = (0..n * n).map(|ix| !allowed(ix / n, ix % n)).collect();
+    let blocked = Tensor::<4, Bool>::from_bool(TensorData::new(blocked, [1, 1, n, n]), &device);
+    let scores = scores.mask_fill(blocked.expand([b, h, n, n]), f32::NEG_INFINITY);
+    burn::tensor::activation::softmax(scores, 3).matmul(v)
+}
