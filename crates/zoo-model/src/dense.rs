@@ -26,4 +26,25 @@ impl Linear {
             burn::tensor::module::linear(x, self.weight.val(), bias)
         }
     }
+
+    /// x [.., d_in] → [.., Σ d_out]: the layers' outputs side by side from one product with
+    /// their weights (and biases) concatenated, so x is read once and the input gradient comes
+    /// out of one product instead of a sum of several. The layers must agree on having a bias.
+    pub fn forward_side_by_side<const D: usize>(layers: &[&Linear], x: Tensor<D>) -> Tensor<D> {
+        let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
+        let biases: Vec<Tensor<1>> = layers
+            .iter()
+            .filter_map(|l| l.bias.as_ref().map(|b| b.val()))
+            .collect();
+        assert!(
+            biases.is_empty() || biases.len() == layers.len(),
+            "side-by-side layers must all have a bias or none"
+        );
+        let bias = (!biases.is_empty()).then(|| Tensor::cat(biases, 0));
+        if kernels::fused_on(&x.device()) {
+            kernels::linear(x, weight, bias)
+        } else {
+            burn::tensor::module::linear(x, weight, bias)
+        }
+    }
 }

@@ -245,6 +245,291 @@ fn fused_attention_matches_the_definition_and_the_composed_path() {
     }
 }
 
+// ---- causal attention from one fused projection (token-major, RoPE and log-n inside) -------
+
+struct QkvCase {
+    /// Batch, query heads, length, head dim, scale, slopes and pattern of the attention.
+    attention: Case,
+    kv_heads: usize,
+    rope: bool,
+    log_n_train: Option<usize>,
+}
+
+impl QkvCase {
+    fn width(&self) -> usize {
+        (self.attention.h + 2 * self.kv_heads) * self.attention.d
+    }
+    fn qkv_shape(&self) -> [usize; 3] {
+        [self.attention.b, self.attention.n, self.width()]
+    }
+    fn out_shape(&self) -> [usize; 3] {
+        let c = &self.attention;
+        [c.b, c.n, c.h * c.d]
+    }
+    /// The log-n factor of query i (1 without log-n scaling), from its definition.
+    fn factor(&self, i: usize) -> f64 {
+        self.log_n_train.map_or(1.0, |train| {
+            ((i as f64 + 1.0).ln() / (train as f64).ln()).max(1.0)
+        })
+    }
+    fn spec(&self) -> kernels::QkvAttention {
+        let c = &self.attention;
+        let (cos, sin) = if self.rope {
+            zoo_model::position::Rope::new(c.d, 10_000.0, 1.0, 1.0).host_tables(0, c.n)
+        } else {
+            (vec![], vec![])
+        };
+        let query_factors = self
+            .log_n_train
+            .map(|train| zoo_model::attention::log_n_values(0, c.n, train))
+            .unwrap_or_default();
+        kernels::QkvAttention {
+            heads: c.h,
+            kv_heads: self.kv_heads,
+            scale: c.scale as f32,
+            slopes: c.slopes.clone(),
+            positions: kernels::Positions {
+                cos,
+                sin,
+                query_factors,
+            },
+            pattern: c.pattern.clone(),
+        }
+    }
+}
+
+/// RoPE's rotation of head vector x at position p, in f64 from its definition (half-split,
+/// ω_t = 10000^(−2t/d)).
+fn rotate_f64(x: &[f64], p: usize) -> Vec<f64> {
+    let half = x.len() / 2;
+    let mut y = x.to_vec();
+    for t in 0..half {
+        let angle = p as f64 * 10_000f64.powf(-2.0 * t as f64 / x.len() as f64);
+        let (s, c) = angle.sin_cos();
+        y[t] = x[t] * c - x[t + half] * s;
+        y[t + half] = x[t] * s + x[t + half] * c;
+    }
+    y
+}
+
+/// The definition on qkv [b, n, (h + 2·h_kv)·d]: q̃ = f·R q, k̃ = R k and v per query head
+/// (head-major), attended by `attention_f64`, then merged back to token-major [b, n, h·d].
+fn qkv_attention_f64(c: &QkvCase, qkv: &[f64]) -> Vec<f64> {
+    let a = &c.attention;
+    let (n, d, h, width) = (a.n, a.d, a.h, c.width());
+    let groups = h / c.kv_heads;
+    let (mut q, mut k, mut v) = (vec![0.0; a.len()], vec![0.0; a.len()], vec![0.0; a.len()]);
+    for b in 0..a.b {
+        for head in 0..h {
+            let kv = head / groups;
+            for i in 0..n {
+                let row = &qkv[(b * n + i) * width..][..width];
+                let at = ((b * h + head) * n + i) * d;
+                let part = |col: usize| &row[col * d..][..d];
+                let (mut qi, mut ki) = (part(head).to_vec(), part(h + kv).to_vec());
+                if c.rope {
+                    qi = rotate_f64(&qi, i);
+                    ki = rotate_f64(&ki, i);
+                }
+                qi.iter_mut().for_each(|x| *x *= c.factor(i));
+                q[at..at + d].copy_from_slice(&qi);
+                k[at..at + d].copy_from_slice(&ki);
+                v[at..at + d].copy_from_slice(part(h + c.kv_heads + kv));
+            }
+        }
+    }
+    let heads = attention_f64(a, &q, &k, &v); // [b, h, n, d]
+    let mut out = vec![0.0; a.len()];
+    for b in 0..a.b {
+        for head in 0..h {
+            for i in 0..n {
+                let from = ((b * h + head) * n + i) * d;
+                let to = ((b * n + i) * h + head) * d;
+                out[to..to + d].copy_from_slice(&heads[from..from + d]);
+            }
+        }
+    }
+    out
+}
+
+/// The same computation in Burn's composed tensor ops: split, rotate, scale, repeat the kv
+/// heads, attend (`composed_attention`), merge.
+fn qkv_attention_composed(c: &QkvCase, qkv: Tensor<3>) -> Tensor<3> {
+    let a = &c.attention;
+    let (b, n, h, d, hk) = (a.b, a.n, a.h, a.d, c.kv_heads);
+    let device = qkv.device();
+    let part = |col: usize, heads: usize| {
+        qkv.clone()
+            .narrow(2, col * d, heads * d)
+            .reshape([b, n, heads, d])
+            .swap_dims(1, 2)
+    };
+    let spec = c.spec();
+    let rotate = |x: Tensor<4>| {
+        if !c.rope {
+            return x;
+        }
+        let half = d / 2;
+        let cos = tensor(&spec.positions.cos, [1, 1, n, half], &device);
+        let sin = tensor(&spec.positions.sin, [1, 1, n, half], &device);
+        let (x1, x2) = (x.clone().narrow(3, 0, half), x.narrow(3, half, half));
+        Tensor::cat(
+            vec![
+                x1.clone() * cos.clone() - x2.clone() * sin.clone(),
+                x1 * sin + x2 * cos,
+            ],
+            3,
+        )
+    };
+    let factors: Vec<f32> = (0..n).map(|i| c.factor(i) as f32).collect();
+    let q = rotate(part(0, h)) * tensor(&factors, [1, 1, n, 1], &device);
+    let k = zoo_model::attention::repeat_kv(rotate(part(h, hk)), h / hk);
+    let v = zoo_model::attention::repeat_kv(part(h + hk, hk), h / hk);
+    composed_attention(q, k, v, a.scale, &a.slopes, |i, j| a.allowed(i, j))
+        .swap_dims(1, 2)
+        .reshape([b, n, h * d])
+}
+
+fn qkv_cases() -> Vec<QkvCase> {
+    let case = |b, h, n, d, slopes: Vec<f32>, pattern| Case {
+        b,
+        h,
+        n,
+        d,
+        scale: 0.35,
+        slopes,
+        pattern,
+    };
+    vec![
+        // RoPE across the 64-row tiles; a single token.
+        QkvCase {
+            attention: case(2, 2, 65, 8, vec![], KeyPattern::Causal),
+            kv_heads: 2,
+            rope: true,
+            log_n_train: None,
+        },
+        QkvCase {
+            attention: case(1, 2, 1, 8, vec![], KeyPattern::Causal),
+            kv_heads: 1,
+            rope: true,
+            log_n_train: Some(4),
+        },
+        // Grouped-query heads (4 query heads on 2 kv heads), RoPE and log-n past its train length.
+        QkvCase {
+            attention: case(2, 4, 130, 16, vec![], KeyPattern::Causal),
+            kv_heads: 2,
+            rope: true,
+            log_n_train: Some(32),
+        },
+        // ALiBi with log-n and one kv head.
+        QkvCase {
+            attention: case(1, 2, 97, 8, vec![0.5, 0.0625], KeyPattern::Causal),
+            kv_heads: 1,
+            rope: false,
+            log_n_train: Some(16),
+        },
+        // The sparse patterns through the same entry.
+        QkvCase {
+            attention: case(
+                1,
+                2,
+                150,
+                8,
+                vec![],
+                KeyPattern::Window(WindowPattern {
+                    window: 40,
+                    dilation: 2,
+                    global_tokens: 3,
+                }),
+            ),
+            kv_heads: 2,
+            rope: true,
+            log_n_train: None,
+        },
+        QkvCase {
+            attention: case(
+                2,
+                2,
+                130,
+                8,
+                vec![0.125, 0.5],
+                KeyPattern::BigBird(BigBirdPattern {
+                    block_size: 16,
+                    window_blocks: 2,
+                    global_blocks: 1,
+                    random_blocks: 2,
+                    seed: 7,
+                }),
+            ),
+            kv_heads: 1,
+            rope: true,
+            log_n_train: None,
+        },
+    ]
+}
+
+#[test]
+fn fused_qkv_attention_matches_the_definition_and_the_composed_path() {
+    for (ci, c) in qkv_cases().iter().enumerate() {
+        let a = &c.attention;
+        let seed = 700 + ci as u64 * 10;
+        let qkv = randn_vec(a.b * a.n * c.width(), seed, 1.0);
+        let w = randn_vec(a.len(), seed + 1, 1.0);
+        let what = format!(
+            "n={} heads {}/{} rope {} log-n {:?} slopes {:?} {:?}",
+            a.n, a.h, c.kv_heads, c.rope, c.log_n_train, a.slopes, a.pattern
+        );
+        let want = qkv_attention_f64(c, &to_f64(&qkv));
+        for device in [Device::flex(), flex_grad()] {
+            let o = kernels::qkv_attention(tensor(&qkv, c.qkv_shape(), &device), c.spec());
+            assert_eq!(o.dims(), c.out_shape());
+            assert_close(&values(o), &want, 2e-5, 1e-4, &format!("output, {what}"));
+        }
+
+        // d qkv of Σ o∘w: fused vs composed, both on flex autodiff.
+        let grad_of = |fused: bool| -> Vec<f32> {
+            let device = flex_grad();
+            let leaf = tensor(&qkv, c.qkv_shape(), &device).require_grad();
+            let o = if fused {
+                kernels::qkv_attention(leaf.clone(), c.spec())
+            } else {
+                qkv_attention_composed(c, leaf.clone())
+            };
+            let grads = (o * tensor(&w, c.out_shape(), &device)).sum().backward();
+            values(leaf.grad(&grads).unwrap())
+        };
+        let (fused, composed) = (grad_of(true), grad_of(false));
+        assert_close(
+            &fused,
+            &to_f64(&composed),
+            2e-5,
+            1e-4,
+            &format!("dqkv vs composed, {what}"),
+        );
+
+        // Against f64 central differences at coordinates that touch every row, head and part.
+        let loss = |x: &[f64]| -> f64 {
+            qkv_attention_f64(c, x)
+                .iter()
+                .zip(&w)
+                .map(|(o, &w)| o * w as f64)
+                .sum()
+        };
+        let probes: Vec<usize> = (0..qkv.len())
+            .step_by(if a.n <= 65 { 7 } else { 43 })
+            .collect();
+        let numeric = central_differences(&[to_f64(&qkv)], 0, &probes, 1e-5, |x| loss(&x[0]));
+        let analytic: Vec<f32> = probes.iter().map(|&i| fused[i]).collect();
+        assert_close(
+            &analytic,
+            &numeric,
+            5e-5,
+            2e-4,
+            &format!("dqkv vs f64 differences, {what}"),
+        );
+    }
+}
+
 #[test]
 fn fused_attention_is_causal() {
     // Perturbing k/v at position t changes no output before t, and some output at or after t.

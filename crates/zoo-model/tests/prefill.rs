@@ -2,7 +2,8 @@
 //! slow, obviously correct paths: on flex the attention mixers read a prompt through the fused
 //! O(n)-memory kernel; the same weights on ndarray read it through the composed tensor ops
 //! (Burn's causal op, banded, block-gathered) and token by token through the decoding step.
-//! Outputs, the returned state and the decoding that continues from it must agree.
+//! Outputs, the returned state and the decoding that continues from it must agree, and so must
+//! the training forward (`TokenMixer::forward`, the token-major kernel on flex).
 
 mod common;
 
@@ -223,6 +224,13 @@ fn fused_prefill_equals_composed_and_stepwise_paths() {
             &y_fused,
             &stepped,
             &format!("{name}: fused prefill vs token by token"),
+        );
+        // The training forward reads the prompt through the token-major kernel of the fused
+        // q/k/v projection (kernels/qkv_attention.rs) on flex.
+        report_close(
+            &values(fused.forward(on(&flex, &prompt, [b, n, D_MODEL]))),
+            &stepped,
+            &format!("{name}: fused training forward vs token by token"),
         );
         assert_states_close(&s_fused, &s_composed, &format!("{name}: fused vs composed"));
         assert_states_close(

@@ -256,6 +256,12 @@ impl TokenMixer for BigBirdAttention {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        if crate::kernels::fused_on(&x.device()) {
+            let pattern = crate::kernels::KeyPattern::BigBird(self.pattern.clone());
+            let projections = (&self.query, &self.key, &self.value);
+            let o = self.attn.attend_token_major(projections, x, pattern, None);
+            return self.out.forward(o);
+        }
         let (q, k, v) = self.qkv(x, 0);
         let o = self.attend_from_start(q, k, v); // [b, h, n, dh]
         self.out.forward(merge_heads(o))

@@ -277,11 +277,16 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
 /// Log-n ("entropy-invariant") scaling: max(1, ln(i+1)/ln(L_train)) for positions
 /// start..start+len, as [1, 1, len, 1] to multiply the queries.
 pub fn log_n_factors(start: usize, len: usize, train_len: usize, device: &Device) -> Tensor<4> {
-    let denom = (train_len.max(2) as f64).ln();
-    let v: Vec<f32> = (start..start + len)
-        .map(|i| ((i as f64 + 1.0).ln() / denom).max(1.0) as f32)
-        .collect();
+    let v = log_n_values(start, len, train_len);
     Tensor::<1>::from_data(TensorData::new(v, [len]), device).reshape([1, 1, len, 1])
+}
+
+/// [`log_n_factors`] as host values [len].
+pub fn log_n_values(start: usize, len: usize, train_len: usize) -> Vec<f32> {
+    let denom = (train_len.max(2) as f64).ln();
+    (start..start + len)
+        .map(|i| ((i as f64 + 1.0).ln() / denom).max(1.0) as f32)
+        .collect()
 }
 
 /// A boolean mask tensor (true = blocked) from a host predicate over (row, col).

@@ -20,8 +20,8 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::{
-    MixerState, TokenMixer, dense_weights, host_mask, log_n_factors, merge_heads, repeat_kv,
-    split_heads,
+    MixerState, TokenMixer, dense_weights, host_mask, log_n_factors, log_n_values, merge_heads,
+    repeat_kv, split_heads,
 };
 use serde::{Deserialize, Serialize};
 
@@ -195,6 +195,42 @@ impl AttentionHeads {
     pub fn slopes(&self) -> &[f32] {
         self.alibi.as_ref().map_or(&[][..], |a| &a.slopes[..])
     }
+
+    /// Attention of positions 0..n of x [b, n, d] over themselves, from the projections to the
+    /// merged heads [b, n, h·dh], as one token-major CPU kernel (kernels/qkv_attention.rs): one
+    /// product for q, k and v, RoPE and the log-n factors (`log_n_train_len`) applied inside,
+    /// no head permutes. Callers check `kernels::fused_on` (flex) first.
+    pub fn attend_token_major(
+        &self,
+        (query, key, value): (&Linear, &Linear, &Linear),
+        x: Tensor<3>,
+        pattern: kernels::KeyPattern,
+        log_n_train_len: Option<usize>,
+    ) -> Tensor<3> {
+        let n = x.dims()[1];
+        let qkv = Linear::forward_side_by_side(&[query, key, value], x); // [b, n, (h + 2·hk)·dh]
+        let (cos, sin) = self
+            .rope
+            .as_ref()
+            .map(|rope| rope.host_tables(0, n))
+            .unwrap_or_default();
+        let query_factors = log_n_train_len
+            .map(|train_len| log_n_values(0, n, train_len))
+            .unwrap_or_default();
+        let spec = kernels::QkvAttention {
+            heads: self.layout.heads,
+            kv_heads: self.layout.kv_heads,
+            scale: self.scale as f32,
+            slopes: self.slopes().to_vec(),
+            positions: kernels::Positions {
+                cos,
+                sin,
+                query_factors,
+            },
+            pattern,
+        };
+        kernels::qkv_attention(qkv, spec) // [b, n, h·dh]
+    }
 }
 
 /// Head counts shared by the attention mixers.
@@ -356,6 +392,17 @@ impl TokenMixer for SoftmaxAttention {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        // Dropping probabilities needs them materialised; the token-major kernel never forms them.
+        let drops_probabilities = self.prob_dropout.prob > 0.0 && x.is_autodiff();
+        if kernels::fused_on(&x.device()) && !drops_probabilities {
+            let o = self.attn.attend_token_major(
+                (&self.query, &self.key, &self.value),
+                x,
+                kernels::KeyPattern::Causal,
+                self.log_n_train_len,
+            );
+            return self.out.forward(o);
+        }
         let (q, k, v) = self.qkv(x, 0);
         let o = self.attend_from_start(q, k, v); // [b, h, n, dh]
         self.out.forward(merge_heads(o))

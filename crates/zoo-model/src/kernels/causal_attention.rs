@@ -29,6 +29,7 @@ use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul};
+use super::score_tiles::{self, Transposed};
 use super::simd::{self, exp, multiversion};
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 use crate::attention::pattern::{BigBirdPattern, WindowPattern};
@@ -62,9 +63,9 @@ pub enum KeyPattern {
 }
 
 /// One query tile: its rows, the key ranges it reads, and (sparse patterns) the visibility mask.
-struct Tile {
-    row0: usize,
-    rows: usize,
+pub(super) struct Tile {
+    pub(super) row0: usize,
+    pub(super) rows: usize,
     ranges: Vec<Range<usize>>,
     /// Key position of each score column.
     keys: Vec<f32>,
@@ -79,7 +80,7 @@ impl Tile {
 }
 
 impl KeyPattern {
-    fn query_block(&self) -> usize {
+    pub(super) fn query_block(&self) -> usize {
         match self {
             KeyPattern::BigBird(p) => p.block_size,
             _ => QUERY_BLOCK,
@@ -176,25 +177,47 @@ fn range_rows<'a>(all: &'a [f32], d: usize, r: &Range<usize>) -> View<'a> {
     View::rows(&all[r.start * d..], r.len(), d)
 }
 
+/// One head's keys or values [n, d], with the transposed copy the AVX-512 score block reads
+/// (score_tiles.rs) on CPUs that run it.
+pub(super) struct HeadRows<'a> {
+    rows: &'a [f32],
+    transposed: Option<Transposed>,
+}
+
+impl<'a> HeadRows<'a> {
+    pub(super) fn new(rows: &'a [f32], d: usize) -> Self {
+        let n = rows.len() / d.max(1);
+        HeadRows {
+            rows,
+            transposed: (score_tiles::available() && d > 0).then(|| Transposed::of(rows, n, d)),
+        }
+    }
+}
+
 /// dst[:, columns of each range] = scale · a · (rows of b in that range)ᵀ.
 fn scores_by_range(
     dst: &mut [f32],
     cols: usize,
     a: View,
-    b_all: &[f32],
+    b: &HeadRows,
     d: usize,
     ranges: &[Range<usize>],
     scale: f32,
 ) {
     for (c0, r) in segments(ranges) {
-        matmul(
-            &mut dst[c0..],
-            cols,
-            a,
-            range_rows(b_all, d, r).t(),
-            scale,
-            false,
-        );
+        match &b.transposed {
+            Some(bt) if a.col_stride == 1 => {
+                score_tiles::scores(dst, cols, c0, a, bt, r.start, r.len(), scale)
+            }
+            _ => matmul(
+                &mut dst[c0..],
+                cols,
+                a,
+                range_rows(b.rows, d, r).t(),
+                scale,
+                false,
+            ),
+        }
     }
 }
 
@@ -342,6 +365,102 @@ multiversion! {
     }
 }
 
+/// The query tiles of a length-`seq` sequence under `pattern` (positions only: shared by every
+/// head).
+pub(super) fn tiles(pattern: &KeyPattern, seq: usize) -> Vec<Tile> {
+    let qb = pattern.query_block();
+    (0..seq)
+        .step_by(qb)
+        .map(|row0| pattern.tile(row0, qb.min(seq - row0)))
+        .collect()
+}
+
+/// One head's sizes and position-dependent constants, as the per-tile and per-head passes
+/// take them.
+#[derive(Clone, Copy)]
+pub(super) struct HeadParams {
+    pub head_dim: usize,
+    pub scale: f32,
+    /// The head's ALiBi slope (0 without ALiBi).
+    pub slope: f32,
+}
+
+/// Scratch buffers a task reuses across tiles (grown, never shrunk or cleared: every pass
+/// writes the part it reads).
+#[derive(Default)]
+pub(super) struct Scratch {
+    probs: Vec<f32>,
+    dprobs: Vec<f32>,
+}
+
+fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
+}
+
+/// One query tile's forward: out_b [rows, d] = P V and ℓ into lse_b, for the tile's queries
+/// q_b [rows, d] (rows of any stride) over the head's keys k_h and values v_h [n, d].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_tile(
+    tile: &Tile,
+    q_b: View,
+    k_h: &HeadRows,
+    v_h: &[f32],
+    head: HeadParams,
+    out_b: &mut [f32],
+    lse_b: &mut [f32],
+    scratch: &mut Scratch,
+) {
+    let (row0, rows, cols, d) = (tile.row0, tile.rows, tile.cols(), head.head_dim);
+    let scores = grown(&mut scratch.probs, rows * cols); // [rows, cols]
+    scores_by_range(scores, cols, q_b, k_h, d, &tile.ranges, head.scale);
+    match &tile.visible {
+        None => softmax_rows(scores, cols, row0, head.slope, lse_b),
+        Some(vis) => masked_softmax_rows(scores, cols, vis, &tile.keys, row0, head.slope, lse_b),
+    }
+    weighted_rows(out_b, d, scores, rows, cols, v_h, &tile.ranges, 1.0);
+}
+
+/// One head's backward over all its tiles: dq_h [n, d] written, dk_h and dv_h [n, d]
+/// accumulated into (the caller zeroes them, or carries another query head's sums for
+/// grouped-query attention).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_head(
+    tiles: &[Tile],
+    [q_h, k_h, v_h, o_h, do_h]: [&[f32]; 5],
+    lse_h: &[f32],
+    head: HeadParams,
+    [dq_h, dk_h, dv_h]: [&mut [f32]; 3],
+    scratch: &mut Scratch,
+) {
+    let (d, scale) = (head.head_dim, head.scale);
+    let seq = lse_h.len();
+    let (keys, values) = (HeadRows::new(k_h, d), HeadRows::new(v_h, d));
+    let mut delta = vec![0.0f32; seq]; // Dᵢ = dOᵢ · Oᵢ, [n]
+    row_dots(o_h, do_h, d, &mut delta);
+    for tile in tiles {
+        let (row0, rows, cols) = (tile.row0, tile.rows, tile.cols());
+        let ranges = &tile.ranges;
+        let p = grown(&mut scratch.probs, rows * cols); // [rows, cols]
+        let dp = grown(&mut scratch.dprobs, rows * cols); // [rows, cols]
+        let q_b = View::rows(&q_h[row0 * d..], rows, d);
+        let do_b = View::rows(&do_h[row0 * d..], rows, d);
+        let lse_b = &lse_h[row0..row0 + rows];
+        scores_by_range(p, cols, q_b, &keys, d, ranges, scale);
+        match &tile.visible {
+            None => probability_rows(p, cols, row0, head.slope, lse_b),
+            Some(vis) => masked_probability_rows(p, cols, vis, &tile.keys, row0, head.slope, lse_b),
+        }
+        scatter_transposed(dv_h, d, p, rows, cols, do_b, ranges, 1.0); // dV += Pᵀ dO
+        scores_by_range(dp, cols, do_b, &values, d, ranges, 1.0); // dP = dO Vᵀ
+        score_grad_rows(p, dp, cols, &delta[row0..row0 + rows]);
+        weighted_rows(&mut dq_h[row0 * d..], d, dp, rows, cols, k_h, ranges, scale); // dQ = c dS K
+        scatter_transposed(dk_h, d, dp, rows, cols, q_b, ranges, scale); // dK += c dSᵀ Q
+    }
+}
+
 /// Forward: returns (o [heads_total, n, d], ℓ [heads_total, n]).
 pub fn forward(
     q: &[f32],
@@ -367,11 +486,7 @@ pub fn forward(
     }
     let hl = shape.head_len();
     let qb = pattern.query_block();
-    // Tiles depend on positions only: build them once for every head.
-    let tiles: Vec<Tile> = (0..seq)
-        .step_by(qb)
-        .map(|row0| pattern.tile(row0, qb.min(seq - row0)))
-        .collect();
+    let tiles = tiles(pattern, seq);
     out.par_chunks_mut(hl)
         .zip(lse.par_chunks_mut(seq))
         .enumerate()
@@ -381,29 +496,19 @@ pub fn forward(
                 &k[bh * hl..][..hl],
                 &v[bh * hl..][..hl],
             );
-            let slope = slopes.get(bh % heads).copied().unwrap_or(0.0);
+            let keys = HeadRows::new(k_h, d);
+            let head = HeadParams {
+                head_dim: d,
+                scale,
+                slope: slopes.get(bh % heads).copied().unwrap_or(0.0),
+            };
             out_h
                 .par_chunks_mut(qb * d)
                 .zip(lse_h.par_chunks_mut(qb))
                 .zip(&tiles)
-                .for_each(|((out_b, lse_b), tile)| {
-                    let (row0, rows, cols) = (tile.row0, tile.rows, tile.cols());
-                    let mut scores = vec![0.0f32; rows * cols]; // [rows, cols]
-                    let q_b = View::rows(&q_h[row0 * d..], rows, d);
-                    scores_by_range(&mut scores, cols, q_b, k_h, d, &tile.ranges, scale);
-                    match &tile.visible {
-                        None => softmax_rows(&mut scores, cols, row0, slope, lse_b),
-                        Some(vis) => masked_softmax_rows(
-                            &mut scores,
-                            cols,
-                            vis,
-                            &tile.keys,
-                            row0,
-                            slope,
-                            lse_b,
-                        ),
-                    }
-                    weighted_rows(out_b, d, &scores, rows, cols, v_h, &tile.ranges, 1.0);
+                .for_each_init(Scratch::default, |scratch, ((out_b, lse_b), tile)| {
+                    let q_b = View::rows(&q_h[tile.row0 * d..], tile.rows, d);
+                    forward_tile(tile, q_b, &keys, v_h, head, out_b, lse_b, scratch);
                 });
         });
     (out, lse)
@@ -437,50 +542,30 @@ pub fn backward(
         return (dq, dk, dv);
     }
     let hl = shape.head_len();
-    let qb = pattern.query_block();
-    let tiles: Vec<Tile> = (0..seq)
-        .step_by(qb)
-        .map(|row0| pattern.tile(row0, qb.min(seq - row0)))
-        .collect();
-    let max_cols = tiles.iter().map(Tile::cols).max().unwrap_or(0);
+    let tiles = tiles(pattern, seq);
     // dK and dV of a head collect from every query block, so one task owns a whole head.
     dq.par_chunks_mut(hl)
         .zip(dk.par_chunks_mut(hl))
         .zip(dv.par_chunks_mut(hl))
         .enumerate()
-        .for_each(|(bh, ((dq_h, dk_h), dv_h))| {
+        .for_each_init(Scratch::default, |scratch, (bh, ((dq_h, dk_h), dv_h))| {
             fn head(t: &[f32], bh: usize, hl: usize) -> &[f32] {
                 &t[bh * hl..][..hl]
             }
             let at = |t| head(t, bh, hl);
-            let (q_h, k_h, v_h, o_h, do_h) = (at(q), at(k), at(v), at(out), at(grad_out));
-            let lse_h = &lse[bh * seq..][..seq];
-            let slope = slopes.get(bh % heads).copied().unwrap_or(0.0);
-            let mut delta = vec![0.0f32; seq]; // Dᵢ = dOᵢ · Oᵢ, [n]
-            row_dots(o_h, do_h, d, &mut delta);
-            let mut probs = vec![0.0f32; qb * max_cols];
-            let mut dprobs = vec![0.0f32; qb * max_cols];
-            for tile in &tiles {
-                let (row0, rows, cols) = (tile.row0, tile.rows, tile.cols());
-                let ranges = &tile.ranges;
-                let p = &mut probs[..rows * cols]; // [rows, cols]
-                let dp = &mut dprobs[..rows * cols]; // [rows, cols]
-                let q_b = View::rows(&q_h[row0 * d..], rows, d);
-                let do_b = View::rows(&do_h[row0 * d..], rows, d);
-                let lse_b = &lse_h[row0..row0 + rows];
-                scores_by_range(p, cols, q_b, k_h, d, ranges, scale);
-                match &tile.visible {
-                    None => probability_rows(p, cols, row0, slope, lse_b),
-                    Some(vis) => {
-                        masked_probability_rows(p, cols, vis, &tile.keys, row0, slope, lse_b)
-                    }
-                }
-                scatter_transposed(dv_h, d, p, rows, cols, do_b, ranges, 1.0); // dV += Pᵀ dO
-                scores_by_range(dp, cols, do_b, v_h, d, ranges, 1.0); // dP = dO Vᵀ
-                score_grad_rows(p, dp, cols, &delta[row0..row0 + rows]);
-                weighted_rows(&mut dq_h[row0 * d..], d, dp, rows, cols, k_h, ranges, scale); // dQ = c dS K
-                scatter_transposed(dk_h, d, dp, rows, cols, q_b, ranges, scale); // dK += c dSᵀ Q
-            }
+            let head = HeadParams {
+                head_dim: d,
+                scale,
+                slope: slopes.get(bh % heads).copied().unwrap_or(0.0),
+            };
+            backward_head(
+                &tiles,
+                [at(q), at(k), at(v), at(out), at(grad_out)],
+                &lse[bh * seq..][..seq],
+                head,
+                [dq_h, dk_h, dv_h],
+                scratch,
+            );
         });
     (dq, dk, dv)
 }

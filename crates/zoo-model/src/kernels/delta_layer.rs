@@ -37,7 +37,9 @@ use rayon::prelude::*;
 
 use super::gated_delta::{token_backward, token_forward, token_state};
 use super::simd::{self, exp, multiversion};
-use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
+use super::{
+    AutodiffFlex, DisjointColumns, SavedForBackward, contiguous, flex_tensor, register_op, values,
+};
 use crate::attention::delta_rule::{L2_EPS, RMS_EPS};
 
 /// Tokens between saved states (and the length of the recomputed stretches).
@@ -238,40 +240,6 @@ fn check(inputs: &[&[f32]; 6], shape: DeltaLayerShape) {
     );
     assert!(beta.len() == b * n * h && log_alpha.len() == beta.len());
     assert_eq!(norm.len(), dh);
-}
-
-/// A buffer that parallel tasks write at disjoint index sets: each (sequence, head) task owns its
-/// head's columns of every row, which interleave, so `chunks_mut` cannot hand them out.
-#[derive(Clone, Copy)]
-pub struct DisjointColumns {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: tasks only write through `DisjointColumns::at` at index sets no other task touches
-// (their own head's columns, asserted by construction in `forward` / `backward`).
-unsafe impl Send for DisjointColumns {}
-unsafe impl Sync for DisjointColumns {}
-
-impl DisjointColumns {
-    fn new(buffer: &mut [f32]) -> Self {
-        DisjointColumns {
-            ptr: buffer.as_mut_ptr(),
-            len: buffer.len(),
-        }
-    }
-
-    /// `len` values from `start`.
-    ///
-    /// # Safety
-    /// No other live slice of this buffer may overlap `start..start + len`, and the buffer the
-    /// writer was made from must outlive the slice.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn at(&self, start: usize, len: usize) -> &mut [f32] {
-        assert!(start + len <= self.len, "column slice out of bounds");
-        // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
-    }
 }
 
 /// inputs = P, conv taps, conv bias, raw β, ln α, norm weight. Returns (y [b, n, d], and for the

@@ -112,18 +112,28 @@ fn matmul_on(
 /// A new row-major m × n matrix = scale · lhs · rhs, split over rayon's pool. The product writes
 /// every element, so the buffer is not zero-filled first (a `memset` pass per output saved).
 pub fn product_parallel(lhs: View, rhs: View, scale: f32) -> Vec<f32> {
+    product_on(lhs, rhs, scale, rayon::current_num_threads())
+}
+
+/// [`product_parallel`] on `threads` of rayon's threads (1: on the calling thread) — for two
+/// independent products run side by side, each on half of the pool.
+pub fn product_on(lhs: View, rhs: View, scale: f32, threads: usize) -> Vec<f32> {
     let (m, n) = (lhs.rows, rhs.cols);
     let len = m * n;
     if lhs.cols == 0 {
         return vec![0.0; len];
     }
     let mut out: Vec<f32> = Vec::with_capacity(len);
-    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: `out` owns `len` = m · n elements of capacity and aliases nothing; with
     // `accumulate = false` and k > 0, gemm writes each of them before reading it, so all `len`
     // are initialised when the length is set.
     unsafe {
-        matmul_raw(out.as_mut_ptr(), n, lhs, rhs, scale, false, threads);
+        matmul_raw(out.as_mut_ptr(), n, lhs, rhs, scale, false, parallelism);
         out.set_len(len);
     }
     out

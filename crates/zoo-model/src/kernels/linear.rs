@@ -16,7 +16,7 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::Shape;
 use rayon::prelude::*;
 
-use super::gemm::{View, matmul_parallel, product_parallel};
+use super::gemm::{View, matmul_parallel, product_on, product_parallel};
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 /// Rows per parallel task of the bias fill and the bias gradient.
@@ -63,26 +63,35 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     assert_eq!(dy.len(), rows * d_out, "linear: gradient size");
     let dy_view = View::rows(dy, rows, d_out);
-    let dx = product_parallel(dy_view, View::rows(w, d_in, d_out).t(), 1.0);
-    let dw = product_parallel(View::rows(x, rows, d_in).t(), dy_view, 1.0);
-    let db = has_bias.then(|| {
-        let partials: Vec<Vec<f32>> = dy
-            .par_chunks(ROW_BLOCK * d_out.max(1))
-            .map(|block| {
-                let mut sum = vec![0.0f32; d_out];
-                for row in block.chunks_exact(d_out) {
-                    sum.iter_mut().zip(row).for_each(|(s, g)| *s += g);
-                }
-                sum
-            })
-            .collect();
-        let mut db = vec![0.0f32; d_out];
-        for part in partials {
-            db.iter_mut().zip(part).for_each(|(s, p)| *s += p);
-        }
-        db
-    });
-    (dx, dw, db)
+    // dx and dW cost the same (rows · d_in · d_out multiply-adds each) and share no output: run
+    // them side by side on half of the pool each. Each product then runs on fewer threads, where
+    // the GEMM scales better than across all of them (machine D: 10–22 % less time than one
+    // after the other on both threads, docs/benchmarks.md).
+    let half = (rayon::current_num_threads() / 2).max(1);
+    let (dx, dw) = rayon::join(
+        || product_on(dy_view, View::rows(w, d_in, d_out).t(), 1.0, half),
+        || product_on(View::rows(x, rows, d_in).t(), dy_view, 1.0, half),
+    );
+    (dx, dw, has_bias.then(|| column_sums(dy, d_out)))
+}
+
+/// Σ over the rows of m [rows, cols] (the bias gradient).
+fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    let partials: Vec<Vec<f32>> = m
+        .par_chunks(ROW_BLOCK * cols.max(1))
+        .map(|block| {
+            let mut sum = vec![0.0f32; cols];
+            for row in block.chunks_exact(cols) {
+                sum.iter_mut().zip(row).for_each(|(s, g)| *s += g);
+            }
+            sum
+        })
+        .collect();
+    let mut total = vec![0.0f32; cols];
+    for part in partials {
+        total.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+    }
+    total
 }
 
 // ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------

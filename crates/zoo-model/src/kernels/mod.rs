@@ -30,7 +30,9 @@ pub mod gelu;
 mod gemm;
 pub mod layer_norm;
 pub mod linear;
+pub mod qkv_attention;
 pub mod rotary;
+mod score_tiles;
 mod simd;
 pub mod wkv;
 
@@ -47,6 +49,7 @@ use burn::backend::{Autodiff, Backend, Cube, Dispatch, DispatchDevice, Flex, bac
 use burn::prelude::*;
 
 pub use causal_attention::KeyPattern;
+pub use qkv_attention::{Positions, QkvAttention};
 pub use simd::isa_path;
 
 /// Threads the kernels (and flex's GEMMs) run on: rayon's pool (`RAYON_NUM_THREADS`, else one
@@ -144,6 +147,11 @@ pub trait FusedOps: Backend {
         slopes: Vec<f32>,
         pattern: KeyPattern,
     ) -> FloatTensor<Self>;
+
+    /// Causal attention read from one fused projection qkv [b, n, (h + 2·h_kv)·d] (the query
+    /// heads, then the key and the value heads) → [b, n, h·d], with RoPE, log-n factors, logit
+    /// scale, ALiBi slopes and key pattern from `spec` (kernels/qkv_attention.rs).
+    fn fused_qkv_attention(qkv: FloatTensor<Self>, spec: QkvAttention) -> FloatTensor<Self>;
 
     /// Chunked causal linear attention of feature-mapped q, k [b, h, n, f] and v [b, h, n, dv]
     /// from a zero state → [b, h, n, dv]; with `token_major`, every tensor is [b, n, h, ·].
@@ -264,6 +272,15 @@ pub fn sparse_attention(
         scale,
         slopes.to_vec(),
         pattern,
+    ))
+}
+
+/// Causal attention from one fused projection (see [`FusedOps::fused_qkv_attention`]):
+/// qkv [b, n, (h + 2·h_kv)·d] → [b, n, h·d]. Flex only: callers check `fused_on`.
+pub fn qkv_attention(qkv: Tensor<3>, spec: QkvAttention) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_qkv_attention(
+        qkv.into_dispatch(),
+        spec,
     ))
 }
 
@@ -441,6 +458,67 @@ fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// A buffer that parallel tasks write at disjoint index sets: each (sequence, head) task owns its
+/// head's columns of every token-major row, which interleave, so `chunks_mut` cannot hand them
+/// out (delta_layer.rs, qkv_attention.rs).
+#[derive(Clone, Copy)]
+pub struct DisjointColumns {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks only write through `at` / `write` at index sets no other task touches (their
+// own head's columns, by construction in the kernels that make one).
+unsafe impl Send for DisjointColumns {}
+unsafe impl Sync for DisjointColumns {}
+
+impl DisjointColumns {
+    fn new(buffer: &mut [f32]) -> Self {
+        DisjointColumns {
+            ptr: buffer.as_mut_ptr(),
+            len: buffer.len(),
+        }
+    }
+
+    /// Over the first `len` slots of an empty vector's spare capacity, which the tasks fill
+    /// with `write` before the owner sets the length (no zero fill of an output that every
+    /// element of is written anyway).
+    fn spare(buffer: &mut Vec<f32>, len: usize) -> Self {
+        assert!(buffer.is_empty(), "spare capacity of an empty vector");
+        buffer.reserve_exact(len);
+        DisjointColumns {
+            ptr: buffer.as_mut_ptr(),
+            len,
+        }
+    }
+
+    /// `len` values from `start` (of an initialised buffer).
+    ///
+    /// # Safety
+    /// No other live slice of this buffer may overlap `start..start + len`, and the buffer the
+    /// writer was made from must outlive the slice.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn at(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "column slice out of bounds");
+        // SAFETY: in bounds (asserted); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// Copies `values` to `start..start + values.len()` (which may be uninitialised).
+    ///
+    /// # Safety
+    /// No other task may read or write that range, and the buffer must outlive the call.
+    unsafe fn write(&self, start: usize, values: &[f32]) {
+        assert!(
+            start + values.len() <= self.len,
+            "column slice out of bounds"
+        );
+        // SAFETY: in bounds (asserted); `values` is another allocation; exclusivity is the
+        // caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(start), values.len()) }
+    }
+}
+
 /// What a fused op's forward keeps for its backward under autodiff, and that backward: dO in,
 /// the gradient of each of the op's N differentiable inputs out (host values, input's shape).
 trait SavedForBackward<const N: usize>: Clone + Send + std::fmt::Debug + 'static {
@@ -527,6 +605,10 @@ impl FusedOps for Flex {
         pattern: KeyPattern,
     ) -> FlexTensor {
         causal_attention::flex([q, k, v], scale, &slopes, &pattern)
+    }
+
+    fn fused_qkv_attention(qkv: FlexTensor, spec: QkvAttention) -> FlexTensor {
+        qkv_attention::flex(qkv, &spec)
     }
 
     fn fused_linear_attention(
@@ -621,6 +703,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         pattern: KeyPattern,
     ) -> FloatTensor<Self> {
         causal_attention::autodiff::<C>([q, k, v], scale, slopes, pattern)
+    }
+
+    fn fused_qkv_attention(qkv: FloatTensor<Self>, spec: QkvAttention) -> FloatTensor<Self> {
+        qkv_attention::autodiff::<C>(qkv, spec)
     }
 
     fn fused_linear_attention(

@@ -19,20 +19,19 @@ use super::simd::multiversion;
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 multiversion! {
-    // Rotate the head vectors of one [seq, 2·half] block; sign = −1 rotates backwards.
-    fn rotate_block(x: &[f32], y: &mut [f32], cos: &[f32], sin: &[f32], half: usize, sign: f32) {
-        for (((x, y), c), s) in x
-            .chunks_exact(2 * half)
-            .zip(y.chunks_exact_mut(2 * half))
+    // Rotate the head vectors (rows of width 2·half) of a block in place by their positions'
+    // angles (tables [rows, half]); sign = −1 rotates backwards.
+    fn rotate_in_place(x: &mut [f32], cos: &[f32], sin: &[f32], half: usize, sign: f32) {
+        for ((x, c), s) in x
+            .chunks_exact_mut(2 * half)
             .zip(cos.chunks_exact(half))
             .zip(sin.chunks_exact(half))
         {
-            let (x1, x2) = x.split_at(half);
-            let (y1, y2) = y.split_at_mut(half);
+            let (x1, x2) = x.split_at_mut(half);
             for i in 0..half {
-                let s = sign * s[i];
-                y1[i] = x1[i] * c[i] - x2[i] * s;
-                y2[i] = x1[i] * s + x2[i] * c[i];
+                let (a, b, s) = (x1[i], x2[i], sign * s[i]);
+                x1[i] = a * c[i] - b * s;
+                x2[i] = a * s + b * c[i];
             }
         }
     }
@@ -43,10 +42,9 @@ pub fn rotate(x: &[f32], seq: usize, cos: &[f32], sin: &[f32], sign: f32) -> Vec
     assert_eq!(cos.len(), sin.len());
     let half = cos.len() / seq.max(1);
     assert!(half > 0 && cos.len() == seq * half && x.len().is_multiple_of(seq * 2 * half));
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = x.to_vec();
     y.par_chunks_mut(seq * 2 * half)
-        .zip(x.par_chunks(seq * 2 * half))
-        .for_each(|(y, x)| rotate_block(x, y, cos, sin, half, sign));
+        .for_each(|y| rotate_in_place(y, cos, sin, half, sign));
     y
 }
 

@@ -49,7 +49,7 @@ impl Rope {
     }
 
     /// cos and sin of positions start..start+len, row-major [len, head_dim/2] each.
-    fn host_tables(&self, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+    pub fn host_tables(&self, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
