@@ -299,7 +299,7 @@ fn prefill(len: usize, kind: &str, device: &str, json: bool) -> Result<()> {
         ..ModelConfig::default()
     };
     let dev = device::select(device)?;
-    zoo_train::resources::check_generate(&cfg, len, 0, zoo_model::kernels::fused_on(&dev))?;
+    zoo_train::resources::check_generate(&cfg, len, 0, zoo_model::kernels::on_device(&dev))?;
     let lm = Lm::new(&cfg, &dev)?;
     let ids: Vec<i64> = (0..len as i64).map(|i| (i * 7919 + 13) % 256).collect();
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, len]), &dev);

@@ -22,7 +22,7 @@ pub fn run(path: &Path, set: &[String], lengths: &[usize]) -> Result<()> {
     let device = Device::flex();
     let origin = path.display().to_string();
     zoo_train::resources::check_model(&cfg.model, &zoo_data::input::clip_bare(&origin))?;
-    zoo_train::resources::check_run(&cfg, zoo_model::kernels::fused_on(&device))?;
+    zoo_train::resources::check_run(&cfg, zoo_model::kernels::on_device(&device))?;
     println!("# resolved config\n{}", cfg.to_toml());
     let model = Lm::new(&cfg.model, &device)?;
     let params = model.num_params();
@@ -32,7 +32,7 @@ pub fn run(path: &Path, set: &[String], lengths: &[usize]) -> Result<()> {
         params - embed
     );
     if let Some((batch, seq_len, bytes)) =
-        zoo_train::resources::largest_training_step(&cfg, zoo_model::kernels::fused_on(&device))
+        zoo_train::resources::largest_training_step(&cfg, zoo_model::kernels::on_device(&device))
     {
         let available = zoo_model::memory::available_memory().map_or("unknown".to_string(), |a| {
             zoo_model::memory::human_bytes(a as f64)

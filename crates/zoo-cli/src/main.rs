@@ -852,7 +852,7 @@ fn cmd_generate(
         model.config(),
         ids.len(),
         max_tokens,
-        zoo_model::kernels::fused_on(&dev),
+        zoo_model::kernels::on_device(&dev),
     )?;
     let vocab = model.config().vocab()?;
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {

@@ -127,7 +127,7 @@ impl LoadedRun {
             batch.min(opts.batch_size.max(1)),
             "--lengths",
             "--batch-size",
-            zoo_model::kernels::fused_on(&opts.device),
+            zoo_model::kernels::on_device(&opts.device),
         )?;
         for &len in lengths {
             self.config.model.check_length(len)?;

@@ -20,8 +20,8 @@
 //! (projections, RoPE copies, outputs; linear attention adds its feature maps and the per-chunk
 //! states h·F·dh/C; RWKV its token shift, decay and group norm ≈ 20d plus state checkpoints
 //! h·dh²/64). The extra max_layer term is the gradient of one layer during backward; 2V is the
-//! logits and their gradient. Without the fused CPU kernels (any device but flex) the attention
-//! family materialises scores: 3·h·k values per token with k the keys a query sees (n for
+//! logits and their gradient. Without a fused attention kernel (flex's CPU kernels, the CubeCL
+//! kernel on wgpu / cuda: `Kernels`) the attention family materialises scores: 3·h·k values per token with k the keys a query sees (n for
 //! softmax, the band for sliding window, the blocks for BigBird), and linear / RWKV keep their
 //! chunk matrices (3·h·C). With them, T adds the per-thread score tiles of the tiled attention
 //! (3·64·k per thread). a_infer counts the same values for one layer only (nothing is kept
@@ -40,6 +40,28 @@ use crate::error::ModelError;
 const F32: f64 = 4.0;
 /// Rows of a query tile of the fused attention kernel.
 const QUERY_BLOCK: f64 = crate::kernels::causal_attention::QUERY_BLOCK as f64;
+/// Which of the project's fused kernels a device runs (`kernels::on_device`): all of the CPU
+/// kernels (flex), only the attention kernel (the CubeCL one on wgpu / cuda), or none (ndarray,
+/// or any device with the kernels switched off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    None,
+    Attention,
+    Cpu,
+}
+
+impl Kernels {
+    /// Attention keeps O(n) memory: no n×k scores are materialised.
+    pub fn attention(self) -> bool {
+        self != Kernels::None
+    }
+    /// The CPU kernels: fused loss, linear attention / RWKV without chunk matrices, score tiles
+    /// in host memory.
+    pub fn cpu(self) -> bool {
+        self == Kernels::Cpu
+    }
+}
+
 /// Training (autodiff keeps activations) or inference (one layer alive at a time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pass {
@@ -143,7 +165,13 @@ fn mixer_counts(config: &ModelConfig) -> Vec<(&MixerConfig, usize)> {
 }
 
 /// f32 values per token one block holds (see the module docs), at length n.
-fn layer_values(mixer: &MixerConfig, config: &ModelConfig, n: f64, pass: Pass, fused: bool) -> f64 {
+fn layer_values(
+    mixer: &MixerConfig,
+    config: &ModelConfig,
+    n: f64,
+    pass: Pass,
+    kernels: Kernels,
+) -> f64 {
     let d = config.d_model as f64;
     let m = mlp_hidden(config) as f64;
     let mlp = match config.mlp {
@@ -162,17 +190,23 @@ fn layer_values(mixer: &MixerConfig, config: &ModelConfig, n: f64, pass: Pass, f
     } else {
         0.0
     };
-    // Attention dropout needs the probabilities, so training takes the materialised path.
-    let fused = fused && !(config.attention_dropout > 0.0 && pass == Pass::Train);
-    let mixer_values = mixer
-        .spec()
-        .activation_values(config, n, pass == Pass::Train, fused);
+    // The attention family (the mixers with keys per query) is fused wherever an attention
+    // kernel runs; the others only with the CPU kernels. Attention dropout needs the
+    // probabilities, so training takes the materialised path.
+    let spec = mixer.spec();
+    let fused = if spec.keys_per_query(n).is_some() {
+        kernels.attention() && !(config.attention_dropout > 0.0 && pass == Pass::Train)
+    } else {
+        kernels.cpu()
+    };
+    let mixer_values = spec.activation_values(config, n, pass == Pass::Train, fused);
     6.0 * d + mlp + dropout + conv + mixer_values
 }
 
-/// Transient bytes of the fused attention kernel's score tiles (one layer at a time).
-fn fused_tiles(config: &ModelConfig, n: f64, fused: bool) -> f64 {
-    if !fused {
+/// Transient host bytes of the CPU attention kernel's score tiles (one layer at a time; the
+/// GPU kernel's tiles live in on-chip memory).
+fn fused_tiles(config: &ModelConfig, n: f64, kernels: Kernels) -> f64 {
+    if !kernels.cpu() {
         return 0.0;
     }
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get()) as f64;
@@ -187,30 +221,33 @@ fn fused_tiles(config: &ModelConfig, n: f64, fused: bool) -> f64 {
 }
 
 /// Activation bytes of one forward (inference) or forward + backward (training) of `batch`
-/// sequences of `seq_len` tokens. `fused`: the device runs the project's fused CPU kernels
-/// (`kernels::fused_on`).
+/// sequences of `seq_len` tokens, with the fused kernels the device runs.
 pub fn activation_bytes(
     config: &ModelConfig,
     batch: usize,
     seq_len: usize,
     pass: Pass,
-    fused: bool,
+    kernels: Kernels,
 ) -> f64 {
     let n = seq_len as f64;
     let d = config.d_model as f64;
     let vocab = config.vocab_size.unwrap_or(0) as f64;
     let counts = mixer_counts(config);
-    let per_layer = |m: &MixerConfig| layer_values(m, config, n, pass, fused);
+    let per_layer = |m: &MixerConfig| layer_values(m, config, n, pass, kernels);
     let widest = counts.iter().map(|(m, _)| per_layer(m)).fold(0.0, f64::max);
     let per_token = match pass {
         Pass::Train => {
             let layers: f64 = counts.iter().map(|(m, c)| *c as f64 * per_layer(m)).sum();
-            let logits = if fused { 2.0 * vocab } else { 3.0 * vocab };
+            let logits = if kernels.cpu() {
+                2.0 * vocab
+            } else {
+                3.0 * vocab
+            };
             layers + widest + 3.0 * d + logits
         }
         Pass::Infer => widest + 2.0 * d + 2.0 * vocab,
     };
-    batch as f64 * n * per_token * F32 + fused_tiles(config, n, fused)
+    batch as f64 * n * per_token * F32 + fused_tiles(config, n, kernels)
 }
 
 /// Decoding state of all layers per sequence after `seq_len` tokens, in bytes (equal to the sum
@@ -238,13 +275,11 @@ pub fn training_bytes(
     batch: usize,
     seq_len: usize,
     grad_accum: usize,
-    fused: bool,
+    kernels: Kernels,
 ) -> Result<f64, ModelError> {
     let copies = if grad_accum > 1 { 5.0 } else { 4.0 };
-    Ok(
-        copies * param_bytes(config)?
-            + activation_bytes(config, batch, seq_len, Pass::Train, fused),
-    )
+    Ok(copies * param_bytes(config)?
+        + activation_bytes(config, batch, seq_len, Pass::Train, kernels))
 }
 
 /// Peak bytes of evaluating `batch` sequences of `seq_len` tokens: parameters plus inference
@@ -253,9 +288,9 @@ pub fn inference_bytes(
     config: &ModelConfig,
     batch: usize,
     seq_len: usize,
-    fused: bool,
+    kernels: Kernels,
 ) -> Result<f64, ModelError> {
-    Ok(param_bytes(config)? + activation_bytes(config, batch, seq_len, Pass::Infer, fused))
+    Ok(param_bytes(config)? + activation_bytes(config, batch, seq_len, Pass::Infer, kernels))
 }
 
 /// Peak bytes of `zoo generate`: the prompt's forward pass from an empty state (`Lm::prefill`:
@@ -265,10 +300,10 @@ pub fn generation_bytes(
     config: &ModelConfig,
     prompt_len: usize,
     max_tokens: usize,
-    fused: bool,
+    kernels: Kernels,
 ) -> Result<f64, ModelError> {
     let total = prompt_len.saturating_add(max_tokens);
-    Ok(inference_bytes(config, 1, prompt_len, fused)? + 2.0 * decode_state_bytes(config, total))
+    Ok(inference_bytes(config, 1, prompt_len, kernels)? + 2.0 * decode_state_bytes(config, total))
 }
 
 /// Bytes of the attention diagnostics at `seq_len`: `Lm::attention_weights` returns the dense
@@ -281,7 +316,7 @@ pub fn attention_weights_bytes(
 ) -> Result<f64, ModelError> {
     let n = seq_len as f64;
     let maps = batch as f64 * config.n_heads as f64 * n * n * F32;
-    Ok(inference_bytes(config, batch, seq_len, false)?
+    Ok(inference_bytes(config, batch, seq_len, Kernels::None)?
         + maps * (config.n_layers as f64 + 3.0)
         + 2.0 * n * n)
 }
@@ -473,22 +508,49 @@ mod tests {
             ..ModelConfig::default()
         };
         assert_eq!(param_count(&config).unwrap(), u128::MAX);
-        let train = training_bytes(&config, usize::MAX, usize::MAX, 2, true).unwrap();
+        let train = training_bytes(&config, usize::MAX, usize::MAX, 2, Kernels::Cpu).unwrap();
         assert!(train > 1e30);
-        assert!(generation_bytes(&config, usize::MAX, usize::MAX, false).unwrap() > 1e30);
+        assert!(generation_bytes(&config, usize::MAX, usize::MAX, Kernels::None).unwrap() > 1e30);
         assert!(attention_weights_bytes(&config, usize::MAX, usize::MAX).unwrap() > 1e30);
     }
 
     #[test]
     fn estimates_grow_with_sizes_and_softmax_is_quadratic_unfused() {
         let config = small(mixers()[0].clone());
-        let a = activation_bytes(&config, 2, 1024, Pass::Train, false);
-        let b = activation_bytes(&config, 2, 2048, Pass::Train, false);
+        let a = activation_bytes(&config, 2, 1024, Pass::Train, Kernels::None);
+        let b = activation_bytes(&config, 2, 2048, Pass::Train, Kernels::None);
         assert!(b > 3.5 * a, "{a} {b}");
-        let c = activation_bytes(&config, 4, 1024, Pass::Train, false);
+        let c = activation_bytes(&config, 4, 1024, Pass::Train, Kernels::None);
         assert!((c / a - 2.0).abs() < 1e-9);
-        let infer = activation_bytes(&config, 2, 1024, Pass::Infer, false);
+        let infer = activation_bytes(&config, 2, 1024, Pass::Infer, Kernels::None);
         assert!(infer < a);
+    }
+
+    #[test]
+    fn a_gpu_attention_kernel_makes_softmax_linear_in_n_and_leaves_the_rest_unfused() {
+        // wgpu / cuda run the CubeCL attention kernel but none of the CPU kernels.
+        let softmax = small(mixers()[0].clone());
+        let at = |n, kernels| activation_bytes(&softmax, 2, n, Pass::Train, kernels);
+        let (a, b) = (at(1024, Kernels::Attention), at(2048, Kernels::Attention));
+        assert!(
+            b < 2.1 * a,
+            "softmax with a GPU attention kernel: {a} → {b}"
+        );
+        assert!(a < at(1024, Kernels::None), "no scores are counted");
+        // The loss and the other mixers' chunk matrices are unfused there, as on ndarray.
+        for mixer in mixers().into_iter().skip(1) {
+            let config = small(mixer.clone());
+            let bytes = |kernels| activation_bytes(&config, 2, 1024, Pass::Train, kernels);
+            if mixer.spec().keys_per_query(1024.0).is_none() {
+                assert_eq!(bytes(Kernels::Attention), bytes(Kernels::None), "{mixer:?}");
+                assert!(bytes(Kernels::Cpu) < bytes(Kernels::None), "{mixer:?}");
+            } else {
+                assert!(
+                    bytes(Kernels::Attention) < bytes(Kernels::None),
+                    "{mixer:?}"
+                );
+            }
+        }
     }
 
     #[test]

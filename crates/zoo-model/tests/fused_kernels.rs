@@ -889,6 +889,125 @@ fn fused_linear_attention_matches_the_definition_and_the_composed_path() {
 
 // ---- elu + 1 and the masked cross-entropy -----------------------------------------------------
 
+/// The definition of elu + 1 linear attention from one fused projection qkv
+/// [b, n, h·(2f + dv)] in f64: φ(x) = x + 1 (x > 0) or eˣ on the q and k columns, then
+/// `linear_f64` per head, merged back to [b, n, h·dv].
+fn linear_qkv_f64([b, h, n, f, dv]: [usize; 5], qkv: &[f64], normalize: bool) -> Vec<f64> {
+    let row = h * (2 * f + dv);
+    let phi = |x: f64| if x > 0.0 { x + 1.0 } else { x.exp() };
+    let (mut q, mut k, mut v) = (vec![], vec![], vec![]);
+    for bi in 0..b {
+        for head in 0..h {
+            for t in 0..n {
+                let r = &qkv[(bi * n + t) * row..][..row];
+                q.extend(r[head * f..][..f].iter().map(|&x| phi(x)));
+                k.extend(r[(h + head) * f..][..f].iter().map(|&x| phi(x)));
+                v.extend_from_slice(&r[2 * h * f + head * dv..][..dv]);
+            }
+        }
+    }
+    let heads = linear_f64([b * h, n, f, dv], &q, &k, &v, normalize); // [b, h, n, dv]
+    let mut out = vec![0.0; heads.len()];
+    for bi in 0..b {
+        for head in 0..h {
+            for t in 0..n {
+                let from = ((bi * h + head) * n + t) * dv;
+                let to = ((bi * n + t) * h + head) * dv;
+                out[to..to + dv].copy_from_slice(&heads[from..from + dv]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fused_linear_attention_from_one_projection_matches_the_definition_and_the_composed_path() {
+    use zoo_model::attention::linear::chunked;
+    // f ≠ dv, so a q/k/v column mix-up cannot pass.
+    let (b, h, f, dv) = (2, 2, 8, 6);
+    let row = h * (2 * f + dv);
+    for (ci, (n, chunk)) in [(1usize, 16usize), (37, 16), (130, 64)]
+        .into_iter()
+        .enumerate()
+    {
+        for normalize in [true, false] {
+            let what = format!("n={n} chunk={chunk} normalize={normalize}");
+            let seed = 900 + ci as u64 * 10 + normalize as u64;
+            let qkv = randn_vec(b * n * row, seed, 1.0);
+            let w = randn_vec(b * n * h * dv, seed + 1, 1.0);
+            let set = kernels::QkvSettings {
+                heads: h,
+                feature_dim: f,
+                chunk,
+                normalize,
+                eps: 1e-6,
+            };
+            let dims = [b, h, n, f, dv];
+            let want = linear_qkv_f64(dims, &to_f64(&qkv), normalize);
+            for device in [Device::flex(), flex_grad()] {
+                let o = kernels::linear_attention_qkv(tensor(&qkv, [b, n, row], &device), set);
+                assert_eq!(o.dims(), [b, n, h * dv]);
+                assert_close(&values(o), &want, 1e-5, 1e-4, &format!("output, {what}"));
+            }
+
+            // d qkv of Σ o∘w: the kernel against Burn's composed ops (elu + 1 as
+            // max(x, 0) + e^min(x, 0), the composed chunked form), both on flex autodiff.
+            let grad_of = |fused: bool| -> Vec<f32> {
+                let device = flex_grad();
+                let leaf = tensor(&qkv, [b, n, row], &device).require_grad();
+                let o = if fused {
+                    kernels::linear_attention_qkv(leaf.clone(), set)
+                } else {
+                    let heads = |col: usize, width: usize| {
+                        leaf.clone()
+                            .narrow(2, col, h * width)
+                            .reshape([b, n, h, width])
+                            .swap_dims(1, 2)
+                    };
+                    let phi = |x: Tensor<4>| x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp();
+                    let (q, k, v) = (phi(heads(0, f)), phi(heads(h * f, f)), heads(2 * h * f, dv));
+                    let s0 = Tensor::zeros([b, h, f, dv], &device);
+                    let z0 = Tensor::zeros([b, h, f], &device);
+                    chunked(q, k, v, s0, z0, chunk, normalize)
+                        .0
+                        .swap_dims(1, 2)
+                        .reshape([b, n, h * dv])
+                };
+                let grads = (o * tensor(&w, [b, n, h * dv], &device)).sum().backward();
+                values(leaf.grad(&grads).unwrap())
+            };
+            let fused = grad_of(true);
+            assert_close(
+                &fused,
+                &to_f64(&grad_of(false)),
+                2e-5,
+                1e-4,
+                &format!("dqkv vs composed, {what}"),
+            );
+            if n <= 37 {
+                let loss = |x: &[f64]| -> f64 {
+                    linear_qkv_f64(dims, x, normalize)
+                        .iter()
+                        .zip(&w)
+                        .map(|(o, &w)| o * w as f64)
+                        .sum()
+                };
+                let probes: Vec<usize> = (0..qkv.len()).step_by(5).collect();
+                let numeric =
+                    central_differences(&[to_f64(&qkv)], 0, &probes, 1e-5, |x| loss(&x[0]));
+                let analytic: Vec<f32> = probes.iter().map(|&i| fused[i]).collect();
+                assert_close(
+                    &analytic,
+                    &numeric,
+                    5e-5,
+                    2e-4,
+                    &format!("dqkv vs f64 differences, {what}"),
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn fused_elu_plus_one_matches_the_definition_and_burn() {
     let n = 40_000;

@@ -110,7 +110,14 @@ fn bounded_configs_have_finite_estimates() {
         ..ModelConfig::default()
     };
     config.validate().unwrap();
-    let bytes = memory::training_bytes(&config, limits::BATCH, limits::SEQ_LEN, 2, false).unwrap();
+    let bytes = memory::training_bytes(
+        &config,
+        limits::BATCH,
+        limits::SEQ_LEN,
+        2,
+        memory::Kernels::None,
+    )
+    .unwrap();
     assert!(bytes.is_finite() && bytes > 1e18, "{bytes}");
     assert!(memory::check_fits("k", "w", bytes, Some(u64::MAX), "").is_err());
 }

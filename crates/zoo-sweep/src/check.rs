@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use zoo_model::memory::Kernels;
 use zoo_train::config::{self, ConfigError, RunConfig};
 use zoo_train::trainer::CONFIG_FILE;
 
@@ -108,10 +109,10 @@ fn check_run(
     };
     cfg.check_task_vocab(vocab).map_err(|e| fail(&e))?;
     cfg.resolve(vocab);
-    let fused = fused_kernels(&device_name(&cfg, opts));
+    let kernels = fused_kernels(&device_name(&cfg, opts));
     let share = opts.concurrent.max(1) as u64;
     let available = zoo_model::memory::available_memory().map(|bytes| bytes / share);
-    zoo_train::resources::check_run_with(&cfg, fused, available).map_err(|e| {
+    zoo_train::resources::check_run_with(&cfg, kernels, available).map_err(|e| {
         if share > 1 {
             fail(&format!(
                 "{e} (the memory is split between {share} runs training at once; lower --jobs)"
@@ -124,10 +125,17 @@ fn check_run(
     Ok(cfg)
 }
 
-/// Whether the project's fused CPU kernels will run for this device name (they lower the
-/// memory estimate); GPUs and unknown names are checked without them.
-fn fused_kernels(device: &str) -> bool {
-    matches!(device, "flex" | "cpu") && zoo_model::kernels::fused_on(&burn::prelude::Device::flex())
+/// Which of the project's fused kernels will run for this device name (they lower the memory
+/// estimate): the CPU set on flex, the attention kernel on the GPU backends; unknown names are
+/// checked without any.
+fn fused_kernels(device: &str) -> Kernels {
+    // `fused_on(flex)` is false only when the kernels are switched off for the process.
+    let enabled = zoo_model::kernels::fused_on(&burn::prelude::Device::flex());
+    match device {
+        "flex" | "cpu" if enabled => Kernels::Cpu,
+        "wgpu" | "gpu" | "cuda" if enabled => Kernels::Attention,
+        _ => Kernels::None,
+    }
 }
 
 /// Fails when `dir` holds a run whose config.toml differs from `expected` in a key both have

@@ -13,7 +13,7 @@
 //! length) and the NIAH / MQAR / perplexity lengths. Where the available memory cannot be read
 //! the comparison is skipped; the hard bounds of [`RunConfig::validate`] still hold.
 
-use zoo_model::memory::{self, Pass};
+use zoo_model::memory::{self, Kernels, Pass};
 use zoo_model::{ModelConfig, ModelError};
 
 use crate::config::{ConfigError, RunConfig};
@@ -23,15 +23,15 @@ fn config_error(e: ModelError) -> ConfigError {
 }
 
 /// Checks `config` (resolved: `model.vocab_size` set) against the machine's available memory.
-/// `fused`: the device runs the fused CPU kernels (`zoo_model::kernels::fused_on`).
-pub fn check_run(config: &RunConfig, fused: bool) -> Result<(), ConfigError> {
-    check_run_with(config, fused, memory::available_memory())
+/// `kernels`: the fused kernels the device runs (`zoo_model::kernels::on_device`).
+pub fn check_run(config: &RunConfig, kernels: Kernels) -> Result<(), ConfigError> {
+    check_run_with(config, kernels, memory::available_memory())
 }
 
 /// [`check_run`] against `available` bytes (None: skip the comparison).
 pub fn check_run_with(
     config: &RunConfig,
-    fused: bool,
+    kernels: Kernels,
     available: Option<u64>,
 ) -> Result<(), ConfigError> {
     let model = &config.model;
@@ -50,7 +50,7 @@ pub fn check_run_with(
 
     let shapes = training_shapes(config);
     for (len_key, batch_key, batch, seq_len) in &shapes {
-        let activations = memory::activation_bytes(model, *batch, *seq_len, Pass::Train, fused);
+        let activations = memory::activation_bytes(model, *batch, *seq_len, Pass::Train, kernels);
         check_shape(
             len_key,
             batch_key,
@@ -101,7 +101,7 @@ pub fn check_run_with(
             (&key, len),
             ("eval.batch_size", e.batch_size),
             fixed,
-            fused,
+            kernels,
             available,
         )?;
     }
@@ -115,10 +115,10 @@ fn check_eval_shape(
     (len_key, len): (&str, usize),
     (batch_key, batch): (&str, usize),
     fixed: f64,
-    fused: bool,
+    kernels: Kernels,
     available: Option<u64>,
 ) -> Result<(), ConfigError> {
-    let activations = memory::activation_bytes(model, batch, len, Pass::Infer, fused);
+    let activations = memory::activation_bytes(model, batch, len, Pass::Infer, kernels);
     check_shape(
         len_key,
         batch_key,
@@ -177,7 +177,7 @@ fn training_shapes(config: &RunConfig) -> Vec<(String, String, usize, usize)> {
 }
 
 /// The training step with the largest estimated peak memory: (batch, seq_len, bytes).
-pub fn largest_training_step(config: &RunConfig, fused: bool) -> Option<(usize, usize, f64)> {
+pub fn largest_training_step(config: &RunConfig, kernels: Kernels) -> Option<(usize, usize, f64)> {
     let copies = if config.train.grad_accum > 1 {
         5.0
     } else {
@@ -187,7 +187,7 @@ pub fn largest_training_step(config: &RunConfig, fused: bool) -> Option<(usize, 
     training_shapes(config)
         .into_iter()
         .map(|(_, _, batch, len)| {
-            let act = memory::activation_bytes(&config.model, batch, len, Pass::Train, fused);
+            let act = memory::activation_bytes(&config.model, batch, len, Pass::Train, kernels);
             (batch, len, copies * params + act)
         })
         .max_by(|a, b| a.2.total_cmp(&b.2))
@@ -251,7 +251,7 @@ pub fn check_eval_lengths(
     batch: usize,
     key: &str,
     batch_key: &str,
-    fused: bool,
+    kernels: Kernels,
 ) -> Result<(), ConfigError> {
     check_eval_lengths_with(
         model,
@@ -259,7 +259,7 @@ pub fn check_eval_lengths(
         batch,
         key,
         batch_key,
-        fused,
+        kernels,
         memory::available_memory(),
     )
 }
@@ -271,7 +271,7 @@ pub fn check_eval_lengths_with(
     batch: usize,
     key: &str,
     batch_key: &str,
-    fused: bool,
+    kernels: Kernels,
     available: Option<u64>,
 ) -> Result<(), ConfigError> {
     use zoo_model::config::limits;
@@ -286,7 +286,7 @@ pub fn check_eval_lengths_with(
             (key, len),
             (batch_key, batch),
             fixed,
-            fused,
+            kernels,
             available,
         )?;
     }
@@ -300,13 +300,13 @@ pub fn check_generate(
     model: &ModelConfig,
     prompt_len: usize,
     max_tokens: usize,
-    fused: bool,
+    kernels: Kernels,
 ) -> Result<(), ConfigError> {
     check_generate_with(
         model,
         prompt_len,
         max_tokens,
-        fused,
+        kernels,
         memory::available_memory(),
     )
 }
@@ -316,7 +316,7 @@ pub fn check_generate_with(
     model: &ModelConfig,
     prompt_len: usize,
     max_tokens: usize,
-    fused: bool,
+    kernels: Kernels,
     available: Option<u64>,
 ) -> Result<(), ConfigError> {
     use zoo_model::config::limits;
@@ -329,7 +329,7 @@ pub fn check_generate_with(
         )));
     }
     let needed =
-        memory::generation_bytes(model, prompt_len, max_tokens, fused).map_err(config_error)?;
+        memory::generation_bytes(model, prompt_len, max_tokens, kernels).map_err(config_error)?;
     let key = if prompt_len >= max_tokens {
         "--prompt"
     } else {
@@ -383,30 +383,32 @@ steps = 10
     #[test]
     fn small_run_fits_and_unknown_memory_skips_the_comparison() {
         let c = config("");
-        check_run_with(&c, true, Some(GIB)).unwrap();
-        check_run_with(&c, false, Some(GIB)).unwrap();
-        check_run_with(&c, true, None).unwrap();
+        check_run_with(&c, Kernels::Cpu, Some(GIB)).unwrap();
+        check_run_with(&c, Kernels::None, Some(GIB)).unwrap();
+        check_run_with(&c, Kernels::Cpu, None).unwrap();
     }
 
     #[test]
     fn long_stage_is_refused_naming_its_seq_len() {
         let mut c = config("");
         c.train.stages[1].seq_len = 1 << 24;
-        let err = check_run_with(&c, false, Some(GIB))
+        let err = check_run_with(&c, Kernels::None, Some(GIB))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("train.stages.1.seq_len: "), "{err}");
         assert!(err.contains("available (MemAvailable)"), "{err}");
         assert!(!err.contains('\n'));
         // Without a readable MemAvailable, only the hard bounds (already passed) apply.
-        check_run_with(&c, false, None).unwrap();
+        check_run_with(&c, Kernels::None, None).unwrap();
     }
 
     #[test]
     fn large_batch_is_refused_naming_the_batch_size() {
         let mut c = config("");
         c.train.batch_size = 1 << 20;
-        let err = check_run_with(&c, true, Some(GIB)).unwrap_err().to_string();
+        let err = check_run_with(&c, Kernels::Cpu, Some(GIB))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("train.batch_size: "), "{err}");
     }
 
@@ -415,7 +417,7 @@ steps = 10
         let mut c = config("");
         c.model.d_model = 65_536;
         c.model.n_layers = 1024;
-        let err = check_run_with(&c, true, Some(64 * GIB))
+        let err = check_run_with(&c, Kernels::Cpu, Some(64 * GIB))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("model.d_model: "), "{err}");
@@ -423,7 +425,7 @@ steps = 10
         c.model.d_model = 32;
         c.model.vocab_size = Some(1 << 24);
         c.model.n_layers = 1;
-        let err = check_run_with(&c, true, Some(GIB / 2))
+        let err = check_run_with(&c, Kernels::Cpu, Some(GIB / 2))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("model.vocab_size: "), "{err}");
@@ -432,12 +434,12 @@ steps = 10
     #[test]
     fn eval_lengths_are_refused_naming_them() {
         let mut c = config("[eval]\nniah.lengths = [64, 4194304]\n");
-        let err = check_run_with(&c, false, Some(GIB))
+        let err = check_run_with(&c, Kernels::None, Some(GIB))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("eval.niah.lengths.1: "), "{err}");
         c.eval.niah.lengths.clear();
-        check_run_with(&c, false, Some(GIB)).unwrap();
+        check_run_with(&c, Kernels::None, Some(GIB)).unwrap();
 
         let err = check_eval_lengths_with(
             &c.model,
@@ -445,7 +447,7 @@ steps = 10
             8,
             "--lengths",
             "--batch-size",
-            true,
+            Kernels::Cpu,
             None,
         )
         .unwrap_err()
@@ -460,7 +462,7 @@ steps = 10
             8,
             "--lengths",
             "--batch-size",
-            false,
+            Kernels::None,
             Some(GIB),
         )
         .unwrap_err()
@@ -472,7 +474,7 @@ steps = 10
             8,
             "--lengths",
             "--batch-size",
-            true,
+            Kernels::Cpu,
             Some(GIB),
         )
         .unwrap();
@@ -498,16 +500,16 @@ steps = 10
     #[test]
     fn generation_is_bounded() {
         let c = config("");
-        check_generate_with(&c.model, 10, 100, true, Some(GIB)).unwrap();
-        let err = check_generate_with(&c.model, 10, 1_000_000_000_000, true, None)
+        check_generate_with(&c.model, 10, 100, Kernels::Cpu, Some(GIB)).unwrap();
+        let err = check_generate_with(&c.model, 10, 1_000_000_000_000, Kernels::Cpu, None)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("--max-tokens: "), "{err}");
-        let err = check_generate_with(&c.model, 1 << 23, (1 << 23) + 1, true, None)
+        let err = check_generate_with(&c.model, 1 << 23, (1 << 23) + 1, Kernels::Cpu, None)
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("--prompt + --max-tokens: "), "{err}");
-        let err = check_generate_with(&c.model, 1 << 22, 10, true, Some(GIB))
+        let err = check_generate_with(&c.model, 1 << 22, 10, Kernels::Cpu, Some(GIB))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("--prompt: "), "{err}");

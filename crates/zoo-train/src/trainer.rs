@@ -425,7 +425,7 @@ pub fn train(
     config.check_task_vocab(task.vocab_size())?;
     config.resolve(task.vocab_size());
     config.validate()?;
-    crate::resources::check_run(&config, zoo_model::kernels::fused_on(&opts.device))?;
+    crate::resources::check_run(&config, zoo_model::kernels::on_device(&opts.device))?;
     let run_dir = &opts.run_dir;
     let seed = config.run.seed;
     let train_cfg = config.train.clone();

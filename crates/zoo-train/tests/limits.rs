@@ -235,6 +235,7 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_shipped_config_fits_the_estimate() {
     use zoo_data::TaskConfig;
+    use zoo_model::memory::Kernels;
     use zoo_train::resources::check_run_with;
     let mut files = Vec::new();
     toml_files(
@@ -253,9 +254,9 @@ fn every_shipped_config_fits_the_estimate() {
         };
         c.resolve(vocab);
         let gib = 1u64 << 30;
-        check_run_with(&c, true, Some(2 * gib))
+        check_run_with(&c, Kernels::Cpu, Some(2 * gib))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        check_run_with(&c, false, Some(16 * gib))
+        check_run_with(&c, Kernels::None, Some(16 * gib))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }

@@ -388,9 +388,24 @@ impl TokenMixer for LinearAttention {
         let device = x.device();
         let [b, n, _] = x.dims();
         if kernels::fused_on(&device) && self.rope.is_none() && self.heads.groups() == 1 {
+            let (h, f, dv) = (self.heads.heads, self.feature_dim, self.heads.head_dim);
+            if self.feature_map == FeatureMap::Elu {
+                // One product for q, k and v, the feature map inside the kernel: no separate
+                // feature-map passes and one input gradient instead of a sum of three.
+                let projections = [&self.query, &self.key, &self.value];
+                let qkv = Linear::forward_side_by_side(&projections, x); // [b, n, h·(2f + dv)]
+                let set = kernels::QkvSettings {
+                    heads: h,
+                    feature_dim: f,
+                    chunk: self.chunk_size,
+                    normalize: self.normalize,
+                    eps: NORM_EPS as f32,
+                };
+                let o = kernels::linear_attention_qkv(qkv, set); // [b, n, h·dv]
+                return self.out.forward(o);
+            }
             // The projections' own [b, n, h, ·] layout: no head split / merge copies around
             // the kernel, forward or backward.
-            let (h, f, dv) = (self.heads.heads, self.feature_dim, self.heads.head_dim);
             let features = |proj: &Linear| {
                 let t = proj.forward(x.clone()).reshape([b, n, h, f]);
                 feature_map::apply(self.feature_map, t) // [b, n, h, F]

@@ -14,9 +14,13 @@
 //! The per-chunk states S_c, z_c are kept from the forward (n/C · f · d_v per head: linear in n).
 //! Burn's composed version materialises every per-chunk product as a separate autodiff node.
 //!
-//! Layout (`RowLayout`): head-major q, k [heads_total, n, f], v and o [heads_total, n, d_v]; or
-//! token-major [batch, n, heads, f] — the layout the projections produce, so the mixer needs no
-//! head split / merge copies (forward or backward) around the kernel.
+//! Layout (`RowLayout`, one per tensor): head-major q, k [heads_total, n, f], v and o
+//! [heads_total, n, d_v]; or token-major, head h's values at columns col0 + h·width of
+//! [batch, n, row] rows — the layout the projections produce, so the mixer needs no head split /
+//! merge copies (forward or backward) around the kernel. With `col0` the three can be column
+//! blocks of one fused projection [b, n, h·(2f + d_v)] (`forward_qkv`): the elu+1 feature map
+//! is then applied here too, and its derivative folded into the gradient as it is written,
+//! φ'(x) = min(φ(x), 1) for φ = elu + 1 (1 where x > 0, eˣ = φ(x) elsewhere).
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -24,6 +28,7 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::Shape;
 use rayon::prelude::*;
 
+use super::elu_plus_one;
 use super::gemm::{View, matmul};
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
@@ -34,7 +39,17 @@ pub struct LinearShape {
     pub feature_dim: usize,
     pub value_dim: usize,
     pub chunk: usize,
-    pub layout: RowLayout,
+    pub layouts: Layouts,
+}
+
+/// Where each tensor's heads live.
+#[derive(Clone, Copy, Debug)]
+pub struct Layouts {
+    pub q: RowLayout,
+    pub k: RowLayout,
+    pub v: RowLayout,
+    /// The output and its gradient.
+    pub out: RowLayout,
 }
 
 /// Where the rows of head bh (= batch · heads + head) live in q, k, v, o and their gradients.
@@ -42,8 +57,13 @@ pub struct LinearShape {
 pub enum RowLayout {
     /// [heads_total, n, width]
     HeadMajor,
-    /// [batch, n, heads, width]
-    TokenMajor { heads: usize },
+    /// Rows [batch, n, row], head h at columns col0 + h·width ([batch, n, heads, width] for a
+    /// tensor of its own: row = heads·width, col0 = 0).
+    TokenMajor {
+        heads: usize,
+        row: usize,
+        col0: usize,
+    },
 }
 
 impl RowLayout {
@@ -51,10 +71,9 @@ impl RowLayout {
     fn head(self, bh: usize, n: usize, width: usize) -> (usize, usize) {
         match self {
             RowLayout::HeadMajor => (bh * n * width, width),
-            RowLayout::TokenMajor { heads } => (
-                (bh / heads) * n * heads * width + (bh % heads) * width,
-                heads * width,
-            ),
+            RowLayout::TokenMajor { heads, row, col0 } => {
+                ((bh / heads) * n * row + col0 + (bh % heads) * width, row)
+            }
         }
     }
 }
@@ -113,6 +132,18 @@ impl<'a> SharedRows<'a> {
         SharedRows {
             ptr: buffer.as_mut_ptr(),
             len: buffer.len(),
+            _buffer: std::marker::PhantomData,
+        }
+    }
+
+    /// Over the first `len` slots of an empty vector's spare capacity, for an output the tasks
+    /// write completely (no zero fill); its owner sets the length once they are done.
+    fn spare(buffer: &'a mut Vec<f32>, len: usize) -> Self {
+        assert!(buffer.is_empty(), "spare capacity of an empty vector");
+        buffer.reserve_exact(len);
+        SharedRows {
+            ptr: buffer.as_mut_ptr(),
+            len,
             _buffer: std::marker::PhantomData,
         }
     }
@@ -180,12 +211,9 @@ pub fn forward(
         feature_dim: f,
         value_dim: dv,
         chunk,
-        layout,
+        layouts,
     } = shape;
     assert!(chunk > 0);
-    assert!(
-        q.len() == heads_total * n * f && k.len() == q.len() && v.len() == heads_total * n * dv
-    );
     let nc = shape.chunks();
     let mut out = vec![0.0f32; heads_total * n * dv];
     let mut den = vec![0.0f32; heads_total * n]; // stays 0 when unnormalised
@@ -207,10 +235,10 @@ pub fn forward(
         .zip(z_prev.par_chunks_mut(nc * f))
         .enumerate()
         .for_each(|(bh, ((den_h, s_h), z_h))| {
-            let q_h = Rows::of(q, layout, bh, n, f);
-            let k_h = Rows::of(k, layout, bh, n, f);
-            let v_h = Rows::of(v, layout, bh, n, dv);
-            let out_head = layout.head(bh, n, dv);
+            let q_h = Rows::of(q, layouts.q, bh, n, f);
+            let k_h = Rows::of(k, layouts.k, bh, n, f);
+            let v_h = Rows::of(v, layouts.v, bh, n, dv);
+            let out_head = layouts.out.head(bh, n, dv);
             let mut state = vec![0.0f32; f * dv]; // S [f, dv]
             let mut z = vec![0.0f32; f];
             let mut att = vec![0.0f32; chunk * chunk];
@@ -259,7 +287,7 @@ pub fn forward(
     )
 }
 
-/// Returns (dq, dk, dv) in the inputs' layout.
+/// Returns (dq, dk, dv) in the inputs' layout (each input a tensor of its own).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     q: &[f32],
@@ -272,36 +300,66 @@ pub fn backward(
     normalize: bool,
     eps: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dq = vec![0.0f32; q.len()];
+    let mut dk = vec![0.0f32; k.len()];
+    let mut dvv = vec![0.0f32; v.len()];
+    let targets = [
+        SharedRows::new(&mut dq),
+        SharedRows::new(&mut dk),
+        SharedRows::new(&mut dvv),
+    ];
+    backward_into(
+        [q, k, v, out, grad_out],
+        saved,
+        shape,
+        normalize,
+        eps,
+        ([&targets[0], &targets[1], &targets[2]], shape.layouts),
+        false,
+    );
+    (dq, dk, dvv)
+}
+
+/// The backward pass writing dq, dk, dv through `targets` at the q, k and v layouts given with
+/// them (which may be column blocks of one buffer, laid out unlike the inputs). With
+/// `feature_map_grad`, q and k are elu+1 features φ and the written gradients are those of
+/// their inputs, dφ · min(φ, 1).
+#[allow(clippy::too_many_arguments)]
+fn backward_into(
+    [q, k, v, out, grad_out]: [&[f32]; 5],
+    saved: SavedRef,
+    shape: LinearShape,
+    normalize: bool,
+    eps: f32,
+    ([dq_rows, dk_rows, dv_rows], written): ([&SharedRows; 3], Layouts),
+    feature_map_grad: bool,
+) {
     let LinearShape {
         heads_total,
         seq: n,
         feature_dim: f,
         value_dim: dv,
         chunk,
-        layout,
+        layouts,
     } = shape;
     let nc = shape.chunks();
     assert!(saved.den.len() == heads_total * n && saved.z_prev.len() == heads_total * nc * f);
     assert_eq!(saved.s_prev.len(), heads_total * nc * f * dv);
-    assert!(out.len() == v.len() && grad_out.len() == v.len());
-    let mut dq = vec![0.0f32; q.len()];
-    let mut dk = vec![0.0f32; k.len()];
-    let mut dvv = vec![0.0f32; v.len()];
+    assert!(grad_out.len() == out.len());
     if out.is_empty() {
-        return (dq, dk, dvv);
+        return;
     }
-    let (dq_rows, dk_rows, dv_rows) = (
-        SharedRows::new(&mut dq),
-        SharedRows::new(&mut dk),
-        SharedRows::new(&mut dvv),
-    );
     (0..heads_total).into_par_iter().for_each(|bh| {
-        let q_h = Rows::of(q, layout, bh, n, f);
-        let k_h = Rows::of(k, layout, bh, n, f);
-        let v_h = Rows::of(v, layout, bh, n, dv);
-        let o_h = Rows::of(out, layout, bh, n, dv);
-        let do_h = Rows::of(grad_out, layout, bh, n, dv);
-        let (fk_head, v_head) = (layout.head(bh, n, f), layout.head(bh, n, dv));
+        let q_h = Rows::of(q, layouts.q, bh, n, f);
+        let k_h = Rows::of(k, layouts.k, bh, n, f);
+        let v_h = Rows::of(v, layouts.v, bh, n, dv);
+        let o_h = Rows::of(out, layouts.out, bh, n, dv);
+        let do_h = Rows::of(grad_out, layouts.out, bh, n, dv);
+        let (q_head, k_head, v_head) = (
+            written.q.head(bh, n, f),
+            written.k.head(bh, n, f),
+            written.v.head(bh, n, dv),
+        );
         let mut ds = vec![0.0f32; f * dv]; // gradient of the state after this chunk
         let mut dz = vec![0.0f32; f];
         let mut att = vec![0.0f32; chunk * chunk];
@@ -370,11 +428,18 @@ pub fn backward(
                     dk_i.iter_mut().zip(&dz).for_each(|(x, z)| *x += z);
                 }
             }
+            if feature_map_grad {
+                for i in 0..rows {
+                    let (dq_i, dk_i) = (&mut dq_c[i * f..][..f], &mut dk_c[i * f..][..f]);
+                    elu_plus_one::scale_by_derivative(dq_i, q_h.row(r0 + i));
+                    elu_plus_one::scale_by_derivative(dk_i, k_h.row(r0 + i));
+                }
+            }
             for i in 0..rows {
                 // SAFETY: this task owns head bh, whose rows no other task writes.
                 unsafe {
-                    dq_rows.write_row(fk_head, r0 + i, &dq_c[i * f..][..f]);
-                    dk_rows.write_row(fk_head, r0 + i, &dk_c[i * f..][..f]);
+                    dq_rows.write_row(q_head, r0 + i, &dq_c[i * f..][..f]);
+                    dk_rows.write_row(k_head, r0 + i, &dk_c[i * f..][..f]);
                     dv_rows.write_row(v_head, r0 + i, &dv_c[i * dv..][..dv]);
                 }
             }
@@ -389,7 +454,135 @@ pub fn backward(
             }
         }
     });
-    (dq, dk, dvv)
+}
+
+// ---- from one fused projection -------------------------------------------------------------
+
+/// Sizes of a fused projection qkv [batch, n, heads·(2f + d_v)]: the q heads, the k heads (f
+/// raw features each, mapped by elu + 1 here), then the v heads (d_v each).
+#[derive(Clone, Copy, Debug)]
+pub struct QkvSizes {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub feature_dim: usize,
+    pub value_dim: usize,
+    pub chunk: usize,
+}
+
+impl QkvSizes {
+    fn row(&self) -> usize {
+        self.heads * (2 * self.feature_dim + self.value_dim)
+    }
+    /// Width of the q and k columns, which the feature map covers.
+    fn features(&self) -> usize {
+        2 * self.heads * self.feature_dim
+    }
+    /// The kernel's shape: q and k read from the features φ [b, n, 2·h·f], v from the
+    /// projection; dq, dk, dv written to the projection's columns (`gradient_row`).
+    fn shape(&self, gradient: bool) -> LinearShape {
+        let (h, f, dv) = (self.heads, self.feature_dim, self.value_dim);
+        let phi_row = if gradient {
+            self.row()
+        } else {
+            self.features()
+        };
+        let at = |row, col0| RowLayout::TokenMajor {
+            heads: h,
+            row,
+            col0,
+        };
+        LinearShape {
+            heads_total: self.batch * h,
+            seq: self.seq,
+            feature_dim: f,
+            value_dim: dv,
+            chunk: self.chunk,
+            layouts: Layouts {
+                q: at(phi_row, 0),
+                k: at(phi_row, h * f),
+                v: at(self.row(), 2 * h * f),
+                out: at(h * dv, 0),
+            },
+        }
+    }
+    fn check(&self, qkv: &[f32]) {
+        assert!(
+            self.chunk > 0 && self.heads > 0,
+            "chunk and heads must be positive"
+        );
+        assert_eq!(
+            qkv.len(),
+            self.batch * self.seq * self.row(),
+            "qkv must be [b, n, heads·(2f + d_v)]"
+        );
+    }
+}
+
+/// φ = elu(x) + 1 of the q and k columns of every row of qkv → [b·n, 2·h·f].
+fn features(qkv: &[f32], sizes: QkvSizes) -> Vec<f32> {
+    let (row, width) = (sizes.row(), sizes.features());
+    let mut phi = vec![0.0f32; sizes.batch * sizes.seq * width];
+    phi.par_chunks_mut(ROWS_PER_TASK * width.max(1))
+        .zip(qkv.par_chunks(ROWS_PER_TASK * row.max(1)))
+        .for_each(|(phi, qkv)| {
+            for (phi_row, qkv_row) in phi.chunks_exact_mut(width).zip(qkv.chunks_exact(row)) {
+                elu_plus_one::forward_chunk(&qkv_row[..width], phi_row);
+            }
+        });
+    phi
+}
+
+/// Rows per parallel task of the feature map.
+const ROWS_PER_TASK: usize = 64;
+
+/// Forward from a fused projection: (o [b, n, h·d_v], φ of the q and k columns, saved state).
+pub fn forward_qkv(
+    qkv: &[f32],
+    sizes: QkvSizes,
+    normalize: bool,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Saved) {
+    sizes.check(qkv);
+    let phi = features(qkv, sizes);
+    let (out, saved) = forward(&phi, &phi, qkv, sizes.shape(false), normalize, eps);
+    (out, phi, saved)
+}
+
+/// Backward from a fused projection: d qkv [b, n, h·(2f + d_v)].
+#[allow(clippy::too_many_arguments)]
+pub fn backward_qkv(
+    qkv: &[f32],
+    phi: &[f32],
+    out: &[f32],
+    saved: SavedRef,
+    grad_out: &[f32],
+    sizes: QkvSizes,
+    normalize: bool,
+    eps: f32,
+) -> Vec<f32> {
+    sizes.check(qkv);
+    assert_eq!(phi.len(), sizes.batch * sizes.seq * sizes.features());
+    let len = qkv.len();
+    let mut dqkv: Vec<f32> = Vec::with_capacity(len);
+    {
+        // q and k are read from φ (rows of 2·h·f); their gradients, like v's, go to the
+        // projection's columns (rows of h·(2f + d_v)).
+        let target = SharedRows::spare(&mut dqkv, len);
+        backward_into(
+            [phi, phi, qkv, out, grad_out],
+            saved,
+            sizes.shape(false),
+            normalize,
+            eps,
+            ([&target; 3], sizes.shape(true).layouts),
+            true,
+        );
+    }
+    // SAFETY: every (sequence, head) task wrote its head's q, k and v columns of all n rows,
+    // which together are all `len` values (and `out` was not empty, or len is 0).
+    unsafe { dqkv.set_len(len) };
+    dqkv
 }
 
 // ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
@@ -415,10 +608,25 @@ fn tensor_shape(q: &FlexTensor, v: &FlexTensor, chunk: usize, token_major: bool)
         feature_dim: f,
         value_dim: dv,
         chunk,
-        layout: if token_major {
-            RowLayout::TokenMajor { heads }
+        layouts: if token_major {
+            let own = |width| RowLayout::TokenMajor {
+                heads,
+                row: heads * width,
+                col0: 0,
+            };
+            Layouts {
+                q: own(f),
+                k: own(f),
+                v: own(dv),
+                out: own(dv),
+            }
         } else {
-            RowLayout::HeadMajor
+            Layouts {
+                q: RowLayout::HeadMajor,
+                k: RowLayout::HeadMajor,
+                v: RowLayout::HeadMajor,
+                out: RowLayout::HeadMajor,
+            }
         },
     }
 }
@@ -515,6 +723,102 @@ pub(super) fn autodiff<C: CheckpointStrategy>(
             inputs,
             out: out.clone(),
             chunk_state,
+            set,
+        };
+        (out, saved)
+    })
+}
+
+/// The settings of the op from a fused projection.
+#[derive(Clone, Copy, Debug)]
+pub struct QkvSettings {
+    pub heads: usize,
+    pub feature_dim: usize,
+    pub chunk: usize,
+    pub normalize: bool,
+    pub eps: f32,
+}
+
+impl QkvSettings {
+    fn sizes(&self, qkv: &FlexTensor) -> QkvSizes {
+        let [batch, seq, row] = qkv.shape().dims();
+        let (h, f) = (self.heads, self.feature_dim);
+        assert!(
+            h > 0 && row.is_multiple_of(h) && row / h > 2 * f,
+            "linear attention: the projection's width {row} is not heads·(2·{f} + d_v)"
+        );
+        QkvSizes {
+            batch,
+            seq,
+            heads: h,
+            feature_dim: f,
+            value_dim: row / h - 2 * f,
+            chunk: self.chunk,
+        }
+    }
+}
+
+/// (o [b, n, h·d_v], φ, normaliser / per-chunk S / per-chunk z) for a contiguous projection.
+fn flex_forward_qkv(qkv: &FlexTensor, set: QkvSettings) -> (FlexTensor, Vec<f32>, Saved) {
+    let sizes = set.sizes(qkv);
+    let (out, phi, saved) = forward_qkv(values(qkv), sizes, set.normalize, set.eps);
+    let shape = Shape::new([sizes.batch, sizes.seq, sizes.heads * sizes.value_dim]);
+    (flex_tensor(out, shape), phi, saved)
+}
+
+/// The plain flex op from a fused projection.
+pub(super) fn flex_qkv(qkv: FlexTensor, set: QkvSettings) -> FlexTensor {
+    flex_forward_qkv(&contiguous(qkv), set).0
+}
+
+#[derive(Clone, Debug)]
+struct QkvSaved {
+    qkv: FlexTensor,
+    out: FlexTensor,
+    /// elu + 1 of the q and k columns, [b·n, 2·h·f].
+    phi: Vec<f32>,
+    den: Vec<f32>,
+    s_prev: Vec<f32>,
+    z_prev: Vec<f32>,
+    set: QkvSettings,
+}
+
+impl SavedForBackward<1> for QkvSaved {
+    fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 1] {
+        let saved = SavedRef {
+            den: &self.den,
+            s_prev: &self.s_prev,
+            z_prev: &self.z_prev,
+        };
+        let dqkv = backward_qkv(
+            values(&self.qkv),
+            &self.phi,
+            values(&self.out),
+            saved,
+            grad_out,
+            self.set.sizes(&self.qkv),
+            self.set.normalize,
+            self.set.eps,
+        );
+        [(dqkv, self.qkv.shape())]
+    }
+}
+
+/// The op from a fused projection under autodiff on flex: saves the projection, φ, o and the
+/// per-chunk state.
+pub(super) fn autodiff_qkv<C: CheckpointStrategy>(
+    qkv: AutodiffFlex<C>,
+    set: QkvSettings,
+) -> AutodiffFlex<C> {
+    register_op::<C, _, _>([qkv], |[qkv]| {
+        let (out, phi, saved) = flex_forward_qkv(&qkv, set);
+        let saved = QkvSaved {
+            qkv,
+            out: out.clone(),
+            phi,
+            den: saved.den,
+            s_prev: saved.s_prev,
+            z_prev: saved.z_prev,
             set,
         };
         (out, saved)

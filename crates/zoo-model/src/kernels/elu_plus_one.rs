@@ -24,6 +24,16 @@ multiversion! {
     }
 }
 
+multiversion! {
+    // g ← g · φ'(x) given φ = φ(x) rather than x: φ' is 1 where x > 0 (there φ = x + 1 > 1)
+    // and eˣ = φ elsewhere (φ ≤ 1), so φ' = min(φ, 1).
+    fn scale_by_derivative(g: &mut [f32], phi: &[f32]) {
+        for (g, &p) in g.iter_mut().zip(phi) {
+            *g *= p.min(1.0);
+        }
+    }
+}
+
 pub fn forward(x: &[f32]) -> Vec<f32> {
     simd::par_map(x, forward_chunk)
 }

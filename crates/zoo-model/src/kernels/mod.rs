@@ -49,6 +49,7 @@ use burn::backend::{Autodiff, Backend, Cube, Dispatch, DispatchDevice, Flex, bac
 use burn::prelude::*;
 
 pub use causal_attention::KeyPattern;
+pub use chunked_linear_attention::QkvSettings;
 pub use qkv_attention::{Positions, QkvAttention};
 pub use simd::isa_path;
 
@@ -83,6 +84,18 @@ pub fn fused_attention_on(device: &Device) -> bool {
             device.clone().without_autodiff().as_dispatch(),
             DispatchDevice::Flex(_) | DispatchDevice::Cube(_)
         )
+}
+
+/// Which fused kernels tensors on `device` take, as the memory estimates count them.
+pub fn on_device(device: &Device) -> crate::memory::Kernels {
+    use crate::memory::Kernels;
+    if fused_on(device) {
+        Kernels::Cpu
+    } else if fused_attention_on(device) {
+        Kernels::Attention
+    } else {
+        Kernels::None
+    }
 }
 
 fn on_cube(device: &Device) -> bool {
@@ -164,6 +177,11 @@ pub trait FusedOps: Backend {
         eps: f32,
         token_major: bool,
     ) -> FloatTensor<Self>;
+
+    /// Chunked causal linear attention with the elu + 1 feature map from one fused projection
+    /// qkv [b, n, h·(2f + d_v)] (raw q heads, raw k heads, v heads) from a zero state →
+    /// [b, n, h·d_v] (kernels/chunked_linear_attention.rs, `forward_qkv`).
+    fn fused_linear_attention_qkv(qkv: FloatTensor<Self>, set: QkvSettings) -> FloatTensor<Self>;
 
     /// RWKV-6 WKV recurrence from a zero state: r, k, log w [b, h, n, dk], v [b, h, n, dv],
     /// u [h, dk] → o [b, h, n, dv].
@@ -325,6 +343,15 @@ fn linear_attention_in(
         normalize,
         eps,
         token_major,
+    ))
+}
+
+/// Elu + 1 linear attention from one fused projection (see
+/// [`FusedOps::fused_linear_attention_qkv`]): qkv [b, n, h·(2f + d_v)] → [b, n, h·d_v].
+pub fn linear_attention_qkv(qkv: Tensor<3>, set: QkvSettings) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear_attention_qkv(
+        qkv.into_dispatch(),
+        set,
     ))
 }
 
@@ -623,6 +650,10 @@ impl FusedOps for Flex {
         chunked_linear_attention::flex([q, k, v], chunk, normalize, eps, token_major)
     }
 
+    fn fused_linear_attention_qkv(qkv: FlexTensor, set: QkvSettings) -> FlexTensor {
+        chunked_linear_attention::flex_qkv(qkv, set)
+    }
+
     fn fused_wkv(
         r: FlexTensor,
         k: FlexTensor,
@@ -719,6 +750,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         token_major: bool,
     ) -> FloatTensor<Self> {
         chunked_linear_attention::autodiff::<C>([q, k, v], chunk, normalize, eps, token_major)
+    }
+
+    fn fused_linear_attention_qkv(qkv: FloatTensor<Self>, set: QkvSettings) -> FloatTensor<Self> {
+        chunked_linear_attention::autodiff_qkv::<C>(qkv, set)
     }
 
     fn fused_wkv(
