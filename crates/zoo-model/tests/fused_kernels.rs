@@ -339,17 +339,7 @@ fn qkv_attention_f64(c: &QkvCase, qkv: &[f64]) -> Vec<f64> {
         }
     }
     let heads = attention_f64(a, &q, &k, &v); // [b, h, n, d]
-    let mut out = vec![0.0; a.len()];
-    for b in 0..a.b {
-        for head in 0..h {
-            for i in 0..n {
-                let from = ((b * h + head) * n + i) * d;
-                let to = ((b * n + i) * h + head) * d;
-                out[to..to + d].copy_from_slice(&heads[from..from + d]);
-            }
-        }
-    }
-    out
+    permute_heads(&heads, [a.b, h, n, d])
 }
 
 /// The same computation in Burn's composed tensor ops: split, rotate, scale, repeat the kv
@@ -709,8 +699,8 @@ fn fused_gelu_matches_the_definition_and_burn() {
 // ---- chunked linear attention ---------------------------------------------------------------
 
 /// Swap the second and third axes of a row-major [a, b, c, width] host array.
-fn permute_heads(x: &[f32], [a, b, c, width]: [usize; 4]) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+fn permute_heads<T: Copy + Default>(x: &[T], [a, b, c, width]: [usize; 4]) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
     for i in 0..a {
         for j in 0..b {
             for l in 0..c {
@@ -907,17 +897,7 @@ fn linear_qkv_f64([b, h, n, f, dv]: [usize; 5], qkv: &[f64], normalize: bool) ->
         }
     }
     let heads = linear_f64([b * h, n, f, dv], &q, &k, &v, normalize); // [b, h, n, dv]
-    let mut out = vec![0.0; heads.len()];
-    for bi in 0..b {
-        for head in 0..h {
-            for t in 0..n {
-                let from = ((bi * h + head) * n + t) * dv;
-                let to = ((bi * n + t) * h + head) * dv;
-                out[to..to + dv].copy_from_slice(&heads[from..from + dv]);
-            }
-        }
-    }
-    out
+    permute_heads(&heads, [b, h, n, dv])
 }
 
 #[test]

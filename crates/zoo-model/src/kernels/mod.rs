@@ -1,6 +1,9 @@
 //! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
 //! hand-written backward passes: causal softmax attention over a key pattern (dense causal,
-//! sliding window, BigBird; tiled, masked half skipped, O(n) memory), chunked linear attention,
+//! sliding window, BigBird; tiled, masked half skipped, O(n) memory; read straight from one
+//! fused q/k/v projection with RoPE and log-n inside in qkv_attention.rs, its score block
+//! register-blocked for AVX-512 in score_tiles.rs), chunked linear attention (also from one
+//! fused projection, elu+1 inside),
 //! the RWKV-6 WKV recurrence, the gated delta rule (Gated DeltaNet, and Mamba-2's scalar-decay
 //! recurrence) and the whole delta-rule layer between its projections, the linear layer (bias
 //! inside the product), RoPE, LayerNorm, exact GELU, the elu+1 feature map and the masked
