@@ -20,11 +20,7 @@ impl Linear {
     /// x [.., d_in] → [.., d_out].
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let bias = self.bias.as_ref().map(|b| b.val());
-        if kernels::fused_on(&x.device()) {
-            kernels::linear(x, self.weight.val(), bias)
-        } else {
-            burn::tensor::module::linear(x, self.weight.val(), bias)
-        }
+        product(x, self.weight.val(), bias)
     }
 
     /// x [.., d_in] → [.., Σ d_out]: the layers' outputs side by side from one product with
@@ -41,10 +37,15 @@ impl Linear {
             "side-by-side layers must all have a bias or none"
         );
         let bias = (!biases.is_empty()).then(|| Tensor::cat(biases, 0));
-        if kernels::fused_on(&x.device()) {
-            kernels::linear(x, weight, bias)
-        } else {
-            burn::tensor::module::linear(x, weight, bias)
-        }
+        product(x, weight, bias)
+    }
+}
+
+/// x W (+ b): the fused kernel on flex, Burn's composed `linear` elsewhere.
+fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+    if kernels::fused_on(&x.device()) {
+        kernels::linear(x, weight, bias)
+    } else {
+        burn::tensor::module::linear(x, weight, bias)
     }
 }

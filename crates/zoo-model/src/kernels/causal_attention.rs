@@ -393,7 +393,8 @@ pub(super) struct Scratch {
     dprobs: Vec<f32>,
 }
 
-fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+/// A buffer of at least `len` values, as a slice of exactly `len`.
+pub(super) fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buffer.len() < len {
         buffer.resize(len, 0.0);
     }

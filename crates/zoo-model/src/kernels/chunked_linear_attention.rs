@@ -30,7 +30,9 @@ use rayon::prelude::*;
 
 use super::elu_plus_one;
 use super::gemm::{View, matmul};
-use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
+use super::{
+    AutodiffFlex, DisjointColumns, SavedForBackward, contiguous, flex_tensor, register_op, values,
+};
 
 #[derive(Clone, Copy, Debug)]
 pub struct LinearShape {
@@ -114,56 +116,9 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// An output buffer that parallel tasks fill with disjoint rows: each head's rows belong to the
-/// one task that computes that head. Writes go through a raw pointer, so no two tasks ever hold
-/// overlapping `&mut` slices (token-major heads interleave within every row of the buffer).
-struct SharedRows<'a> {
-    ptr: *mut f32,
-    len: usize,
-    _buffer: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-// SAFETY: tasks write disjoint element ranges (see `write`), and the buffer is borrowed mutably
-// for the writer's lifetime, so nothing else reads or writes it meanwhile.
-unsafe impl Sync for SharedRows<'_> {}
-
-impl<'a> SharedRows<'a> {
-    fn new(buffer: &'a mut [f32]) -> Self {
-        SharedRows {
-            ptr: buffer.as_mut_ptr(),
-            len: buffer.len(),
-            _buffer: std::marker::PhantomData,
-        }
-    }
-
-    /// Over the first `len` slots of an empty vector's spare capacity, for an output the tasks
-    /// write completely (no zero fill); its owner sets the length once they are done.
-    fn spare(buffer: &'a mut Vec<f32>, len: usize) -> Self {
-        assert!(buffer.is_empty(), "spare capacity of an empty vector");
-        buffer.reserve_exact(len);
-        SharedRows {
-            ptr: buffer.as_mut_ptr(),
-            len,
-            _buffer: std::marker::PhantomData,
-        }
-    }
-
-    /// Copy `values` to row t of head (base, stride).
-    ///
-    /// # Safety
-    /// No other task writes the same elements concurrently: callers write only the rows of the
-    /// head they own, and `RowLayout::head` gives distinct heads disjoint rows.
-    unsafe fn write_row(&self, (base, stride): (usize, usize), t: usize, values: &[f32]) {
-        let offset = base + t * stride;
-        assert!(
-            offset + values.len() <= self.len,
-            "row outside the output buffer"
-        );
-        // SAFETY: in bounds (checked above); disjointness is the caller's contract.
-        unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(offset), values.len())
-        };
-    }
+/// The element offset of row t of a head at (base, stride) (`RowLayout::head`).
+fn row_at((base, stride): (usize, usize), t: usize) -> usize {
+    base + t * stride
 }
 
 impl LinearShape {
@@ -229,7 +184,7 @@ pub fn forward(
             },
         );
     }
-    let out_rows = SharedRows::new(&mut out);
+    let out_rows = DisjointColumns::new(&mut out);
     den.par_chunks_mut(n)
         .zip(s_prev.par_chunks_mut(nc * f * dv))
         .zip(z_prev.par_chunks_mut(nc * f))
@@ -269,7 +224,7 @@ pub fn forward(
                 }
                 for (i, o_i) in o_c.chunks_exact(dv).enumerate() {
                     // SAFETY: this task owns head bh, whose rows no other task writes.
-                    unsafe { out_rows.write_row(out_head, r0 + i, o_i) };
+                    unsafe { out_rows.write(row_at(out_head, r0 + i), o_i) };
                 }
                 matmul(&mut state, dv, k_c.t(), v_c, 1.0, true); // S += Kᵀ V
                 for i in 0..rows {
@@ -304,9 +259,9 @@ pub fn backward(
     let mut dk = vec![0.0f32; k.len()];
     let mut dvv = vec![0.0f32; v.len()];
     let targets = [
-        SharedRows::new(&mut dq),
-        SharedRows::new(&mut dk),
-        SharedRows::new(&mut dvv),
+        DisjointColumns::new(&mut dq),
+        DisjointColumns::new(&mut dk),
+        DisjointColumns::new(&mut dvv),
     ];
     backward_into(
         [q, k, v, out, grad_out],
@@ -331,7 +286,7 @@ fn backward_into(
     shape: LinearShape,
     normalize: bool,
     eps: f32,
-    ([dq_rows, dk_rows, dv_rows], written): ([&SharedRows; 3], Layouts),
+    ([dq_rows, dk_rows, dv_rows], written): ([&DisjointColumns<'_>; 3], Layouts),
     feature_map_grad: bool,
 ) {
     let LinearShape {
@@ -438,9 +393,9 @@ fn backward_into(
             for i in 0..rows {
                 // SAFETY: this task owns head bh, whose rows no other task writes.
                 unsafe {
-                    dq_rows.write_row(q_head, r0 + i, &dq_c[i * f..][..f]);
-                    dk_rows.write_row(k_head, r0 + i, &dk_c[i * f..][..f]);
-                    dv_rows.write_row(v_head, r0 + i, &dv_c[i * dv..][..dv]);
+                    dq_rows.write(row_at(q_head, r0 + i), &dq_c[i * f..][..f]);
+                    dk_rows.write(row_at(k_head, r0 + i), &dk_c[i * f..][..f]);
+                    dv_rows.write(row_at(v_head, r0 + i), &dv_c[i * dv..][..dv]);
                 }
             }
             // This chunk's state S_c, z_c came from all earlier chunks: pass its gradient on.
@@ -568,7 +523,7 @@ pub fn backward_qkv(
     {
         // q and k are read from φ (rows of 2·h·f); their gradients, like v's, go to the
         // projection's columns (rows of h·(2f + d_v)).
-        let target = SharedRows::spare(&mut dqkv, len);
+        let target = DisjointColumns::spare(&mut dqkv, len);
         backward_into(
             [phi, phi, qkv, out, grad_out],
             saved,

@@ -187,7 +187,7 @@ multiversion! {
         dims: [usize; 3],
         taps: &[f32],
         dz: &[f32],
-        dx: DisjointColumns,
+        dx: DisjointColumns<'_>,
         base: usize,
         d_taps: &mut [f32],
         d_bias: &mut [f32],

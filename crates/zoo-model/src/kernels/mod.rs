@@ -489,36 +489,40 @@ fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
 }
 
 /// A buffer that parallel tasks write at disjoint index sets: each (sequence, head) task owns its
-/// head's columns of every token-major row, which interleave, so `chunks_mut` cannot hand them
-/// out (delta_layer.rs, qkv_attention.rs).
+/// head's columns (or rows) of every token-major row, which interleave, so `chunks_mut` cannot
+/// hand them out (delta_layer.rs, qkv_attention.rs, chunked_linear_attention.rs). The writer
+/// holds the buffer's exclusive borrow for its lifetime, so nothing else touches it meanwhile.
 #[derive(Clone, Copy)]
-pub struct DisjointColumns {
+pub struct DisjointColumns<'a> {
     ptr: *mut f32,
     len: usize,
+    _buffer: PhantomData<&'a ()>,
 }
 
 // SAFETY: tasks only write through `at` / `write` at index sets no other task touches (their
 // own head's columns, by construction in the kernels that make one).
-unsafe impl Send for DisjointColumns {}
-unsafe impl Sync for DisjointColumns {}
+unsafe impl Send for DisjointColumns<'_> {}
+unsafe impl Sync for DisjointColumns<'_> {}
 
-impl DisjointColumns {
-    fn new(buffer: &mut [f32]) -> Self {
+impl<'a> DisjointColumns<'a> {
+    fn new(buffer: &'a mut [f32]) -> Self {
         DisjointColumns {
             ptr: buffer.as_mut_ptr(),
             len: buffer.len(),
+            _buffer: PhantomData,
         }
     }
 
     /// Over the first `len` slots of an empty vector's spare capacity, which the tasks fill
     /// with `write` before the owner sets the length (no zero fill of an output that every
     /// element of is written anyway).
-    fn spare(buffer: &mut Vec<f32>, len: usize) -> Self {
+    fn spare(buffer: &'a mut Vec<f32>, len: usize) -> Self {
         assert!(buffer.is_empty(), "spare capacity of an empty vector");
         buffer.reserve_exact(len);
         DisjointColumns {
             ptr: buffer.as_mut_ptr(),
             len,
+            _buffer: PhantomData,
         }
     }
 

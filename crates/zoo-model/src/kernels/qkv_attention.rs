@@ -28,7 +28,7 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::Shape;
 use rayon::prelude::*;
 
-use super::causal_attention::{self, HeadParams, HeadRows, KeyPattern, Scratch};
+use super::causal_attention::{self, HeadParams, HeadRows, KeyPattern, Scratch, grown};
 use super::gemm::View;
 use super::rotary::rotate_in_place;
 use super::{
@@ -168,7 +168,7 @@ fn gather(src: &[f32], width: usize, first: usize, col: usize, d: usize, dst: &m
 /// # Safety
 /// No other task may touch those columns of those rows.
 unsafe fn scatter(
-    dst: &DisjointColumns,
+    dst: &DisjointColumns<'_>,
     width: usize,
     first: usize,
     col: usize,
@@ -179,14 +179,6 @@ unsafe fn scatter(
         // SAFETY: the caller's contract.
         unsafe { dst.write((first + r) * width + col, row) };
     }
-}
-
-/// A buffer of at least `len` values, as a slice of exactly `len`.
-fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
-    }
-    &mut buffer[..len]
 }
 
 fn head_params(spec: &QkvAttention, head_dim: usize, head: usize) -> HeadParams {
