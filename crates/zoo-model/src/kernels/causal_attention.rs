@@ -28,9 +28,9 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::Shape;
 use rayon::prelude::*;
 
-use super::gemm::{View, matmul};
-use super::score_tiles::{self, Transposed};
+use super::gemm::View;
 use super::simd::{self, exp, multiversion};
+use super::tile_gemm::{self, Transposed, matmul};
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 use crate::attention::pattern::{BigBirdPattern, WindowPattern};
 
@@ -178,7 +178,7 @@ fn range_rows<'a>(all: &'a [f32], d: usize, r: &Range<usize>) -> View<'a> {
 }
 
 /// One head's keys or values [n, d], with the transposed copy the AVX-512 score block reads
-/// (score_tiles.rs) on CPUs that run it.
+/// (tile_gemm.rs) on CPUs that run it.
 pub(super) struct HeadRows<'a> {
     rows: &'a [f32],
     transposed: Option<Transposed>,
@@ -189,7 +189,8 @@ impl<'a> HeadRows<'a> {
         let n = rows.len() / d.max(1);
         HeadRows {
             rows,
-            transposed: (score_tiles::available() && d > 0).then(|| Transposed::of(rows, n, d)),
+            transposed: (tile_gemm::available() && d > 0)
+                .then(|| Transposed::of(View::rows(rows, n, d))),
         }
     }
 }
@@ -206,9 +207,14 @@ fn scores_by_range(
 ) {
     for (c0, r) in segments(ranges) {
         match &b.transposed {
-            Some(bt) if a.col_stride == 1 => {
-                score_tiles::scores(dst, cols, c0, a, bt, r.start, r.len(), scale)
-            }
+            Some(bt) => matmul(
+                &mut dst[c0..],
+                cols,
+                a,
+                bt.columns(r.start, r.len()),
+                scale,
+                false,
+            ),
             _ => matmul(
                 &mut dst[c0..],
                 cols,

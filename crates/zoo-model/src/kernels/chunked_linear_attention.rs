@@ -29,7 +29,9 @@ use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::elu_plus_one;
-use super::gemm::{View, matmul};
+use super::gemm::View;
+use super::simd::{self, multiversion};
+use super::tile_gemm::{self, Transposed, matmul};
 use super::{
     AutodiffFlex, DisjointColumns, SavedForBackward, contiguous, flex_tensor, register_op, values,
 };
@@ -152,6 +154,103 @@ fn keep_lower(a: &mut [f32], rows: usize) {
     }
 }
 
+/// Rows r0..r0 + rows of a head's [n, width] matrix, transposed ([width, rows]): columns of
+/// its transposed copy where one was made (the register blocks of tile_gemm.rs read B by
+/// contiguous rows), else a strided view for gemm.
+fn transposed_rows<'a>(
+    copy: &'a Option<Transposed>,
+    head: &Rows<'a>,
+    r0: usize,
+    rows: usize,
+) -> View<'a> {
+    match copy {
+        Some(t) => t.columns(r0, rows),
+        None => head.view(r0, rows).t(),
+    }
+}
+
+/// A head's transposed copy, on CPUs whose register blocks read it.
+fn transposed_head(head: &Rows, n: usize) -> Option<Transposed> {
+    (tile_gemm::available() && head.width > 0).then(|| Transposed::of(head.view(0, n)))
+}
+
+/// `m` transposed, through `scratch` on CPUs whose register blocks read B by contiguous rows,
+/// as a strided view for gemm elsewhere (the small states S, dS).
+fn transposed<'a>(scratch: &'a mut Transposed, m: View<'a>) -> View<'a> {
+    if !tile_gemm::available() {
+        return m.t();
+    }
+    scratch.fill(m);
+    scratch.columns(0, m.rows)
+}
+
+/// One head's saved values in the forward pass: normalisers [n], states before each chunk
+/// [chunks, f, d_v] and [chunks, f].
+pub struct HeadSaved<'a> {
+    den: &'a mut [f32],
+    s: &'a mut [f32],
+    z: &'a mut [f32],
+}
+
+multiversion! {
+    // Head bh of the forward pass, chunk after chunk (compiled per instruction set: the row
+    // sums, dot products and row scalings between the products vectorise with it).
+    fn forward_head(
+        inputs: [&[f32]; 3],
+        bh: usize,
+        saved: HeadSaved,
+        out_rows: &DisjointColumns,
+        shape: LinearShape,
+        normalize: bool,
+        eps: f32,
+    ) {
+        let LinearShape { seq: n, feature_dim: f, value_dim: dv, chunk, layouts, .. } = shape;
+        let HeadSaved { den: den_h, s: s_h, z: z_h } = saved;
+        let [q, k, v] = inputs;
+        let q_h = Rows::of(q, layouts.q, bh, n, f);
+        let k_h = Rows::of(k, layouts.k, bh, n, f);
+        let v_h = Rows::of(v, layouts.v, bh, n, dv);
+        let k_t = transposed_head(&k_h, n);
+        let out_head = layouts.out.head(bh, n, dv);
+        let mut state = vec![0.0f32; f * dv]; // S [f, dv]
+        let mut z = vec![0.0f32; f];
+        let mut att = vec![0.0f32; chunk * chunk];
+        let mut o_chunk = vec![0.0f32; chunk * dv];
+        for c in 0..shape.chunks() {
+            let r0 = c * chunk;
+            let rows = chunk.min(n - r0);
+            s_h[c * f * dv..][..f * dv].copy_from_slice(&state);
+            z_h[c * f..][..f].copy_from_slice(&z);
+            let q_c = q_h.view(r0, rows);
+            let k_c = k_h.view(r0, rows);
+            let v_c = v_h.view(r0, rows);
+            let a = &mut att[..rows * rows];
+            let kt_c = transposed_rows(&k_t, &k_h, r0, rows);
+            matmul(a, rows, q_c, kt_c, 1.0, false); // [rows, rows]
+            keep_lower(a, rows);
+            let o_c = &mut o_chunk[..rows * dv];
+            matmul(o_c, dv, View::rows(a, rows, rows), v_c, 1.0, false); // A V
+            matmul(o_c, dv, q_c, View::rows(&state, f, dv), 1.0, true); // + Q S
+            if normalize {
+                for i in 0..rows {
+                    let d = simd::sum(&a[i * rows..][..=i]) + simd::dot(q_h.row(r0 + i), &z);
+                    den_h[r0 + i] = d;
+                    let inv = 1.0 / d.max(eps);
+                    o_c[i * dv..][..dv].iter_mut().for_each(|o| *o *= inv);
+                }
+            }
+            for (i, o_i) in o_c.chunks_exact(dv).enumerate() {
+                // SAFETY: this task owns head bh, whose rows no other task writes.
+                unsafe { out_rows.write(row_at(out_head, r0 + i), o_i) };
+            }
+            matmul(&mut state, dv, k_c.t(), v_c, 1.0, true); // S += Kᵀ V
+            for i in 0..rows {
+                z.iter_mut().zip(k_h.row(r0 + i)).for_each(|(z, k)| *z += k);
+            }
+        }
+    }
+}
+
 pub fn forward(
     q: &[f32],
     k: &[f32],
@@ -166,7 +265,7 @@ pub fn forward(
         feature_dim: f,
         value_dim: dv,
         chunk,
-        layouts,
+        ..
     } = shape;
     assert!(chunk > 0);
     let nc = shape.chunks();
@@ -185,52 +284,18 @@ pub fn forward(
         );
     }
     let out_rows = DisjointColumns::new(&mut out);
+    let inputs = [q, k, v];
     den.par_chunks_mut(n)
         .zip(s_prev.par_chunks_mut(nc * f * dv))
         .zip(z_prev.par_chunks_mut(nc * f))
         .enumerate()
         .for_each(|(bh, ((den_h, s_h), z_h))| {
-            let q_h = Rows::of(q, layouts.q, bh, n, f);
-            let k_h = Rows::of(k, layouts.k, bh, n, f);
-            let v_h = Rows::of(v, layouts.v, bh, n, dv);
-            let out_head = layouts.out.head(bh, n, dv);
-            let mut state = vec![0.0f32; f * dv]; // S [f, dv]
-            let mut z = vec![0.0f32; f];
-            let mut att = vec![0.0f32; chunk * chunk];
-            let mut o_chunk = vec![0.0f32; chunk * dv];
-            for c in 0..nc {
-                let r0 = c * chunk;
-                let rows = chunk.min(n - r0);
-                s_h[c * f * dv..][..f * dv].copy_from_slice(&state);
-                z_h[c * f..][..f].copy_from_slice(&z);
-                let q_c = q_h.view(r0, rows);
-                let k_c = k_h.view(r0, rows);
-                let v_c = v_h.view(r0, rows);
-                let a = &mut att[..rows * rows];
-                matmul(a, rows, q_c, k_c.t(), 1.0, false); // [rows, rows]
-                keep_lower(a, rows);
-                let o_c = &mut o_chunk[..rows * dv];
-                matmul(o_c, dv, View::rows(a, rows, rows), v_c, 1.0, false); // A V
-                matmul(o_c, dv, q_c, View::rows(&state, f, dv), 1.0, true); // + Q S
-                if normalize {
-                    for i in 0..rows {
-                        let q_i = q_h.row(r0 + i);
-                        let d: f32 = a[i * rows..][..=i].iter().sum::<f32>()
-                            + q_i.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>();
-                        den_h[r0 + i] = d;
-                        let inv = 1.0 / d.max(eps);
-                        o_c[i * dv..][..dv].iter_mut().for_each(|o| *o *= inv);
-                    }
-                }
-                for (i, o_i) in o_c.chunks_exact(dv).enumerate() {
-                    // SAFETY: this task owns head bh, whose rows no other task writes.
-                    unsafe { out_rows.write(row_at(out_head, r0 + i), o_i) };
-                }
-                matmul(&mut state, dv, k_c.t(), v_c, 1.0, true); // S += Kᵀ V
-                for i in 0..rows {
-                    z.iter_mut().zip(k_h.row(r0 + i)).for_each(|(z, k)| *z += k);
-                }
-            }
+            let head = HeadSaved {
+                den: den_h,
+                s: s_h,
+                z: z_h,
+            };
+            forward_head(inputs, bh, head, &out_rows, shape, normalize, eps);
         });
     (
         out,
@@ -294,8 +359,7 @@ fn backward_into(
         seq: n,
         feature_dim: f,
         value_dim: dv,
-        chunk,
-        layouts,
+        ..
     } = shape;
     let nc = shape.chunks();
     assert!(saved.den.len() == heads_total * n && saved.z_prev.len() == heads_total * nc * f);
@@ -304,12 +368,47 @@ fn backward_into(
     if out.is_empty() {
         return;
     }
+    let inputs = [q, k, v, out, grad_out];
+    let targets = ([dq_rows, dk_rows, dv_rows], written);
     (0..heads_total).into_par_iter().for_each(|bh| {
+        backward_head(
+            inputs,
+            bh,
+            saved,
+            shape,
+            normalize,
+            eps,
+            targets,
+            feature_map_grad,
+        );
+    });
+}
+
+multiversion! {
+    // Head bh of the backward pass, chunks in reverse (compiled per instruction set, as
+    // `forward_head`).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_head(
+        inputs: [&[f32]; 5],
+        bh: usize,
+        saved: SavedRef,
+        shape: LinearShape,
+        normalize: bool,
+        eps: f32,
+        targets: ([&DisjointColumns<'_>; 3], Layouts),
+        feature_map_grad: bool,
+    ) {
+        let [q, k, v, out, grad_out] = inputs;
+        let ([dq_rows, dk_rows, dv_rows], written) = targets;
+        let LinearShape { seq: n, feature_dim: f, value_dim: dv, chunk, layouts, .. } = shape;
+        let nc = shape.chunks();
         let q_h = Rows::of(q, layouts.q, bh, n, f);
         let k_h = Rows::of(k, layouts.k, bh, n, f);
         let v_h = Rows::of(v, layouts.v, bh, n, dv);
         let o_h = Rows::of(out, layouts.out, bh, n, dv);
         let do_h = Rows::of(grad_out, layouts.out, bh, n, dv);
+        let (k_t, v_t) = (transposed_head(&k_h, n), transposed_head(&v_h, n));
+        let (mut s_t, mut ds_t) = (Transposed::default(), Transposed::default());
         let (q_head, k_head, v_head) = (
             written.q.head(bh, n, f),
             written.k.head(bh, n, f),
@@ -332,7 +431,7 @@ fn backward_into(
             let k_c = k_h.view(r0, rows);
             let v_c = v_h.view(r0, rows);
             let a = &mut att[..rows * rows];
-            matmul(a, rows, q_c, k_c.t(), 1.0, false);
+            matmul(a, rows, q_c, transposed_rows(&k_t, &k_h, r0, rows), 1.0, false);
             keep_lower(a, rows);
 
             let g = &mut dnum[..rows * dv];
@@ -349,7 +448,7 @@ fn backward_into(
                     let row = &mut g[i * dv..][..dv];
                     if d > eps {
                         let o = o_h.row(r0 + i);
-                        gd[i] = -inv * row.iter().zip(o).map(|(a, b)| a * b).sum::<f32>();
+                        gd[i] = -inv * simd::dot(row, o);
                     }
                     row.iter_mut().for_each(|x| *x *= inv);
                 }
@@ -358,7 +457,7 @@ fn backward_into(
 
             // dA = tril(dnum Vᵀ + dden 1ᵀ)
             let da = &mut datt[..rows * rows];
-            matmul(da, rows, g_view, v_c.t(), 1.0, false);
+            matmul(da, rows, g_view, transposed_rows(&v_t, &v_h, r0, rows), 1.0, false);
             for (i, row) in da.chunks_exact_mut(rows).enumerate() {
                 row[..=i].iter_mut().for_each(|x| *x += gd[i]);
                 row[i + 1..].fill(0.0);
@@ -368,10 +467,11 @@ fn backward_into(
 
             let dq_c = &mut dq_chunk[..rows * f];
             matmul(dq_c, f, da_view, k_c, 1.0, false); // dA K
-            matmul(dq_c, f, g_view, s_c.t(), 1.0, true); // + dnum Sᵀ
+            matmul(dq_c, f, g_view, transposed(&mut s_t, s_c), 1.0, true); // + dnum Sᵀ
             let dk_c = &mut dk_chunk[..rows * f];
             matmul(dk_c, f, da_view.t(), q_c, 1.0, false); // dAᵀ Q
-            matmul(dk_c, f, v_c, View::rows(&ds, f, dv).t(), 1.0, true); // + V dSᵀ
+            let ds_view = transposed(&mut ds_t, View::rows(&ds, f, dv));
+            matmul(dk_c, f, v_c, ds_view, 1.0, true); // + V dSᵀ
             let dv_c = &mut dv_chunk[..rows * dv];
             matmul(dv_c, dv, a_view.t(), g_view, 1.0, false); // Aᵀ dnum
             matmul(dv_c, dv, k_c, View::rows(&ds, f, dv), 1.0, true); // + K dS
@@ -386,8 +486,8 @@ fn backward_into(
             if feature_map_grad {
                 for i in 0..rows {
                     let (dq_i, dk_i) = (&mut dq_c[i * f..][..f], &mut dk_c[i * f..][..f]);
-                    elu_plus_one::scale_by_derivative(dq_i, q_h.row(r0 + i));
-                    elu_plus_one::scale_by_derivative(dk_i, k_h.row(r0 + i));
+                    dq_i.iter_mut().zip(q_h.row(r0 + i)).for_each(|(g, &p)| *g *= p.min(1.0));
+                    dk_i.iter_mut().zip(k_h.row(r0 + i)).for_each(|(g, &p)| *g *= p.min(1.0));
                 }
             }
             for i in 0..rows {
@@ -408,7 +508,7 @@ fn backward_into(
                 }
             }
         }
-    });
+    }
 }
 
 // ---- from one fused projection -------------------------------------------------------------

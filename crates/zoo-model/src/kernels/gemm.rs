@@ -36,7 +36,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn check(&self) {
+    pub(super) fn check(&self) {
         if self.rows > 0 && self.cols > 0 {
             let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
             assert!(last < self.data.len(), "matrix view out of bounds");

@@ -1,13 +1,14 @@
 //! Fused CPU kernels for the training hot path, plugged into Burn as a backend extension with
 //! hand-written backward passes: causal softmax attention over a key pattern (dense causal,
 //! sliding window, BigBird; tiled, masked half skipped, O(n) memory; read straight from one
-//! fused q/k/v projection with RoPE and log-n inside in qkv_attention.rs, its score block
-//! register-blocked for AVX-512 in score_tiles.rs), chunked linear attention (also from one
-//! fused projection, elu+1 inside),
-//! the RWKV-6 WKV recurrence, the gated delta rule (Gated DeltaNet, and Mamba-2's scalar-decay
-//! recurrence) and the whole delta-rule layer between its projections, the linear layer (bias
-//! inside the product), RoPE, LayerNorm, exact GELU, the elu+1 feature map and the masked
-//! cross-entropy loss. Each kernel file holds its mechanism and formulas, its host forward and backward, the
+//! fused q/k/v projection with RoPE and log-n inside in qkv_attention.rs), chunked linear
+//! attention (also from one fused projection, elu+1 inside), the RWKV-6 WKV recurrence, the
+//! gated delta rule (Gated DeltaNet, and Mamba-2's scalar-decay recurrence) and the whole
+//! delta-rule layer between its projections, the linear layer (bias inside the product), RoPE,
+//! LayerNorm, exact GELU, the elu+1 feature map and the masked cross-entropy loss. The small
+//! products of the two attentions and the linear layer's weight gradient run on the
+//! register-blocked AVX-512 products of tile_gemm.rs where the CPU has them, on gemm elsewhere.
+//! Each kernel file holds its mechanism and formulas, its host forward and backward, the
 //! state its forward saves for the backward and its flex / autodiff glue; this file is the
 //! plumbing: the extension trait, the tensor entry points, one generic autodiff registration
 //! (`register_op`) and the one-line delegations of the flex and autodiff implementations.
@@ -35,8 +36,8 @@ pub mod layer_norm;
 pub mod linear;
 pub mod qkv_attention;
 pub mod rotary;
-mod score_tiles;
 mod simd;
+mod tile_gemm;
 pub mod wkv;
 
 use std::marker::PhantomData;

@@ -60,7 +60,8 @@ impl Positions {
     fn check(&self, seq: usize, head_dim: usize) {
         assert_eq!(self.cos.len(), self.sin.len(), "RoPE tables differ in size");
         assert!(
-            self.cos.is_empty() || (head_dim % 2 == 0 && self.cos.len() == seq * head_dim / 2),
+            self.cos.is_empty()
+                || (head_dim.is_multiple_of(2) && self.cos.len() == seq * head_dim / 2),
             "RoPE tables must be [seq, head_dim / 2]"
         );
         assert!(
