@@ -41,8 +41,13 @@ impl Linear {
     }
 }
 
-/// x W (+ b): the fused kernel on flex, Burn's composed `linear` elsewhere.
-fn product<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<D> {
+/// x W (+ b): the fused kernel on flex, Burn's composed `linear` elsewhere (also the tied output
+/// head's h Eᵀ, `Lm::logits`).
+pub(crate) fn product<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
     if kernels::fused_on(&x.device()) {
         kernels::linear(x, weight, bias)
     } else {

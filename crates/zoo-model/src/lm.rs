@@ -97,14 +97,9 @@ impl Lm {
         let h = self.norm.forward(h);
         match &self.head {
             Some(head) => head.forward(h),
-            None => {
-                let [b, n, d] = h.dims();
-                let w = self.embed.weight.val(); // [V, d]
-                let v = w.dims()[0];
-                h.reshape([b * n, d])
-                    .matmul(w.transpose())
-                    .reshape([b, n, v])
-            }
+            // Tied: h Eᵀ through the linear layer's product (fused on flex: no zero-filled
+            // output, the weight gradient's long product on the register blocks).
+            None => crate::dense::product(h, self.embed.weight.val().transpose(), None), // [b, n, V]
         }
     }
 

@@ -37,9 +37,9 @@ fn config(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
     }
 }
 
-/// softmax + RoPE, Katharopoulos linear attention (elu + 1), Gated DeltaNet and Mamba-2, whose
-/// chunked training forms (ndarray, wgpu) span several chunks of the 24 tokens and which run the
-/// fused kernels on flex.
+/// softmax + RoPE, softmax with the output head tied to the embedding, Katharopoulos linear
+/// attention (elu + 1), Gated DeltaNet and Mamba-2, whose chunked training forms (ndarray, wgpu)
+/// span several chunks of the 24 tokens and which run the fused kernels on flex.
 fn configs() -> Vec<(&'static str, ModelConfig)> {
     vec![
         (
@@ -55,6 +55,19 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
                     ntk_factor: 1.0,
                 },
             ),
+        ),
+        (
+            "softmax, tied embedding",
+            ModelConfig {
+                tie_embeddings: true,
+                ..config(
+                    MixerConfig::Softmax(zoo_model::SoftmaxConfig {
+                        logit_scale: None,
+                        log_n_scaling: false,
+                    }),
+                    PositionConfig::None,
+                )
+            },
         ),
         (
             "linear(elu)+sinusoidal",
