@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use super::elu_plus_one;
 use super::gemm::View;
 use super::simd::{self, multiversion};
-use super::tile_gemm::{self, Transposed, matmul};
+use super::tile_gemm::{self, Lhs, Transposed, matmul, matmul_lower_part, matmul_shaped};
 use super::{
     AutodiffFlex, DisjointColumns, SavedForBackward, contiguous, flex_tensor, register_op, values,
 };
@@ -226,10 +226,11 @@ multiversion! {
             let v_c = v_h.view(r0, rows);
             let a = &mut att[..rows * rows];
             let kt_c = transposed_rows(&k_t, &k_h, r0, rows);
-            matmul(a, rows, q_c, kt_c, 1.0, false); // [rows, rows]
+            matmul_lower_part(a, rows, q_c, kt_c, 1.0); // [rows, rows]
             keep_lower(a, rows);
             let o_c = &mut o_chunk[..rows * dv];
-            matmul(o_c, dv, View::rows(a, rows, rows), v_c, 1.0, false); // A V
+            let a_view = View::rows(a, rows, rows);
+            matmul_shaped(o_c, dv, a_view, v_c, 1.0, false, Lhs::Lower); // A V
             matmul(o_c, dv, q_c, View::rows(&state, f, dv), 1.0, true); // + Q S
             if normalize {
                 for i in 0..rows {
@@ -431,7 +432,7 @@ multiversion! {
             let k_c = k_h.view(r0, rows);
             let v_c = v_h.view(r0, rows);
             let a = &mut att[..rows * rows];
-            matmul(a, rows, q_c, transposed_rows(&k_t, &k_h, r0, rows), 1.0, false);
+            matmul_lower_part(a, rows, q_c, transposed_rows(&k_t, &k_h, r0, rows), 1.0);
             keep_lower(a, rows);
 
             let g = &mut dnum[..rows * dv];
@@ -457,7 +458,7 @@ multiversion! {
 
             // dA = tril(dnum Vᵀ + dden 1ᵀ)
             let da = &mut datt[..rows * rows];
-            matmul(da, rows, g_view, transposed_rows(&v_t, &v_h, r0, rows), 1.0, false);
+            matmul_lower_part(da, rows, g_view, transposed_rows(&v_t, &v_h, r0, rows), 1.0);
             for (i, row) in da.chunks_exact_mut(rows).enumerate() {
                 row[..=i].iter_mut().for_each(|x| *x += gd[i]);
                 row[i + 1..].fill(0.0);
@@ -466,14 +467,14 @@ multiversion! {
             let a_view = View::rows(a, rows, rows);
 
             let dq_c = &mut dq_chunk[..rows * f];
-            matmul(dq_c, f, da_view, k_c, 1.0, false); // dA K
+            matmul_shaped(dq_c, f, da_view, k_c, 1.0, false, Lhs::Lower); // dA K
             matmul(dq_c, f, g_view, transposed(&mut s_t, s_c), 1.0, true); // + dnum Sᵀ
             let dk_c = &mut dk_chunk[..rows * f];
-            matmul(dk_c, f, da_view.t(), q_c, 1.0, false); // dAᵀ Q
+            matmul_shaped(dk_c, f, da_view.t(), q_c, 1.0, false, Lhs::Upper); // dAᵀ Q
             let ds_view = transposed(&mut ds_t, View::rows(&ds, f, dv));
             matmul(dk_c, f, v_c, ds_view, 1.0, true); // + V dSᵀ
             let dv_c = &mut dv_chunk[..rows * dv];
-            matmul(dv_c, dv, a_view.t(), g_view, 1.0, false); // Aᵀ dnum
+            matmul_shaped(dv_c, dv, a_view.t(), g_view, 1.0, false, Lhs::Upper); // Aᵀ dnum
             matmul(dv_c, dv, k_c, View::rows(&ds, f, dv), 1.0, true); // + K dS
             if normalize {
                 for i in 0..rows {
