@@ -578,14 +578,21 @@ impl QkvSizes {
 /// φ = elu(x) + 1 of the q and k columns of every row of qkv → [b·n, 2·h·f].
 fn features(qkv: &[f32], sizes: QkvSizes) -> Vec<f32> {
     let (row, width) = (sizes.row(), sizes.features());
-    let mut phi = vec![0.0f32; sizes.batch * sizes.seq * width];
-    phi.par_chunks_mut(ROWS_PER_TASK * width.max(1))
+    let len = sizes.batch * sizes.seq * width;
+    assert_eq!(qkv.len(), sizes.batch * sizes.seq * row, "qkv rows");
+    // Written straight into fresh memory (no zero fill): every row below is written whole.
+    let mut phi = Vec::with_capacity(len);
+    phi.spare_capacity_mut()[..len]
+        .par_chunks_mut(ROWS_PER_TASK * width.max(1))
         .zip(qkv.par_chunks(ROWS_PER_TASK * row.max(1)))
         .for_each(|(phi, qkv)| {
             for (phi_row, qkv_row) in phi.chunks_exact_mut(width).zip(qkv.chunks_exact(row)) {
                 elu_plus_one::forward_chunk(&qkv_row[..width], phi_row);
             }
         });
+    // SAFETY: the batch · seq rows of `width` values, all `len`, were written above (qkv has as
+    // many rows, asserted).
+    unsafe { phi.set_len(len) };
     phi
 }
 

@@ -6,30 +6,23 @@
 //! The composed form (clamp, clamp, exp, add) costs four passes forward and the clamps' masks
 //! backward, on both q and k of every linear-attention layer.
 
+use std::mem::MaybeUninit;
+
 use super::simd::{self, exp, multiversion};
 
 multiversion! {
-    fn forward_chunk(x: &[f32], y: &mut [f32]) {
+    // Writes every value of y (which may be uninitialised).
+    fn forward_chunk(x: &[f32], y: &mut [MaybeUninit<f32>]) {
         for (out, &v) in y.iter_mut().zip(x) {
-            *out = if v > 0.0 { v + 1.0 } else { exp(v) };
+            out.write(if v > 0.0 { v + 1.0 } else { exp(v) });
         }
     }
 }
 
 multiversion! {
-    fn backward_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    fn backward_chunk(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
         for ((out, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-            *out = if v > 0.0 { g } else { g * exp(v) };
-        }
-    }
-}
-
-multiversion! {
-    // g ← g · φ'(x) given φ = φ(x) rather than x: φ' is 1 where x > 0 (there φ = x + 1 > 1)
-    // and eˣ = φ elsewhere (φ ≤ 1), so φ' = min(φ, 1).
-    fn scale_by_derivative(g: &mut [f32], phi: &[f32]) {
-        for (g, &p) in g.iter_mut().zip(phi) {
-            *g *= p.min(1.0);
+            out.write(if v > 0.0 { g } else { g * exp(v) });
         }
     }
 }

@@ -6,6 +6,8 @@
 //! Burn's autodiff builds GELU from erf and four elementwise ops (forward) and more for the
 //! backward, each a separate pass over the [tokens, 4·d] activations.
 
+use std::mem::MaybeUninit;
+
 use super::simd::{self, exp, multiversion};
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -23,18 +25,19 @@ fn cdf_pdf(x: f32) -> (f32, f32) {
 }
 
 multiversion! {
-    fn forward_chunk(x: &[f32], y: &mut [f32]) {
+    // Writes every value of y (which may be uninitialised).
+    fn forward_chunk(x: &[f32], y: &mut [MaybeUninit<f32>]) {
         for (out, &v) in y.iter_mut().zip(x) {
-            *out = v * cdf_pdf(v).0;
+            out.write(v * cdf_pdf(v).0);
         }
     }
 }
 
 multiversion! {
-    fn backward_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    fn backward_chunk(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
         for ((out, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
             let (cdf, pdf) = cdf_pdf(v);
-            *out = g * v.mul_add(pdf, cdf);
+            out.write(g * v.mul_add(pdf, cdf));
         }
     }
 }
