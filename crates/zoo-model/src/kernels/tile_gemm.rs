@@ -443,9 +443,17 @@ mod tests {
         ((i * 37 % 101) as f32 - 50.0) / 25.0
     }
 
-    /// Every block shape and tail: widths around 16, 32, 64 and past them, row counts that
-    /// leave single rows, strided and transposed A, B at its slice's end, accumulate and not;
-    /// against the f64 definition, and nothing written outside the m × n destination.
+    /// `got` against start + scale · Σ terms in f64, to a tolerance that grows with the terms'
+    /// magnitudes (as f32 summation error does).
+    fn assert_sum(got: f32, start: f64, scale: f64, terms: &[f64], at: &str) {
+        let want = start + scale * terms.iter().sum::<f64>();
+        let magnitude = start.abs() + scale.abs() * terms.iter().map(|t| t.abs()).sum::<f64>();
+        assert!(
+            (got as f64 - want).abs() <= 1e-6 * magnitude.max(1.0),
+            "{at}: {got} vs {want}"
+        );
+    }
+
     /// Lower and upper triangular lhs (zeros stored where the shape says) over square and
     /// rectangular products, inner dimensions past a piece (K_BLOCK) and row counts that leave
     /// single rows; and the lower part of a square product.
@@ -480,14 +488,8 @@ mod tests {
                         let terms: Vec<f64> = (0..k)
                             .map(|x| a[r * k + x] as f64 * b[x * n + c] as f64)
                             .collect();
-                        let want = before[r * n + c] as f64 + 2.0 * terms.iter().sum::<f64>();
-                        let magnitude = before[r * n + c].abs() as f64
-                            + 2.0 * terms.iter().map(|t| t.abs()).sum::<f64>();
-                        let got = dst[r * n + c] as f64;
-                        assert!(
-                            (got - want).abs() <= 1e-6 * magnitude.max(1.0),
-                            "{shape:?} [{m}, {k}] x [{k}, {n}] ({r}, {c}): {got} vs {want}"
-                        );
+                        let at = format!("{shape:?} [{m}, {k}] x [{k}, {n}] ({r}, {c})");
+                        assert_sum(dst[r * n + c], before[r * n + c] as f64, 2.0, &terms, &at);
                     }
                 }
             }
@@ -526,6 +528,9 @@ mod tests {
         }
     }
 
+    /// Every block shape and tail: widths around 16, 32, 64 and past them, row counts that
+    /// leave single rows, strided and transposed A, B at its slice's end, accumulate and not;
+    /// against the f64 definition, and nothing written outside the m × n destination.
     #[test]
     fn products_match_the_definition() {
         for &(m, k, n) in &[
@@ -592,14 +597,8 @@ mod tests {
                             } else {
                                 0.0
                             };
-                            let want = start + 0.5 * terms.iter().sum::<f64>();
-                            // f32 summation error grows with the sum of the terms' magnitudes.
-                            let magnitude =
-                                start.abs() + 0.5 * terms.iter().map(|t| t.abs()).sum::<f64>();
-                            assert!(
-                                (got as f64 - want).abs() <= 1e-6 * magnitude.max(1.0),
-                                "[{m}, {k}] x [{k}, {n}] ({r}, {c}): {got} vs {want}"
-                            );
+                            let at = format!("[{m}, {k}] x [{k}, {n}] ({r}, {c})");
+                            assert_sum(got, start, 0.5, &terms, &at);
                         }
                     }
                 }
