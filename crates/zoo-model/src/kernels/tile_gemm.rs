@@ -5,9 +5,9 @@
 //! for any strided A (its values are broadcast one at a time, so Aᵀ views cost nothing) and a B
 //! whose rows are contiguous. A block of R rows × W = 16·V columns lives in R·V 512-bit
 //! accumulators; for each x one row of B is loaded once (V vectors) and multiplied by R broadcast
-//! values of A. Blocks: 4 × 64 where the product is at least 64 columns wide, 8 × 32 below that
-//! (the head dimension of most heads), 8 × 16 for the narrowest, one row at a time for the rows
-//! left over; the last column block is computed 16·V wide and only its valid columns stored.
+//! values of A. Blocks: 4 × 64 while more than 32 columns are left, then 8 × 32 (the head
+//! dimension of most heads) or 8 × 16 for the last 17–32 or 1–16 columns, one row at a time for
+//! the rows left over; the lanes past the last column are masked off in loads and stores.
 //! Where A is known to be triangular (`Lhs::Lower` / `Lhs::Upper`: the masked products of
 //! chunked attention, A V with A = tril(Q Kᵀ) and their transposes) each row block runs only
 //! over the inner range its rows can be non-zero in, and `matmul_lower_part` computes only the
