@@ -177,8 +177,8 @@ fn range_rows<'a>(all: &'a [f32], d: usize, r: &Range<usize>) -> View<'a> {
     View::rows(&all[r.start * d..], r.len(), d)
 }
 
-/// One head's keys or values [n, d], with the transposed copy the AVX-512 score block reads
-/// (tile_gemm.rs) on CPUs that run it.
+/// One head's keys or values [n, d], with the transposed copy the register blocks of
+/// tile_gemm.rs read (Kᵀ for the scores, Vᵀ for dO Vᵀ) on CPUs that run them.
 pub(super) struct HeadRows<'a> {
     rows: &'a [f32],
     transposed: Option<Transposed>,
@@ -206,24 +206,11 @@ fn scores_by_range(
     scale: f32,
 ) {
     for (c0, r) in segments(ranges) {
-        match &b.transposed {
-            Some(bt) => matmul(
-                &mut dst[c0..],
-                cols,
-                a,
-                bt.columns(r.start, r.len()),
-                scale,
-                false,
-            ),
-            _ => matmul(
-                &mut dst[c0..],
-                cols,
-                a,
-                range_rows(b.rows, d, r).t(),
-                scale,
-                false,
-            ),
-        }
+        let keys_t = match &b.transposed {
+            Some(bt) => bt.columns(r.start, r.len()),
+            None => range_rows(b.rows, d, r).t(),
+        };
+        matmul(&mut dst[c0..], cols, a, keys_t, scale, false);
     }
 }
 
