@@ -34,6 +34,28 @@ fn central_differences<const N: usize>(
         .collect()
 }
 
+/// d qkv of the loss Σ output(qkv) · w (the fused kernel's gradient `dqkv`) against f64 central
+/// differences of `output`, the f64 definition, at the `probes` coordinates of qkv.
+fn assert_dqkv_matches_differences(
+    dqkv: &[f32],
+    qkv: &[f32],
+    w: &[f32],
+    probes: &[usize],
+    output: impl Fn(&[f64]) -> Vec<f64>,
+    what: &str,
+) {
+    let loss = |x: &[f64]| -> f64 { output(x).iter().zip(w).map(|(o, &w)| o * w as f64).sum() };
+    let numeric = central_differences(&[to_f64(qkv)], 0, probes, 1e-5, |x| loss(&x[0]));
+    let analytic: Vec<f32> = probes.iter().map(|&i| dqkv[i]).collect();
+    assert_close(
+        &analytic,
+        &numeric,
+        5e-5,
+        2e-4,
+        &format!("dqkv vs f64 differences, {what}"),
+    );
+}
+
 // ---- causal attention ---------------------------------------------------------------------
 
 struct Case {
@@ -498,25 +520,11 @@ fn fused_qkv_attention_matches_the_definition_and_the_composed_path() {
         );
 
         // Against f64 central differences at coordinates that touch every row, head and part.
-        let loss = |x: &[f64]| -> f64 {
-            qkv_attention_f64(c, x)
-                .iter()
-                .zip(&w)
-                .map(|(o, &w)| o * w as f64)
-                .sum()
-        };
         let probes: Vec<usize> = (0..qkv.len())
             .step_by(if a.n <= 65 { 7 } else { 43 })
             .collect();
-        let numeric = central_differences(&[to_f64(&qkv)], 0, &probes, 1e-5, |x| loss(&x[0]));
-        let analytic: Vec<f32> = probes.iter().map(|&i| fused[i]).collect();
-        assert_close(
-            &analytic,
-            &numeric,
-            5e-5,
-            2e-4,
-            &format!("dqkv vs f64 differences, {what}"),
-        );
+        let output = |x: &[f64]| qkv_attention_f64(c, x);
+        assert_dqkv_matches_differences(&fused, &qkv, &w, &probes, output, &what);
     }
 }
 
@@ -965,24 +973,9 @@ fn fused_linear_attention_from_one_projection_matches_the_definition_and_the_com
                 &format!("dqkv vs composed, {what}"),
             );
             if n <= 37 {
-                let loss = |x: &[f64]| -> f64 {
-                    linear_qkv_f64(dims, x, normalize)
-                        .iter()
-                        .zip(&w)
-                        .map(|(o, &w)| o * w as f64)
-                        .sum()
-                };
                 let probes: Vec<usize> = (0..qkv.len()).step_by(5).collect();
-                let numeric =
-                    central_differences(&[to_f64(&qkv)], 0, &probes, 1e-5, |x| loss(&x[0]));
-                let analytic: Vec<f32> = probes.iter().map(|&i| fused[i]).collect();
-                assert_close(
-                    &analytic,
-                    &numeric,
-                    5e-5,
-                    2e-4,
-                    &format!("dqkv vs f64 differences, {what}"),
-                );
+                let output = |x: &[f64]| linear_qkv_f64(dims, x, normalize);
+                assert_dqkv_matches_differences(&fused, &qkv, &w, &probes, output, &what);
             }
         }
     }

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use super::gemm::View;
 use super::simd::{self, exp, multiversion};
-use super::tile_gemm::{self, Transposed, matmul};
+use super::tile_gemm::{Transposed, matmul};
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 use crate::attention::pattern::{BigBirdPattern, WindowPattern};
 
@@ -189,8 +189,7 @@ impl<'a> HeadRows<'a> {
         let n = rows.len() / d.max(1);
         HeadRows {
             rows,
-            transposed: (tile_gemm::available() && d > 0)
-                .then(|| Transposed::of(View::rows(rows, n, d))),
+            transposed: Transposed::for_blocks(View::rows(rows, n, d)),
         }
     }
 }

@@ -169,11 +169,6 @@ fn transposed_rows<'a>(
     }
 }
 
-/// A head's transposed copy, on CPUs whose register blocks read it.
-fn transposed_head(head: &Rows, n: usize) -> Option<Transposed> {
-    (tile_gemm::available() && head.width > 0).then(|| Transposed::of(head.view(0, n)))
-}
-
 /// `m` transposed, through `scratch` on CPUs whose register blocks read B by contiguous rows,
 /// as a strided view for gemm elsewhere (the small states S, dS).
 fn transposed<'a>(scratch: &'a mut Transposed, m: View<'a>) -> View<'a> {
@@ -210,7 +205,7 @@ multiversion! {
         let q_h = Rows::of(q, layouts.q, bh, n, f);
         let k_h = Rows::of(k, layouts.k, bh, n, f);
         let v_h = Rows::of(v, layouts.v, bh, n, dv);
-        let k_t = transposed_head(&k_h, n);
+        let k_t = Transposed::for_blocks(k_h.view(0, n));
         let out_head = layouts.out.head(bh, n, dv);
         let mut state = vec![0.0f32; f * dv]; // S [f, dv]
         let mut z = vec![0.0f32; f];
@@ -408,7 +403,10 @@ multiversion! {
         let v_h = Rows::of(v, layouts.v, bh, n, dv);
         let o_h = Rows::of(out, layouts.out, bh, n, dv);
         let do_h = Rows::of(grad_out, layouts.out, bh, n, dv);
-        let (k_t, v_t) = (transposed_head(&k_h, n), transposed_head(&v_h, n));
+        let (k_t, v_t) = (
+            Transposed::for_blocks(k_h.view(0, n)),
+            Transposed::for_blocks(v_h.view(0, n)),
+        );
         let (mut s_t, mut ds_t) = (Transposed::default(), Transposed::default());
         let (q_head, k_head, v_head) = (
             written.q.head(bh, n, f),

@@ -183,6 +183,12 @@ impl Transposed {
         t
     }
 
+    /// The transpose where the register blocks run (they read B by contiguous rows); `None`
+    /// elsewhere, where gemm reads the strided view itself.
+    pub fn for_blocks(rows: View) -> Option<Self> {
+        (available() && rows.rows > 0 && rows.cols > 0).then(|| Transposed::of(rows))
+    }
+
     /// Makes this the transpose of `rows` (reusing the buffer).
     pub fn fill(&mut self, rows: View) {
         rows.check();
