@@ -1770,6 +1770,42 @@ fn linear_and_grads<const D: usize>(
     (values(y), grads)
 }
 
+/// The forward in row blocks (a block's bias rows, then its product onto them, on one thread):
+/// 128 rows per block at d_out = 512, so 600 rows are four blocks and a ragged one — at least
+/// one per thread on machines of up to 4 threads, where the row blocks run.
+#[test]
+fn fused_linear_forward_in_row_blocks_matches_the_definition() {
+    let (rows, d_in, d_out) = (600, 24, 512);
+    let x = randn_vec(rows * d_in, 2190, 1.0);
+    let weight = randn_vec(d_in * d_out, 2191, 0.3);
+    let bias = randn_vec(d_out, 2192, 0.5);
+    for with_bias in [true, false] {
+        let got = zoo_model::kernels::linear::forward(
+            &x,
+            &weight,
+            with_bias.then_some(&bias[..]),
+            [rows, d_in, d_out],
+        );
+        let mut want = vec![0.0f64; rows * d_out];
+        for r in 0..rows {
+            for c in 0..d_out {
+                let start = if with_bias { bias[c] as f64 } else { 0.0 };
+                want[r * d_out + c] = start
+                    + (0..d_in)
+                        .map(|i| x[r * d_in + i] as f64 * weight[i * d_out + c] as f64)
+                        .sum::<f64>();
+            }
+        }
+        assert_close(
+            &got,
+            &want,
+            1e-5,
+            1e-5,
+            &format!("linear y in row blocks, bias={with_bias}"),
+        );
+    }
+}
+
 #[test]
 fn fused_linear_matches_the_definition_and_burn() {
     // Small; wider than gemm's register blocks and with ragged edges; one row; rank 2.
