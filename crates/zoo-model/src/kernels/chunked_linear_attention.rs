@@ -19,8 +19,10 @@
 //! [batch, n, row] rows — the layout the projections produce, so the mixer needs no head split /
 //! merge copies (forward or backward) around the kernel. With `col0` the three can be column
 //! blocks of one fused projection [b, n, h·(2f + d_v)] (`forward_qkv`): the elu+1 feature map
-//! is then applied here too, and its derivative folded into the gradient as it is written,
-//! φ'(x) = min(φ(x), 1) for φ = elu + 1 (1 where x > 0, eˣ = φ(x) elsewhere).
+//! is then applied here too, chunk by chunk into a small staging buffer (the features are
+//! never stored: the backward remakes them the same way), and its derivative folded into the
+//! gradient as it is written, φ'(x) = min(φ(x), 1) for φ = elu + 1 (1 where x > 0, eˣ = φ(x)
+//! elsewhere).
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -154,21 +156,6 @@ fn keep_lower(a: &mut [f32], rows: usize) {
     }
 }
 
-/// Rows r0..r0 + rows of a head's [n, width] matrix, transposed ([width, rows]): columns of
-/// its transposed copy where one was made (the register blocks of tile_gemm.rs read B by
-/// contiguous rows), else a strided view for gemm.
-fn transposed_rows<'a>(
-    copy: &'a Option<Transposed>,
-    head: &Rows<'a>,
-    r0: usize,
-    rows: usize,
-) -> View<'a> {
-    match copy {
-        Some(t) => t.columns(r0, rows),
-        None => head.view(r0, rows).t(),
-    }
-}
-
 /// `m` transposed, through `scratch` on CPUs whose register blocks read B by contiguous rows,
 /// as a strided view for gemm elsewhere (the small states S, dS).
 fn transposed<'a>(scratch: &'a mut Transposed, m: View<'a>) -> View<'a> {
@@ -177,6 +164,60 @@ fn transposed<'a>(scratch: &'a mut Transposed, m: View<'a>) -> View<'a> {
     }
     scratch.fill(m);
     scratch.columns(0, m.rows)
+}
+
+/// Rows r0..r0 + rows of a head's q or k as the products read them. With `map` (the kernel from
+/// one fused projection) the stored rows are raw and φ = elu + 1 of them is staged contiguous in
+/// `buf`, chunk by chunk while the rows are in cache — no [b, n, 2·h·f] feature tensor is
+/// written, read back or kept for the backward, which remakes φ the same way. Without `map`
+/// the stored rows are the features, read in place.
+#[inline(always)]
+fn features<'a>(
+    head: &Rows<'a>,
+    r0: usize,
+    rows: usize,
+    map: bool,
+    buf: &'a mut Vec<f32>,
+) -> View<'a> {
+    if !map {
+        return head.view(r0, rows);
+    }
+    let f = head.width;
+    buf.clear();
+    buf.reserve(rows * f);
+    for i in 0..rows {
+        buf.extend(head.row(r0 + i).iter().map(|&x| elu_plus_one::phi(x)));
+    }
+    View::rows(buf, rows, f)
+}
+
+/// Asks for rows r0..r0 + rows of a head (their 64-byte lines) to be brought into L2: the next
+/// chunk's, while this chunk's products run. A head's rows are short pieces of long token-major
+/// rows, which the hardware prefetchers follow poorly: without this the loads of the staged
+/// features wait on memory (`perf annotate`: a third of the backward head loop's samples on
+/// them). Into L2, not L1: five tensors' chunk rows are 40 KiB.
+#[inline(always)]
+fn prefetch_rows(head: &Rows, r0: usize, rows: usize) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (head, r0, rows);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let end = (r0 + rows).min(head.data.len().saturating_sub(head.base) / head.stride.max(1));
+        for t in r0..end {
+            let row = head.row(t);
+            for piece in row.chunks(16) {
+                // SAFETY: a prefetch of an address inside the row; it neither reads nor faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(piece.as_ptr().cast()) };
+            }
+        }
+    }
+}
+
+/// Row i of a view with contiguous columns.
+#[inline(always)]
+fn row_of<'a>(m: &View<'a>, i: usize) -> &'a [f32] {
+    &m.data[i * m.row_stride..][..m.cols]
 }
 
 /// One head's saved values in the forward pass: normalisers [n], states before each chunk
@@ -189,7 +230,9 @@ pub struct HeadSaved<'a> {
 
 multiversion! {
     // Head bh of the forward pass, chunk after chunk (compiled per instruction set: the row
-    // sums, dot products and row scalings between the products vectorise with it).
+    // sums, dot products and row scalings between the products vectorise with it). With
+    // `map`, q and k are raw and φ = elu + 1 is applied here (`features`).
+    #[allow(clippy::too_many_arguments)]
     fn forward_head(
         inputs: [&[f32]; 3],
         bh: usize,
@@ -198,6 +241,7 @@ multiversion! {
         shape: LinearShape,
         normalize: bool,
         eps: f32,
+        map: bool,
     ) {
         let LinearShape { seq: n, feature_dim: f, value_dim: dv, chunk, layouts, .. } = shape;
         let HeadSaved { den: den_h, s: s_h, z: z_h } = saved;
@@ -205,23 +249,27 @@ multiversion! {
         let q_h = Rows::of(q, layouts.q, bh, n, f);
         let k_h = Rows::of(k, layouts.k, bh, n, f);
         let v_h = Rows::of(v, layouts.v, bh, n, dv);
-        let k_t = Transposed::for_blocks(k_h.view(0, n));
         let out_head = layouts.out.head(bh, n, dv);
         let mut state = vec![0.0f32; f * dv]; // S [f, dv]
         let mut z = vec![0.0f32; f];
         let mut att = vec![0.0f32; chunk * chunk];
         let mut o_chunk = vec![0.0f32; chunk * dv];
+        let (mut q_buf, mut k_buf, mut k_t) = (Vec::new(), Vec::new(), Transposed::default());
         for c in 0..shape.chunks() {
             let r0 = c * chunk;
             let rows = chunk.min(n - r0);
             s_h[c * f * dv..][..f * dv].copy_from_slice(&state);
             z_h[c * f..][..f].copy_from_slice(&z);
-            let q_c = q_h.view(r0, rows);
-            let k_c = k_h.view(r0, rows);
+            let q_c = features(&q_h, r0, rows, map, &mut q_buf);
+            let k_c = features(&k_h, r0, rows, map, &mut k_buf);
             let v_c = v_h.view(r0, rows);
+            if r0 + rows < n {
+                for head in [&q_h, &k_h, &v_h] {
+                    prefetch_rows(head, r0 + rows, chunk.min(n - r0 - rows));
+                }
+            }
             let a = &mut att[..rows * rows];
-            let kt_c = transposed_rows(&k_t, &k_h, r0, rows);
-            matmul_lower_part(a, rows, q_c, kt_c, 1.0); // [rows, rows]
+            matmul_lower_part(a, rows, q_c, transposed(&mut k_t, k_c), 1.0); // [rows, rows]
             keep_lower(a, rows);
             let o_c = &mut o_chunk[..rows * dv];
             let a_view = View::rows(a, rows, rows);
@@ -229,7 +277,7 @@ multiversion! {
             matmul(o_c, dv, q_c, View::rows(&state, f, dv), 1.0, true); // + Q S
             if normalize {
                 for i in 0..rows {
-                    let d = simd::sum(&a[i * rows..][..=i]) + simd::dot(q_h.row(r0 + i), &z);
+                    let d = simd::sum(&a[i * rows..][..=i]) + simd::dot(row_of(&q_c, i), &z);
                     den_h[r0 + i] = d;
                     let inv = 1.0 / d.max(eps);
                     o_c[i * dv..][..dv].iter_mut().for_each(|o| *o *= inv);
@@ -241,7 +289,7 @@ multiversion! {
             }
             matmul(&mut state, dv, k_c.t(), v_c, 1.0, true); // S += Kᵀ V
             for i in 0..rows {
-                z.iter_mut().zip(k_h.row(r0 + i)).for_each(|(z, k)| *z += k);
+                z.iter_mut().zip(row_of(&k_c, i)).for_each(|(z, k)| *z += k);
             }
         }
     }
@@ -254,6 +302,17 @@ pub fn forward(
     shape: LinearShape,
     normalize: bool,
     eps: f32,
+) -> (Vec<f32>, Saved) {
+    forward_mapped([q, k, v], shape, normalize, eps, false)
+}
+
+/// [`forward`], with `map`: q and k raw, φ = elu + 1 applied in the kernel.
+fn forward_mapped(
+    [q, k, v]: [&[f32]; 3],
+    shape: LinearShape,
+    normalize: bool,
+    eps: f32,
+    map: bool,
 ) -> (Vec<f32>, Saved) {
     let LinearShape {
         heads_total,
@@ -291,7 +350,7 @@ pub fn forward(
                 s: s_h,
                 z: z_h,
             };
-            forward_head(inputs, bh, head, &out_rows, shape, normalize, eps);
+            forward_head(inputs, bh, head, &out_rows, shape, normalize, eps, map);
         });
     (
         out,
@@ -337,9 +396,9 @@ pub fn backward(
 }
 
 /// The backward pass writing dq, dk, dv through `targets` at the q, k and v layouts given with
-/// them (which may be column blocks of one buffer, laid out unlike the inputs). With
-/// `feature_map_grad`, q and k are elu+1 features φ and the written gradients are those of
-/// their inputs, dφ · min(φ, 1).
+/// them (which may be column blocks of one buffer, laid out unlike the inputs). With `map`, q
+/// and k are raw, the kernel's features φ = elu + 1 of them (`features`), and the written
+/// gradients are those of the raw inputs, dφ · min(φ, 1).
 #[allow(clippy::too_many_arguments)]
 fn backward_into(
     [q, k, v, out, grad_out]: [&[f32]; 5],
@@ -348,7 +407,7 @@ fn backward_into(
     normalize: bool,
     eps: f32,
     ([dq_rows, dk_rows, dv_rows], written): ([&DisjointColumns<'_>; 3], Layouts),
-    feature_map_grad: bool,
+    map: bool,
 ) {
     let LinearShape {
         heads_total,
@@ -367,16 +426,7 @@ fn backward_into(
     let inputs = [q, k, v, out, grad_out];
     let targets = ([dq_rows, dk_rows, dv_rows], written);
     (0..heads_total).into_par_iter().for_each(|bh| {
-        backward_head(
-            inputs,
-            bh,
-            saved,
-            shape,
-            normalize,
-            eps,
-            targets,
-            feature_map_grad,
-        );
+        backward_head(inputs, bh, saved, shape, normalize, eps, targets, map);
     });
 }
 
@@ -392,7 +442,7 @@ multiversion! {
         normalize: bool,
         eps: f32,
         targets: ([&DisjointColumns<'_>; 3], Layouts),
-        feature_map_grad: bool,
+        map: bool,
     ) {
         let [q, k, v, out, grad_out] = inputs;
         let ([dq_rows, dk_rows, dv_rows], written) = targets;
@@ -403,11 +453,9 @@ multiversion! {
         let v_h = Rows::of(v, layouts.v, bh, n, dv);
         let o_h = Rows::of(out, layouts.out, bh, n, dv);
         let do_h = Rows::of(grad_out, layouts.out, bh, n, dv);
-        let (k_t, v_t) = (
-            Transposed::for_blocks(k_h.view(0, n)),
-            Transposed::for_blocks(v_h.view(0, n)),
-        );
+        let (mut k_t, mut v_t) = (Transposed::default(), Transposed::default());
         let (mut s_t, mut ds_t) = (Transposed::default(), Transposed::default());
+        let (mut q_buf, mut k_buf) = (Vec::new(), Vec::new());
         let (q_head, k_head, v_head) = (
             written.q.head(bh, n, f),
             written.k.head(bh, n, f),
@@ -426,11 +474,17 @@ multiversion! {
             let rows = chunk.min(n - r0);
             let s_c = View::rows(&saved.s_prev[(bh * nc + c) * f * dv..], f, dv);
             let z_c = &saved.z_prev[(bh * nc + c) * f..][..f];
-            let q_c = q_h.view(r0, rows);
-            let k_c = k_h.view(r0, rows);
+            let q_c = features(&q_h, r0, rows, map, &mut q_buf);
+            let k_c = features(&k_h, r0, rows, map, &mut k_buf);
             let v_c = v_h.view(r0, rows);
+            if c > 0 {
+                // The chunk before this one is next (the walk is in reverse).
+                for head in [&q_h, &k_h, &v_h, &o_h, &do_h] {
+                    prefetch_rows(head, r0 - chunk, chunk);
+                }
+            }
             let a = &mut att[..rows * rows];
-            matmul_lower_part(a, rows, q_c, transposed_rows(&k_t, &k_h, r0, rows), 1.0);
+            matmul_lower_part(a, rows, q_c, transposed(&mut k_t, k_c), 1.0);
             keep_lower(a, rows);
 
             let g = &mut dnum[..rows * dv];
@@ -456,7 +510,7 @@ multiversion! {
 
             // dA = tril(dnum Vᵀ + dden 1ᵀ)
             let da = &mut datt[..rows * rows];
-            matmul_lower_part(da, rows, g_view, transposed_rows(&v_t, &v_h, r0, rows), 1.0);
+            matmul_lower_part(da, rows, g_view, transposed(&mut v_t, v_c), 1.0);
             for (i, row) in da.chunks_exact_mut(rows).enumerate() {
                 row[..=i].iter_mut().for_each(|x| *x += gd[i]);
                 row[i + 1..].fill(0.0);
@@ -482,11 +536,11 @@ multiversion! {
                     dk_i.iter_mut().zip(&dz).for_each(|(x, z)| *x += z);
                 }
             }
-            if feature_map_grad {
+            if map {
                 for i in 0..rows {
                     let (dq_i, dk_i) = (&mut dq_c[i * f..][..f], &mut dk_c[i * f..][..f]);
-                    dq_i.iter_mut().zip(q_h.row(r0 + i)).for_each(|(g, &p)| *g *= p.min(1.0));
-                    dk_i.iter_mut().zip(k_h.row(r0 + i)).for_each(|(g, &p)| *g *= p.min(1.0));
+                    dq_i.iter_mut().zip(row_of(&q_c, i)).for_each(|(g, &p)| *g *= p.min(1.0));
+                    dk_i.iter_mut().zip(row_of(&k_c, i)).for_each(|(g, &p)| *g *= p.min(1.0));
                 }
             }
             for i in 0..rows {
@@ -502,7 +556,7 @@ multiversion! {
             if normalize {
                 for (i, &gd_i) in gd.iter().enumerate() {
                     dz.iter_mut()
-                        .zip(q_h.row(r0 + i))
+                        .zip(row_of(&q_c, i))
                         .for_each(|(x, q)| *x += gd_i * q);
                 }
             }
@@ -528,19 +582,10 @@ impl QkvSizes {
     fn row(&self) -> usize {
         self.heads * (2 * self.feature_dim + self.value_dim)
     }
-    /// Width of the q and k columns, which the feature map covers.
-    fn features(&self) -> usize {
-        2 * self.heads * self.feature_dim
-    }
-    /// The kernel's shape: q and k read from the features φ [b, n, 2·h·f], v from the
-    /// projection; dq, dk, dv written to the projection's columns (`gradient_row`).
-    fn shape(&self, gradient: bool) -> LinearShape {
+    /// The kernel's shape: q, k and v (and their gradients) are column blocks of the
+    /// projection's rows, o is [b, n, h·d_v].
+    fn shape(&self) -> LinearShape {
         let (h, f, dv) = (self.heads, self.feature_dim, self.value_dim);
-        let phi_row = if gradient {
-            self.row()
-        } else {
-            self.features()
-        };
         let at = |row, col0| RowLayout::TokenMajor {
             heads: h,
             row,
@@ -553,8 +598,8 @@ impl QkvSizes {
             value_dim: dv,
             chunk: self.chunk,
             layouts: Layouts {
-                q: at(phi_row, 0),
-                k: at(phi_row, h * f),
+                q: at(self.row(), 0),
+                k: at(self.row(), h * f),
                 v: at(self.row(), 2 * h * f),
                 out: at(h * dv, 0),
             },
@@ -573,48 +618,16 @@ impl QkvSizes {
     }
 }
 
-/// φ = elu(x) + 1 of the q and k columns of every row of qkv → [b·n, 2·h·f].
-fn features(qkv: &[f32], sizes: QkvSizes) -> Vec<f32> {
-    let (row, width) = (sizes.row(), sizes.features());
-    let len = sizes.batch * sizes.seq * width;
-    assert_eq!(qkv.len(), sizes.batch * sizes.seq * row, "qkv rows");
-    // Written straight into fresh memory (no zero fill): every row below is written whole.
-    let mut phi = Vec::with_capacity(len);
-    phi.spare_capacity_mut()[..len]
-        .par_chunks_mut(ROWS_PER_TASK * width.max(1))
-        .zip(qkv.par_chunks(ROWS_PER_TASK * row.max(1)))
-        .for_each(|(phi, qkv)| {
-            for (phi_row, qkv_row) in phi.chunks_exact_mut(width).zip(qkv.chunks_exact(row)) {
-                elu_plus_one::forward_chunk(&qkv_row[..width], phi_row);
-            }
-        });
-    // SAFETY: the batch · seq rows of `width` values, all `len`, were written above (qkv has as
-    // many rows, asserted).
-    unsafe { phi.set_len(len) };
-    phi
-}
-
-/// Rows per parallel task of the feature map.
-const ROWS_PER_TASK: usize = 64;
-
-/// Forward from a fused projection: (o [b, n, h·d_v], φ of the q and k columns, saved state).
-pub fn forward_qkv(
-    qkv: &[f32],
-    sizes: QkvSizes,
-    normalize: bool,
-    eps: f32,
-) -> (Vec<f32>, Vec<f32>, Saved) {
+/// Forward from a fused projection: (o [b, n, h·d_v], saved state); φ = elu + 1 of the q and
+/// k columns is made chunk by chunk inside the kernel.
+pub fn forward_qkv(qkv: &[f32], sizes: QkvSizes, normalize: bool, eps: f32) -> (Vec<f32>, Saved) {
     sizes.check(qkv);
-    let phi = features(qkv, sizes);
-    let (out, saved) = forward(&phi, &phi, qkv, sizes.shape(false), normalize, eps);
-    (out, phi, saved)
+    forward_mapped([qkv; 3], sizes.shape(), normalize, eps, true)
 }
 
 /// Backward from a fused projection: d qkv [b, n, h·(2f + d_v)].
-#[allow(clippy::too_many_arguments)]
 pub fn backward_qkv(
     qkv: &[f32],
-    phi: &[f32],
     out: &[f32],
     saved: SavedRef,
     grad_out: &[f32],
@@ -623,20 +636,18 @@ pub fn backward_qkv(
     eps: f32,
 ) -> Vec<f32> {
     sizes.check(qkv);
-    assert_eq!(phi.len(), sizes.batch * sizes.seq * sizes.features());
     let len = qkv.len();
+    let shape = sizes.shape();
     let mut dqkv: Vec<f32> = Vec::with_capacity(len);
     {
-        // q and k are read from φ (rows of 2·h·f); their gradients, like v's, go to the
-        // projection's columns (rows of h·(2f + d_v)).
         let target = DisjointColumns::spare(&mut dqkv, len);
         backward_into(
-            [phi, phi, qkv, out, grad_out],
+            [qkv, qkv, qkv, out, grad_out],
             saved,
-            sizes.shape(false),
+            shape,
             normalize,
             eps,
-            ([&target; 3], sizes.shape(true).layouts),
+            ([&target; 3], shape.layouts),
             true,
         );
     }
@@ -819,12 +830,12 @@ impl QkvSettings {
     }
 }
 
-/// (o [b, n, h·d_v], φ, normaliser / per-chunk S / per-chunk z) for a contiguous projection.
-fn flex_forward_qkv(qkv: &FlexTensor, set: QkvSettings) -> (FlexTensor, Vec<f32>, Saved) {
+/// (o [b, n, h·d_v], normaliser / per-chunk S / per-chunk z) for a contiguous projection.
+fn flex_forward_qkv(qkv: &FlexTensor, set: QkvSettings) -> (FlexTensor, Saved) {
     let sizes = set.sizes(qkv);
-    let (out, phi, saved) = forward_qkv(values(qkv), sizes, set.normalize, set.eps);
+    let (out, saved) = forward_qkv(values(qkv), sizes, set.normalize, set.eps);
     let shape = Shape::new([sizes.batch, sizes.seq, sizes.heads * sizes.value_dim]);
-    (flex_tensor(out, shape), phi, saved)
+    (flex_tensor(out, shape), saved)
 }
 
 /// The plain flex op from a fused projection.
@@ -836,8 +847,6 @@ pub(super) fn flex_qkv(qkv: FlexTensor, set: QkvSettings) -> FlexTensor {
 struct QkvSaved {
     qkv: FlexTensor,
     out: FlexTensor,
-    /// elu + 1 of the q and k columns, [b·n, 2·h·f].
-    phi: Vec<f32>,
     den: Vec<f32>,
     s_prev: Vec<f32>,
     z_prev: Vec<f32>,
@@ -853,7 +862,6 @@ impl SavedForBackward<1> for QkvSaved {
         };
         let dqkv = backward_qkv(
             values(&self.qkv),
-            &self.phi,
             values(&self.out),
             saved,
             grad_out,
@@ -865,18 +873,17 @@ impl SavedForBackward<1> for QkvSaved {
     }
 }
 
-/// The op from a fused projection under autodiff on flex: saves the projection, φ, o and the
+/// The op from a fused projection under autodiff on flex: saves the projection, o and the
 /// per-chunk state.
 pub(super) fn autodiff_qkv<C: CheckpointStrategy>(
     qkv: AutodiffFlex<C>,
     set: QkvSettings,
 ) -> AutodiffFlex<C> {
     register_op::<C, _, _>([qkv], |[qkv]| {
-        let (out, phi, saved) = flex_forward_qkv(&qkv, set);
+        let (out, saved) = flex_forward_qkv(&qkv, set);
         let saved = QkvSaved {
             qkv,
             out: out.clone(),
-            phi,
             den: saved.den,
             s_prev: saved.s_prev,
             z_prev: saved.z_prev,

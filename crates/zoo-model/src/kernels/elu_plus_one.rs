@@ -10,11 +10,17 @@ use std::mem::MaybeUninit;
 
 use super::simd::{self, exp, multiversion};
 
+/// φ(v), inlined into the callers' instruction-set versions (they vectorise it).
+#[inline(always)]
+pub fn phi(v: f32) -> f32 {
+    if v > 0.0 { v + 1.0 } else { exp(v) }
+}
+
 multiversion! {
     // Writes every value of y (which may be uninitialised).
     fn forward_chunk(x: &[f32], y: &mut [MaybeUninit<f32>]) {
         for (out, &v) in y.iter_mut().zip(x) {
-            out.write(if v > 0.0 { v + 1.0 } else { exp(v) });
+            out.write(phi(v));
         }
     }
 }
