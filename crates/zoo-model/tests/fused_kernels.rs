@@ -1044,17 +1044,38 @@ fn fused_cross_entropy_matches_the_definition_and_the_composed_loss() {
             .sum::<f64>()
             / total
     };
-    let run = |device: Device| -> (Vec<f32>, Vec<f32>) {
+    // The gradient of `loss_scale` · L (the fused backward scales the gradient its forward made
+    // for 1).
+    let run = |device: Device, loss_scale: f32| -> (Vec<f32>, Vec<f32>) {
         let tl = tensor(&logits, [b, n, vocab], &device).require_grad();
         let tt = Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [b, n]), &device);
         let tm = tensor(&mask, [b, n], &device);
         let loss = zoo_model::masked_cross_entropy(tl.clone(), tt, tm);
-        let grads = loss.clone().backward();
+        let grads = if loss_scale == 1.0 {
+            loss.clone().backward()
+        } else {
+            (loss.clone() * loss_scale).backward()
+        };
         (values(loss), values(tl.grad(&grads).unwrap()))
     };
     // flex takes the fused kernel; ndarray the composed log-softmax path.
     #[allow(deprecated)]
-    let ((loss, dx), (loss_ref, dx_ref)) = (run(flex_grad()), run(Device::ndarray().autodiff()));
+    let ((loss, dx), (loss_ref, dx_ref)) = (
+        run(flex_grad(), 1.0),
+        run(Device::ndarray().autodiff(), 1.0),
+    );
+    #[allow(deprecated)]
+    let (dx_scaled, dx_scaled_ref) = (
+        run(flex_grad(), -2.5).1,
+        run(Device::ndarray().autodiff(), -2.5).1,
+    );
+    assert_close(
+        &dx_scaled,
+        &to_f64(&dx_scaled_ref),
+        1e-7,
+        1e-5,
+        "cross-entropy gradient of −2.5·L vs composed",
+    );
     let base = to_f64(&logits);
     assert_close(
         &loss,

@@ -4,20 +4,30 @@
 //!   ∂L/∂xᵢⱼ = wᵢ / max(Σ w, 1) · (e^{xᵢⱼ − ℓᵢ} − [j = tᵢ])
 //!
 //! The composed form (log-softmax, gather, mask, mean) materialises the [tokens, vocab]
-//! log-probabilities and runs several passes over them forward and backward; here the forward
-//! keeps only ℓ per row and the backward writes the gradient in one pass.
+//! log-probabilities and runs several passes over them forward and backward. Here, under
+//! autodiff, the forward visits each row of logits once: ℓ, then at once (the row still in L1)
+//! its gradient for an incoming gradient of 1, which is kept instead of the logits; the
+//! backward only scales it by the actual incoming gradient (nothing to do for 1, the loss
+//! itself). As two passes (ℓ forward, the gradient backward) the [tokens, vocab] logits were
+//! read from memory twice and the gradient zero-filled before being written. The plain op
+//! computes ℓ only.
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::Shape;
 use burn::tensor::DType;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::simd::{self, exp, multiversion};
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
 const ROWS_PER_TASK: usize = 32;
+
+/// Values per parallel task of the backward's scaling.
+const SCALE_CHUNK: usize = 1 << 14;
 
 multiversion! {
     // ℓ for each row of a [rows, vocab] block.
@@ -38,19 +48,30 @@ multiversion! {
 }
 
 multiversion! {
-    // dx = scale_i · (softmax − one-hot) for a block of rows.
-    fn row_grads(x: &[f32], vocab: usize, lse: &[f32], targets: &[usize], scale: &[f32], dx: &mut [f32]) {
-        for ((((row, out), &l), &t), &s) in x
+    // ℓ and dx = scale_i · (softmax − one-hot) for each row of a [rows, vocab] block (every
+    // value of dx written).
+    fn row_logsumexp_and_grads(
+        x: &[f32],
+        vocab: usize,
+        targets: &[usize],
+        scale: &[f32],
+        lse: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
+    ) {
+        for ((((row, out), l), &t), &s) in x
             .chunks_exact(vocab)
             .zip(dx.chunks_exact_mut(vocab))
-            .zip(lse)
+            .zip(lse.iter_mut())
             .zip(targets)
             .zip(scale)
         {
+            row_logsumexp(row, vocab, std::slice::from_mut(l));
+            let l = *l;
             for (o, &v) in out.iter_mut().zip(row) {
-                *o = s * exp(v - l);
+                o.write(s * exp(v - l));
             }
-            out[t] -= s;
+            // SAFETY: written just above (t < vocab, checked by `target_indices`).
+            unsafe { *out[t].assume_init_mut() -= s };
         }
     }
 }
@@ -79,40 +100,59 @@ pub fn forward(
     assert!(logits.len() == rows * vocab && weights.len() == rows);
     let mut lse = vec![0.0f32; rows];
     lse.par_chunks_mut(ROWS_PER_TASK)
-        .zip(logits.par_chunks(ROWS_PER_TASK * vocab))
+        .zip(logits.par_chunks(ROWS_PER_TASK * vocab.max(1)))
         .for_each(|(l, x)| row_logsumexp(x, vocab, l));
-    // Summed in f64 in row order: deterministic and exact enough for any batch size.
-    let total_weight: f64 = weights.iter().map(|&w| w as f64).sum();
-    let loss: f64 = (0..rows)
-        .filter(|&i| weights[i] != 0.0)
-        .map(|i| weights[i] as f64 * (lse[i] as f64 - logits[i * vocab + targets[i]] as f64))
-        .sum();
-    ((loss / total_weight.max(1.0)) as f32, lse)
+    (loss(logits, vocab, targets, weights, &lse), lse)
 }
 
-/// ∂(grad · L)/∂logits.
-pub fn backward(
+/// Returns (L, ∂L/∂logits). `logits` is [rows, vocab].
+pub fn forward_with_gradient(
     logits: &[f32],
     vocab: usize,
     targets: &[usize],
     weights: &[f32],
-    lse: &[f32],
-    grad: f32,
-) -> Vec<f32> {
+) -> (f32, Vec<f32>) {
+    let rows = targets.len();
+    assert!(logits.len() == rows * vocab && weights.len() == rows);
     let total_weight: f64 = weights.iter().map(|&w| w as f64).sum();
-    let norm = grad / total_weight.max(1.0) as f32;
+    let norm = 1.0 / total_weight.max(1.0) as f32;
     let scale: Vec<f32> = weights.iter().map(|&w| w * norm).collect();
-    let mut dx = vec![0.0f32; logits.len()];
-    dx.par_chunks_mut(ROWS_PER_TASK * vocab)
-        .zip(logits.par_chunks(ROWS_PER_TASK * vocab))
-        .zip(lse.par_chunks(ROWS_PER_TASK))
+    let mut lse = vec![0.0f32; rows];
+    let mut dx: Vec<f32> = Vec::with_capacity(logits.len());
+    dx.spare_capacity_mut()[..logits.len()]
+        .par_chunks_mut(ROWS_PER_TASK * vocab.max(1))
+        .zip(logits.par_chunks(ROWS_PER_TASK * vocab.max(1)))
+        .zip(lse.par_chunks_mut(ROWS_PER_TASK))
         .zip(
             targets
                 .par_chunks(ROWS_PER_TASK)
                 .zip(scale.par_chunks(ROWS_PER_TASK)),
         )
-        .for_each(|(((dx, x), l), (t, s))| row_grads(x, vocab, l, t, s, dx));
-    dx
+        .for_each(|(((dx, x), l), (t, s))| row_logsumexp_and_grads(x, vocab, t, s, l, dx));
+    // SAFETY: every row's vocab values were written (one task per block of rows).
+    unsafe { dx.set_len(logits.len()) };
+    (loss(logits, vocab, targets, weights, &lse), dx)
+}
+
+/// Σᵢ wᵢ (ℓᵢ − xᵢ,tᵢ) / max(Σᵢ wᵢ, 1), summed in f64 in row order: deterministic and exact
+/// enough for any batch size.
+fn loss(logits: &[f32], vocab: usize, targets: &[usize], weights: &[f32], lse: &[f32]) -> f32 {
+    let total_weight: f64 = weights.iter().map(|&w| w as f64).sum();
+    let loss: f64 = (0..targets.len())
+        .filter(|&i| weights[i] != 0.0)
+        .map(|i| weights[i] as f64 * (lse[i] as f64 - logits[i * vocab + targets[i]] as f64))
+        .sum();
+    (loss / total_weight.max(1.0)) as f32
+}
+
+/// ∂(grad · L)/∂logits from the forward's ∂L/∂logits.
+pub fn backward(mut gradient: Vec<f32>, grad: f32) -> Vec<f32> {
+    if grad != 1.0 {
+        gradient
+            .par_chunks_mut(SCALE_CHUNK)
+            .for_each(|chunk| chunk.iter_mut().for_each(|g| *g *= grad));
+    }
+    gradient
 }
 
 // ---- Burn plumbing: flex tensors in and out, and the autodiff registration -----------------
@@ -127,49 +167,26 @@ fn tensor_targets(t: FlexTensor, vocab: usize) -> Vec<usize> {
     }
 }
 
-/// (loss [1], ℓ [rows], targets) for contiguous logits [rows, vocab] and weights [rows].
-fn flex_forward(
-    logits: &FlexTensor,
-    targets: FlexTensor,
-    weights: &FlexTensor,
-) -> (FlexTensor, FlexTensor, Vec<usize>) {
+/// The plain flex op: the loss [1] of logits [rows, vocab] against targets [rows], weights [rows].
+pub(super) fn flex(logits: FlexTensor, targets: FlexTensor, weights: FlexTensor) -> FlexTensor {
+    let (logits, weights) = (contiguous(logits), contiguous(weights));
     let [rows, vocab] = logits.shape().dims();
     let targets = tensor_targets(targets, vocab);
     assert!(targets.len() == rows, "one target per row of logits");
-    let (loss, lse) = forward(values(logits), vocab, &targets, values(weights));
-    (
-        flex_tensor(vec![loss], Shape::new([1])),
-        flex_tensor(lse, Shape::new([rows])),
-        targets,
-    )
-}
-
-/// The plain flex op.
-pub(super) fn flex(logits: FlexTensor, targets: FlexTensor, weights: FlexTensor) -> FlexTensor {
-    let (logits, weights) = (contiguous(logits), contiguous(weights));
-    flex_forward(&logits, targets, &weights).0
+    let (loss, _) = forward(values(&logits), vocab, &targets, values(&weights));
+    flex_tensor(vec![loss], Shape::new([1]))
 }
 
 #[derive(Clone, Debug)]
 struct CrossEntropySaved {
-    logits: FlexTensor,
-    weights: FlexTensor,
-    lse: FlexTensor,
-    targets: Vec<usize>,
+    /// ∂L/∂logits.
+    gradient: Vec<f32>,
+    shape: Shape,
 }
 
 impl SavedForBackward<1> for CrossEntropySaved {
     fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 1] {
-        let [_, vocab] = self.logits.shape().dims();
-        let dx = backward(
-            values(&self.logits),
-            vocab,
-            &self.targets,
-            values(&self.weights),
-            values(&self.lse),
-            grad_out[0],
-        );
-        [(dx, self.logits.shape())]
+        [(backward(self.gradient, grad_out[0]), self.shape)]
     }
 }
 
@@ -182,13 +199,15 @@ pub(super) fn autodiff<C: CheckpointStrategy>(
 ) -> AutodiffFlex<C> {
     let weights = contiguous(weights.into_primitive());
     register_op::<C, _, _>([logits], |[logits]| {
-        let (loss, lse, targets) = flex_forward(&logits, targets, &weights);
+        let [rows, vocab] = logits.shape().dims();
+        let targets = tensor_targets(targets, vocab);
+        assert!(targets.len() == rows, "one target per row of logits");
+        let (loss, gradient) =
+            forward_with_gradient(values(&logits), vocab, &targets, values(&weights));
         let saved = CrossEntropySaved {
-            logits,
-            weights,
-            lse,
-            targets,
+            gradient,
+            shape: logits.shape(),
         };
-        (loss, saved)
+        (flex_tensor(vec![loss], Shape::new([1])), saved)
     })
 }
