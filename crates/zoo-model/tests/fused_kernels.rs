@@ -578,7 +578,13 @@ fn fused_attention_is_causal() {
 
 #[test]
 fn fused_layer_norm_matches_the_definition_and_burn() {
-    let (rows, d) = (150, 48); // rows straddle the 64-row tasks
+    // Rows straddle the 64-row tasks; widths with and without a tail past the 16-lane sums.
+    for d in [48, 37] {
+        layer_norm_case(150, d);
+    }
+}
+
+fn layer_norm_case(rows: usize, d: usize) {
     let eps = 1e-5;
     let x: Vec<f32> = randn_vec(rows * d, 7, 3.0)
         .iter()
@@ -627,7 +633,13 @@ fn fused_layer_norm_matches_the_definition_and_burn() {
     };
     let (y, fused) = run(true);
     let (_, composed) = run(false);
-    assert_close(&y, &want, 1e-5, 1e-5, "layer norm output vs f64");
+    assert_close(
+        &y,
+        &want,
+        1e-5,
+        1e-5,
+        &format!("layer norm output vs f64, d={d}"),
+    );
     for (name, (f, r)) in ["dx", "dgamma", "dbeta"]
         .iter()
         .zip(fused.iter().zip(&composed))
@@ -637,7 +649,7 @@ fn fused_layer_norm_matches_the_definition_and_burn() {
             &to_f64(r),
             1e-4,
             1e-4,
-            &format!("layer norm {name} vs composed"),
+            &format!("layer norm {name} vs composed, d={d}"),
         );
     }
     // dβ = Σ_rows w exactly, dγ = Σ_rows w∘x̂: check dβ against f64.
@@ -649,7 +661,7 @@ fn fused_layer_norm_matches_the_definition_and_burn() {
         &dbeta_want,
         1e-4,
         1e-5,
-        "layer norm dbeta vs f64",
+        &format!("layer norm dbeta vs f64, d={d}"),
     );
 }
 

@@ -5,12 +5,15 @@
 //! backward, with g = dy∘γ:  dx = r·(g − mean(g) − x̂·mean(g∘x̂)),  dγ = Σ_rows dy∘x̂,  dβ = Σ_rows dy.
 //!
 //! Burn's autodiff composes LayerNorm from ~10 elementwise and reduction ops, each a pass over
-//! the activations; here forward is one pass (saving μ and r per row) and backward one more.
+//! the activations; here forward is one pass (saving μ and r per row) and backward one more,
+//! neither zero-filling the output it then writes.
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::Shape;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::simd::{self, multiversion};
@@ -20,9 +23,10 @@ use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op
 const ROWS_PER_TASK: usize = 64;
 
 multiversion! {
+    // Writes every value of y (which may be uninitialised), μ and r of each row.
     fn forward_rows(
         x: &[f32],
-        y: &mut [f32],
+        y: &mut [MaybeUninit<f32>],
         mean: &mut [f32],
         rstd: &mut [f32],
         gamma: &[f32],
@@ -40,7 +44,7 @@ multiversion! {
             let var = simd::sum_sq_dev(x_row, m) / d as f32;
             let inv = 1.0 / (var + eps).sqrt();
             for (((out, &v), &g), &b) in y_row.iter_mut().zip(x_row).zip(gamma).zip(beta) {
-                *out = (v - m) * inv * g + b;
+                out.write((v - m) * inv * g + b);
             }
             *mu = m;
             *r = inv;
@@ -49,7 +53,10 @@ multiversion! {
 }
 
 multiversion! {
-    // dx for a block of rows; dγ, dβ partial sums accumulated into the block's own buffers.
+    // dx for a block of rows (every value written; dx may be uninitialised); dγ, dβ partial
+    // sums accumulated into the block's own buffers. The two row means go through `simd`'s
+    // split accumulators (as running f32 sums they are serial chains LLVM may not vectorise),
+    // over the row's g = dy∘γ and x̂ staged in `scratch` [2·d].
     #[allow(clippy::too_many_arguments)]
     fn backward_rows(
         x: &[f32],
@@ -57,11 +64,13 @@ multiversion! {
         mean: &[f32],
         rstd: &[f32],
         gamma: &[f32],
-        dx: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
         dgamma: &mut [f32],
         dbeta: &mut [f32],
+        scratch: &mut [f32],
     ) {
         let d = gamma.len();
+        let (g_in, xhat) = scratch.split_at_mut(d);
         for ((((x_row, dy_row), dx_row), &m), &r) in x
             .chunks_exact(d)
             .zip(dy.chunks_exact(d))
@@ -69,26 +78,22 @@ multiversion! {
             .zip(mean)
             .zip(rstd)
         {
-            let mut mean_g = 0.0f32;
-            let mut mean_gx = 0.0f32;
-            for (((&v, &g_out), &g), (dg, db)) in x_row
-                .iter()
-                .zip(dy_row)
-                .zip(gamma)
-                .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
+            for ((((gi, xh), &v), &g_out), &g) in
+                g_in.iter_mut().zip(xhat.iter_mut()).zip(x_row).zip(dy_row).zip(gamma)
             {
-                let xhat = (v - m) * r;
-                let g_in = g_out * g;
-                mean_g += g_in;
-                mean_gx += g_in * xhat;
-                *dg += g_out * xhat;
+                *gi = g_out * g;
+                *xh = (v - m) * r;
+            }
+            for (((dg, db), &g_out), &xh) in
+                dgamma.iter_mut().zip(dbeta.iter_mut()).zip(dy_row).zip(xhat.iter())
+            {
+                *dg += g_out * xh;
                 *db += g_out;
             }
-            mean_g /= d as f32;
-            mean_gx /= d as f32;
-            for (((out, &v), &g_out), &g) in dx_row.iter_mut().zip(x_row).zip(dy_row).zip(gamma) {
-                let xhat = (v - m) * r;
-                *out = r * (g_out * g - mean_g - xhat * mean_gx);
+            let mean_g = simd::sum(g_in) / d as f32;
+            let mean_gx = simd::dot(g_in, xhat) / d as f32;
+            for ((out, &gi), &xh) in dx_row.iter_mut().zip(g_in.iter()).zip(xhat.iter()) {
+                out.write(r * (gi - mean_g - xh * mean_gx));
             }
         }
     }
@@ -100,17 +105,20 @@ pub fn forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, V
     assert!(d > 0 && x.len().is_multiple_of(d) && beta.len() == d);
     let rows = x.len() / d;
     let (mut y, mut mean, mut rstd) = (
-        vec![0.0f32; x.len()],
+        Vec::with_capacity(x.len()),
         vec![0.0f32; rows],
         vec![0.0f32; rows],
     );
-    y.par_chunks_mut(ROWS_PER_TASK * d)
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(ROWS_PER_TASK * d)
         .zip(x.par_chunks(ROWS_PER_TASK * d))
         .zip(
             mean.par_chunks_mut(ROWS_PER_TASK)
                 .zip(rstd.par_chunks_mut(ROWS_PER_TASK)),
         )
         .for_each(|((y, x), (mean, rstd))| forward_rows(x, y, mean, rstd, gamma, beta, eps));
+    // SAFETY: forward_rows wrote every row of every block, all x.len() values.
+    unsafe { y.set_len(x.len()) };
     (y, mean, rstd)
 }
 
@@ -124,8 +132,8 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = gamma.len();
     assert!(x.len() == dy.len() && x.len() == mean.len() * d && mean.len() == rstd.len());
-    let mut dx = vec![0.0f32; x.len()];
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+    let mut dx = Vec::with_capacity(x.len());
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(ROWS_PER_TASK * d)
         .zip(
             x.par_chunks(ROWS_PER_TASK * d)
@@ -137,10 +145,23 @@ pub fn backward(
         )
         .map(|((dx, (x, dy)), (mean, rstd))| {
             let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
-            backward_rows(x, dy, mean, rstd, gamma, dx, &mut dgamma, &mut dbeta);
+            let mut scratch = vec![0.0f32; 2 * d];
+            backward_rows(
+                x,
+                dy,
+                mean,
+                rstd,
+                gamma,
+                dx,
+                &mut dgamma,
+                &mut dbeta,
+                &mut scratch,
+            );
             (dgamma, dbeta)
         })
         .collect();
+    // SAFETY: backward_rows wrote every row of every block, all x.len() values.
+    unsafe { dx.set_len(x.len()) };
     // Summed in task order, so the result does not depend on thread scheduling.
     let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
     for (pg, pb) in partials {
