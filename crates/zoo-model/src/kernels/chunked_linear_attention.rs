@@ -324,34 +324,38 @@ fn forward_mapped(
     } = shape;
     assert!(chunk > 0);
     let nc = shape.chunks();
-    let mut out = vec![0.0f32; heads_total * n * dv];
+    let len = heads_total * n * dv;
+    let mut out = Vec::with_capacity(len);
     let mut den = vec![0.0f32; heads_total * n]; // stays 0 when unnormalised
     let mut s_prev = vec![0.0f32; heads_total * nc * f * dv];
     let mut z_prev = vec![0.0f32; heads_total * nc * f];
-    if out.is_empty() {
-        return (
-            out,
-            Saved {
-                den,
-                s_prev,
-                z_prev,
-            },
-        );
+    if len == 0 {
+        let saved = Saved {
+            den,
+            s_prev,
+            z_prev,
+        };
+        return (vec![0.0; len], saved);
     }
-    let out_rows = DisjointColumns::new(&mut out);
-    let inputs = [q, k, v];
-    den.par_chunks_mut(n)
-        .zip(s_prev.par_chunks_mut(nc * f * dv))
-        .zip(z_prev.par_chunks_mut(nc * f))
-        .enumerate()
-        .for_each(|(bh, ((den_h, s_h), z_h))| {
-            let head = HeadSaved {
-                den: den_h,
-                s: s_h,
-                z: z_h,
-            };
-            forward_head(inputs, bh, head, &out_rows, shape, normalize, eps, map);
-        });
+    {
+        // The output is written row by row by the heads, straight into fresh memory.
+        let out_rows = DisjointColumns::spare(&mut out, len);
+        let inputs = [q, k, v];
+        den.par_chunks_mut(n)
+            .zip(s_prev.par_chunks_mut(nc * f * dv))
+            .zip(z_prev.par_chunks_mut(nc * f))
+            .enumerate()
+            .for_each(|(bh, ((den_h, s_h), z_h))| {
+                let head = HeadSaved {
+                    den: den_h,
+                    s: s_h,
+                    z: z_h,
+                };
+                forward_head(inputs, bh, head, &out_rows, shape, normalize, eps, map);
+            });
+    }
+    // SAFETY: each of the heads_total heads wrote its n rows of dv values, together all `len`.
+    unsafe { out.set_len(len) };
     (
         out,
         Saved {
