@@ -29,20 +29,26 @@ const ROWS_PER_TASK: usize = 32;
 /// Values per parallel task of the backward's scaling.
 const SCALE_CHUNK: usize = 1 << 14;
 
+/// ℓ = log Σ e^x of one row, inlined into the callers' instruction-set versions.
+#[inline(always)]
+fn logsumexp(row: &[f32]) -> f32 {
+    let max = simd::max(row);
+    let mut acc = [0.0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += exp(v - max);
+        }
+    }
+    max + (acc.iter().sum::<f32>() + tail).ln()
+}
+
 multiversion! {
     // ℓ for each row of a [rows, vocab] block.
     fn row_logsumexp(x: &[f32], vocab: usize, lse: &mut [f32]) {
         for (row, l) in x.chunks_exact(vocab).zip(lse.iter_mut()) {
-            let max = simd::max(row);
-            let mut acc = [0.0f32; 16];
-            let chunks = row.chunks_exact(16);
-            let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
-            for c in chunks {
-                for (a, &v) in acc.iter_mut().zip(c) {
-                    *a += exp(v - max);
-                }
-            }
-            *l = max + (acc.iter().sum::<f32>() + tail).ln();
+            *l = logsumexp(row);
         }
     }
 }
@@ -65,10 +71,10 @@ multiversion! {
             .zip(targets)
             .zip(scale)
         {
-            row_logsumexp(row, vocab, std::slice::from_mut(l));
-            let l = *l;
+            let lse_row = logsumexp(row);
+            *l = lse_row;
             for (o, &v) in out.iter_mut().zip(row) {
-                o.write(s * exp(v - l));
+                o.write(s * exp(v - lse_row));
             }
             // SAFETY: written just above (t < vocab, checked by `target_indices`).
             unsafe { *out[t].assume_init_mut() -= s };
