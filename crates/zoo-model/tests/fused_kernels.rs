@@ -825,38 +825,44 @@ fn fused_linear_attention_matches_the_definition_and_the_composed_path() {
                 &format!("linear output vs f64, {what}"),
             );
 
-            // Token-major layout [b, n, h, ·]: the same numbers, permuted.
-            let to_tm = |x: &[f32], width: usize| permute_heads(x, [b, h, n, width]);
-            let device = flex_grad();
-            let tq = tensor(&to_tm(&q, f), [b, n, h, f], &device).require_grad();
-            let tk = tensor(&to_tm(&k, f), [b, n, h, f], &device).require_grad();
-            let tv = tensor(&to_tm(&v, dv), [b, n, h, dv], &device).require_grad();
-            let o_tm = kernels::linear_attention_token_major(
-                tq.clone(),
-                tk.clone(),
-                tv.clone(),
-                chunk,
-                normalize,
-                1e-6,
-            );
-            let w_tm = tensor(&to_tm(&w, dv), [b, n, h, dv], &device);
-            let grads = (o_tm.clone() * w_tm).sum().backward();
-            let back = |x: Vec<f32>, width: usize| permute_heads(&x, [b, n, h, width]);
-            let what_tm = format!("token-major, {what}");
-            assert_close(&back(values(o_tm), dv), &to_f64(&o), 1e-6, 1e-6, &what_tm);
-            for (name, (t, width, head_major)) in ["dq", "dk", "dv"].iter().zip([
-                (&tq, f, &fused[0]),
-                (&tk, f, &fused[1]),
-                (&tv, dv, &fused[2]),
-            ]) {
-                let g = back(values(t.grad(&grads).unwrap()), width);
-                assert_close(
-                    &g,
-                    &to_f64(head_major),
-                    1e-6,
-                    1e-6,
-                    &format!("{name} {what_tm}"),
-                );
+            // Token-major layout [b, n, h, ·]: the same numbers, permuted — on one thread (a task
+            // walks both heads of a sequence) and on four (a task per head: fewer sequences than
+            // threads).
+            for threads in [1, 4] {
+                with_threads(threads, || {
+                    let to_tm = |x: &[f32], width: usize| permute_heads(x, [b, h, n, width]);
+                    let device = flex_grad();
+                    let tq = tensor(&to_tm(&q, f), [b, n, h, f], &device).require_grad();
+                    let tk = tensor(&to_tm(&k, f), [b, n, h, f], &device).require_grad();
+                    let tv = tensor(&to_tm(&v, dv), [b, n, h, dv], &device).require_grad();
+                    let o_tm = kernels::linear_attention_token_major(
+                        tq.clone(),
+                        tk.clone(),
+                        tv.clone(),
+                        chunk,
+                        normalize,
+                        1e-6,
+                    );
+                    let w_tm = tensor(&to_tm(&w, dv), [b, n, h, dv], &device);
+                    let grads = (o_tm.clone() * w_tm).sum().backward();
+                    let back = |x: Vec<f32>, width: usize| permute_heads(&x, [b, n, h, width]);
+                    let what_tm = format!("token-major, {threads} threads, {what}");
+                    assert_close(&back(values(o_tm), dv), &to_f64(&o), 1e-6, 1e-6, &what_tm);
+                    for (name, (t, width, head_major)) in ["dq", "dk", "dv"].iter().zip([
+                        (&tq, f, &fused[0]),
+                        (&tk, f, &fused[1]),
+                        (&tv, dv, &fused[2]),
+                    ]) {
+                        let g = back(values(t.grad(&grads).unwrap()), width);
+                        assert_close(
+                            &g,
+                            &to_f64(head_major),
+                            1e-6,
+                            1e-6,
+                            &format!("{name} {what_tm}"),
+                        );
+                    }
+                });
             }
             for (name, (a, r)) in ["dq", "dk", "dv"].iter().zip(fused.iter().zip(&composed)) {
                 assert_close(
@@ -895,6 +901,16 @@ fn fused_linear_attention_matches_the_definition_and_the_composed_path() {
             }
         }
     }
+}
+
+/// `run` inside a rayon pool of `threads` threads (the kernels size their parallel tasks by the
+/// pool they run in).
+fn with_threads<R: Send>(threads: usize, run: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a rayon pool")
+        .install(run)
 }
 
 // ---- elu + 1 and the masked cross-entropy -----------------------------------------------------
@@ -944,50 +960,60 @@ fn fused_linear_attention_from_one_projection_matches_the_definition_and_the_com
             };
             let dims = [b, h, n, f, dv];
             let want = linear_qkv_f64(dims, &to_f64(&qkv), normalize);
-            for device in [Device::flex(), flex_grad()] {
-                let o = kernels::linear_attention_qkv(tensor(&qkv, [b, n, row], &device), set);
-                assert_eq!(o.dims(), [b, n, h * dv]);
-                assert_close(&values(o), &want, 1e-5, 1e-4, &format!("output, {what}"));
-            }
+            // On one thread (a task walks both heads of a sequence, chunk by chunk) and on four
+            // (a task per head: fewer sequences than threads).
+            for threads in [1, 4] {
+                with_threads(threads, || {
+                    let what = format!("{what}, {threads} threads");
+                    for device in [Device::flex(), flex_grad()] {
+                        let o =
+                            kernels::linear_attention_qkv(tensor(&qkv, [b, n, row], &device), set);
+                        assert_eq!(o.dims(), [b, n, h * dv]);
+                        assert_close(&values(o), &want, 1e-5, 1e-4, &format!("output, {what}"));
+                    }
 
-            // d qkv of Σ o∘w: the kernel against Burn's composed ops (elu + 1 as
-            // max(x, 0) + e^min(x, 0), the composed chunked form), both on flex autodiff.
-            let grad_of = |fused: bool| -> Vec<f32> {
-                let device = flex_grad();
-                let leaf = tensor(&qkv, [b, n, row], &device).require_grad();
-                let o = if fused {
-                    kernels::linear_attention_qkv(leaf.clone(), set)
-                } else {
-                    let heads = |col: usize, width: usize| {
-                        leaf.clone()
-                            .narrow(2, col, h * width)
-                            .reshape([b, n, h, width])
-                            .swap_dims(1, 2)
+                    // d qkv of Σ o∘w: the kernel against Burn's composed ops (elu + 1 as
+                    // max(x, 0) + e^min(x, 0), the composed chunked form), both on flex autodiff.
+                    let grad_of = |fused: bool| -> Vec<f32> {
+                        let device = flex_grad();
+                        let leaf = tensor(&qkv, [b, n, row], &device).require_grad();
+                        let o = if fused {
+                            kernels::linear_attention_qkv(leaf.clone(), set)
+                        } else {
+                            let heads = |col: usize, width: usize| {
+                                leaf.clone()
+                                    .narrow(2, col, h * width)
+                                    .reshape([b, n, h, width])
+                                    .swap_dims(1, 2)
+                            };
+                            let phi =
+                                |x: Tensor<4>| x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp();
+                            let (q, k, v) =
+                                (phi(heads(0, f)), phi(heads(h * f, f)), heads(2 * h * f, dv));
+                            let s0 = Tensor::zeros([b, h, f, dv], &device);
+                            let z0 = Tensor::zeros([b, h, f], &device);
+                            chunked(q, k, v, s0, z0, chunk, normalize)
+                                .0
+                                .swap_dims(1, 2)
+                                .reshape([b, n, h * dv])
+                        };
+                        let grads = (o * tensor(&w, [b, n, h * dv], &device)).sum().backward();
+                        values(leaf.grad(&grads).unwrap())
                     };
-                    let phi = |x: Tensor<4>| x.clone().clamp_min(0.0) + x.clamp_max(0.0).exp();
-                    let (q, k, v) = (phi(heads(0, f)), phi(heads(h * f, f)), heads(2 * h * f, dv));
-                    let s0 = Tensor::zeros([b, h, f, dv], &device);
-                    let z0 = Tensor::zeros([b, h, f], &device);
-                    chunked(q, k, v, s0, z0, chunk, normalize)
-                        .0
-                        .swap_dims(1, 2)
-                        .reshape([b, n, h * dv])
-                };
-                let grads = (o * tensor(&w, [b, n, h * dv], &device)).sum().backward();
-                values(leaf.grad(&grads).unwrap())
-            };
-            let fused = grad_of(true);
-            assert_close(
-                &fused,
-                &to_f64(&grad_of(false)),
-                2e-5,
-                1e-4,
-                &format!("dqkv vs composed, {what}"),
-            );
-            if n <= 37 {
-                let probes: Vec<usize> = (0..qkv.len()).step_by(5).collect();
-                let output = |x: &[f64]| linear_qkv_f64(dims, x, normalize);
-                assert_dqkv_matches_differences(&fused, &qkv, &w, &probes, output, &what);
+                    let fused = grad_of(true);
+                    assert_close(
+                        &fused,
+                        &to_f64(&grad_of(false)),
+                        2e-5,
+                        1e-4,
+                        &format!("dqkv vs composed, {what}"),
+                    );
+                    if n <= 37 {
+                        let probes: Vec<usize> = (0..qkv.len()).step_by(5).collect();
+                        let output = |x: &[f64]| linear_qkv_f64(dims, x, normalize);
+                        assert_dqkv_matches_differences(&fused, &qkv, &w, &probes, output, &what);
+                    }
+                });
             }
         }
     }
@@ -1835,6 +1861,51 @@ fn fused_linear_forward_in_row_blocks_matches_the_definition() {
             1e-5,
             1e-5,
             &format!("linear y in row blocks, bias={with_bias}"),
+        );
+    }
+}
+
+/// The backward's dW and db over more rows than one piece of the weight gradient (256 rows: db
+/// is summed piece by piece inside dW's product): 700 rows on one thread (three pieces, the last
+/// ragged) and on two (two shares of 350 rows, two pieces each), against f64.
+#[test]
+fn fused_linear_backward_in_pieces_matches_the_definition() {
+    let (rows, d_in, d_out) = (700, 20, 70);
+    let x = randn_vec(rows * d_in, 2290, 1.0);
+    let weight = randn_vec(d_in * d_out, 2291, 0.3);
+    let dy = randn_vec(rows * d_out, 2292, 1.0);
+    let mut want_dw = vec![0.0f64; d_in * d_out];
+    let mut want_db = vec![0.0f64; d_out];
+    for r in 0..rows {
+        for c in 0..d_out {
+            let g = dy[r * d_out + c] as f64;
+            want_db[c] += g;
+            for i in 0..d_in {
+                want_dw[i * d_out + c] += x[r * d_in + i] as f64 * g;
+            }
+        }
+    }
+    for threads in [1, 2] {
+        let (_, dw, db) = with_threads(threads, || {
+            zoo_model::kernels::linear::backward(&x, &weight, true, &dy, [rows, d_in, d_out])
+        });
+        let what = format!("{threads} threads");
+        // Sums of 700 f32 terms of size ~1 (totals ~26): rounding ~1e-5 to 5e-5 in absolute
+        // terms; a lost, doubled or misplaced piece moves a total by ~1.
+        assert_close(
+            &dw,
+            &want_dw,
+            1e-4,
+            1e-5,
+            &format!("linear dW in pieces, {what}"),
+        );
+        let db = db.expect("a bias gradient");
+        assert_close(
+            &db,
+            &want_db,
+            1e-4,
+            1e-5,
+            &format!("linear db in pieces, {what}"),
         );
     }
 }

@@ -87,21 +87,21 @@ fn forward_and_gradients_match_the_definition() {
         let [gx, gw, gb] = reference_grads(&xs, &w, &bias, &rs, [b, n, d], k);
         let got = |t: Tensor<3>| values(t);
         assert_close(
-            &got(x.grad(&grads).unwrap().into()),
+            &got(x.grad(&grads).unwrap()),
             &gx,
             1e-4,
             1e-4,
             &format!("{what}: dL/dx"),
         );
         assert_close(
-            &values(conv.weight.val().grad(&grads).unwrap().into()),
+            &values(conv.weight.val().grad(&grads).unwrap()),
             &gw,
             1e-4,
             1e-4,
             &format!("{what}: dL/dw"),
         );
         assert_close(
-            &values(conv.bias.val().grad(&grads).unwrap().into()),
+            &values(conv.bias.val().grad(&grads).unwrap()),
             &gb,
             1e-4,
             1e-4,
