@@ -7,8 +7,8 @@
 //! output is made in row blocks, one thread each: a block's bias rows, then the block's product
 //! accumulated onto them while they are in cache (one pass over y); no output is zero-filled
 //! before a product overwrites it (`gemm::product_parallel`); the backward reads Wᵀ and xᵀ as
-//! strided views of the saved tensors (no copies), runs dx and dW side by side, and the bias
-//! gradient is one parallel column sum.
+//! strided views of the saved tensors (no copies), runs dx and dW side by side, and sums the
+//! bias gradient inside dW's product, piece by piece while each piece of dy is in cache.
 
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -17,6 +17,7 @@ use burn::prelude::Shape;
 use rayon::prelude::*;
 
 use super::gemm::{View, matmul, matmul_parallel, product_on, product_parallel};
+use super::simd::multiversion;
 use super::tile_gemm;
 use super::{AutodiffFlex, SavedForBackward, contiguous, flex_tensor, register_op, values};
 
@@ -89,51 +90,80 @@ pub fn backward(
     // the GEMM scales better than across all of them (machine D: 10–22 % less time than one
     // after the other on both threads, docs/benchmarks.md).
     let half = (rayon::current_num_threads() / 2).max(1);
-    let (dx, dw) = rayon::join(
+    let (dx, (dw, db)) = rayon::join(
         || product_on(dy_view, View::rows(w, d_in, d_out).t(), 1.0, half),
-        || weight_gradient(View::rows(x, rows, d_in).t(), dy_view, half),
+        || weight_gradient(View::rows(x, rows, d_in).t(), dy_view, has_bias, half),
     );
-    (dx, dw, has_bias.then(|| column_sums(dy, d_out)))
+    (dx, dw, db)
 }
 
-/// dW = xᵀ dy (given as the two views) on `threads` threads. Its inner dimension is the batch's
-/// rows, thousands long against an output of d_in × d_out: on AVX-512 CPUs the register blocks
-/// of tile_gemm.rs, which take that dimension in L2-sized pieces, each thread over a contiguous
-/// share of the rows into a partial dW, summed in a fixed order (so the result does not depend
-/// on scheduling); gemm elsewhere. Machine D, dx on gemm beside dW on one thread each at the
+/// (dW = xᵀ dy, db = Σ_rows dy when `with_bias`) from the two views, on `threads` threads. dW's
+/// inner dimension is the batch's rows, thousands long against an output of d_in × d_out: on
+/// AVX-512 CPUs the register blocks of tile_gemm.rs, each thread over a contiguous share of the
+/// rows into a partial dW, summed in a fixed order (so the result does not depend on
+/// scheduling); gemm elsewhere. Machine D, dx on gemm beside dW on one thread each at the
 /// workload's four shapes: 0.88–1.05× the time with gemm for dW, 0.94× over the four
 /// (docs/benchmarks.md).
-fn weight_gradient(x_t: View, dy: View, threads: usize) -> Vec<f32> {
-    if !tile_gemm::available() {
-        return product_on(x_t, dy, 1.0, threads);
-    }
+///
+/// The share is taken in pieces of the rows the register blocks take per pass anyway
+/// (`tile_gemm::K_BLOCK`, so dW is the same to the bit), and each piece's bias gradient is
+/// summed right after its product, while the piece of dy is still in the core's cache: one
+/// pass over dy fewer than a separate column sum, which read all of dy back from memory.
+fn weight_gradient(
+    x_t: View,
+    dy: View,
+    with_bias: bool,
+    threads: usize,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let (d_in, rows, d_out) = (x_t.rows, x_t.cols, dy.cols);
+    if !tile_gemm::available() {
+        let db = with_bias.then(|| column_sums(dy.data, d_out));
+        return (product_on(x_t, dy, 1.0, threads), db);
+    }
     let share = rows.div_ceil(threads.max(1)).max(1);
-    let partials: Vec<Vec<f32>> = (0..rows.div_ceil(share).max(1))
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(share).max(1))
         .into_par_iter()
         .map(|part| {
             let (r0, r1) = (part * share, ((part + 1) * share).min(rows));
             let mut dw = vec![0.0f32; d_in * d_out];
-            let x_part = View {
-                data: &x_t.data[(r0 * x_t.col_stride).min(x_t.data.len())..],
-                cols: r1 - r0,
-                ..x_t
-            };
-            let dy_part = View {
-                data: &dy.data[(r0 * dy.row_stride).min(dy.data.len())..],
-                rows: r1 - r0,
-                ..dy
-            };
-            tile_gemm::matmul(&mut dw, d_out, x_part, dy_part, 1.0, false);
-            dw
+            let mut db = vec![0.0f32; if with_bias { d_out } else { 0 }];
+            for p0 in (r0..r1).step_by(tile_gemm::K_BLOCK) {
+                let p1 = (p0 + tile_gemm::K_BLOCK).min(r1);
+                let x_piece = View {
+                    data: &x_t.data[(p0 * x_t.col_stride).min(x_t.data.len())..],
+                    cols: p1 - p0,
+                    ..x_t
+                };
+                let dy_piece = View {
+                    data: &dy.data[(p0 * dy.row_stride).min(dy.data.len())..],
+                    rows: p1 - p0,
+                    ..dy
+                };
+                tile_gemm::matmul(&mut dw, d_out, x_piece, dy_piece, 1.0, p0 > r0);
+                if with_bias {
+                    add_rows(&mut db, &dy.data[p0 * d_out..p1 * d_out]);
+                }
+            }
+            (dw, db)
         })
         .collect();
     let mut partials = partials.into_iter();
-    let mut dw = partials.next().expect("at least one part");
-    for part in partials {
-        dw.iter_mut().zip(part).for_each(|(total, p)| *total += p);
+    let (mut dw, mut db) = partials.next().expect("at least one part");
+    for (part_w, part_b) in partials {
+        dw.iter_mut().zip(part_w).for_each(|(total, p)| *total += p);
+        db.iter_mut().zip(part_b).for_each(|(total, p)| *total += p);
     }
-    dw
+    (dw, with_bias.then_some(db))
+}
+
+multiversion! {
+    // sum += Σ the rows of m [rows, sum.len()] (compiled per instruction set: a full-width
+    // vector add per piece of a row).
+    fn add_rows(sum: &mut [f32], m: &[f32]) {
+        for row in m.chunks_exact(sum.len().max(1)) {
+            sum.iter_mut().zip(row).for_each(|(s, g)| *s += g);
+        }
+    }
 }
 
 /// Σ over the rows of m [rows, cols] (the bias gradient).
@@ -142,9 +172,7 @@ fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
         .par_chunks(ROW_BLOCK * cols.max(1))
         .map(|block| {
             let mut sum = vec![0.0f32; cols];
-            for row in block.chunks_exact(cols) {
-                sum.iter_mut().zip(row).for_each(|(s, g)| *s += g);
-            }
+            add_rows(&mut sum, block);
             sum
         })
         .collect();

@@ -164,7 +164,7 @@ pub fn matmul_lower_part(dst: &mut [f32], dst_stride: usize, lhs: View, rhs: Vie
 }
 
 /// The inner-dimension piece per pass of [`matmul`]: 256 rows of a 64-column B block are 64 KiB.
-const K_BLOCK: usize = 256;
+pub(super) const K_BLOCK: usize = 256;
 
 /// A matrix's [n, d] rows (any strides) transposed to [d, stride], stride = n rounded up to 16:
 /// the rows of Kᵀ or Vᵀ that [`matmul`] reads as contiguous B rows. Its buffer is kept across
