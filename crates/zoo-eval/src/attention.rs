@@ -171,6 +171,8 @@ mod tests {
     }
 
     #[test]
+    // One-span lists of ranges are the data here, not a mistyped range of indices.
+    #[allow(clippy::single_range_in_vec_init)]
     fn each_answer_row_is_scored_against_its_own_evidence() {
         // Two MQAR queries: the answer at 8 binds the pair at 0..2, the answer at 10 the pair at 2..4.
         let s = sample(vec![8..9, 10..11], vec![0..2, 2..4]);

@@ -352,8 +352,7 @@ fn training_path_equals_inference_path() {
 #[test]
 fn examples_cover_every_mixer_kind() {
     let err = serde_json::from_str::<MixerConfig>(r#"{"kind": "no_such_mixer"}"#)
-        .err()
-        .expect("an unknown kind is refused")
+        .expect_err("an unknown kind is refused")
         .to_string();
     let examples: Vec<&str> = mixers().iter().map(|m| m.kind()).collect();
     for kind in MixerConfig::KINDS {

@@ -64,7 +64,7 @@ fn summary(i: usize) -> RunSummary {
             })
             .collect(),
         // Every third run never reaches its target.
-        to_target: (i % 3 != 0).then(|| ToTarget {
+        to_target: (!i.is_multiple_of(3)).then(|| ToTarget {
             steps: 10 * i,
             tokens: 4096 * (10 * i as u64 + 1),
             seconds: 0.25 * i as f64,
@@ -154,10 +154,7 @@ fn table_columns_hold_what_the_summaries_say() {
             .unwrap();
         assert_eq!(get("train.lr"), Value::from(lr));
         let mixer = get("model.mixer");
-        assert!(
-            mixer == Value::from("softmax") || mixer == Value::from("linear(elu)"),
-            "{mixer}"
-        );
+        assert!(mixer == "softmax" || mixer == "linear(elu)", "{mixer}");
     }
 
     // CSV: a header and one line per row; the mixer label with a comma-free form needs no quotes.
