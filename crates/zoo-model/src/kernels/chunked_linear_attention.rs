@@ -228,16 +228,17 @@ pub struct HeadSaved<'a> {
     z: &'a mut [f32],
 }
 
-/// What a head carries from one chunk to the next in the forward pass: S [f, d_v] and z [f].
-pub struct ForwardCarry {
-    state: Vec<f32>,
+/// What a head carries from one chunk to the next: the state S [f, d_v] and z [f] in the forward
+/// pass, their gradients dS and dz (of the state after the chunk) in the backward pass.
+pub struct Carried {
+    s: Vec<f32>,
     z: Vec<f32>,
 }
 
-impl ForwardCarry {
+impl Carried {
     fn new(f: usize, dv: usize) -> Self {
-        ForwardCarry {
-            state: vec![0.0; f * dv],
+        Carried {
+            s: vec![0.0; f * dv],
             z: vec![0.0; f],
         }
     }
@@ -312,7 +313,7 @@ multiversion! {
         eps: f32,
         map: bool,
         chunks: std::ops::Range<usize>,
-        carried: &mut ForwardCarry,
+        carried: &mut Carried,
         scratch: &mut ForwardScratch,
     ) {
         let LinearShape { seq: n, feature_dim: f, value_dim: dv, chunk, layouts, .. } = shape;
@@ -322,7 +323,7 @@ multiversion! {
         let k_h = Rows::of(k, layouts.k, bh, n, f);
         let v_h = Rows::of(v, layouts.v, bh, n, dv);
         let out_head = layouts.out.head(bh, n, dv);
-        let ForwardCarry { state, z } = carried;
+        let Carried { s: state, z } = carried;
         let ForwardScratch { att, o_chunk, q_buf, k_buf, k_t } = scratch;
         for c in chunks {
             let r0 = c * chunk;
@@ -420,7 +421,7 @@ fn forward_mapped(
                     .chunks_mut(n)
                     .zip(s_g.chunks_mut(nc * f * dv))
                     .zip(z_g.chunks_mut(nc * f))
-                    .map(|((den, s), z)| (HeadSaved { den, s, z }, ForwardCarry::new(f, dv)))
+                    .map(|((den, s), z)| (HeadSaved { den, s, z }, Carried::new(f, dv)))
                     .collect();
                 let mut scratch = ForwardScratch::new(chunk, dv);
                 for chunks in chunk_steps(nc, group, false) {
@@ -524,7 +525,7 @@ fn backward_into(
     let targets = ([dq_rows, dk_rows, dv_rows], written);
     let group = heads_per_task(&shape);
     (0..heads_total / group).into_par_iter().for_each(|task| {
-        let mut carried: Vec<_> = (0..group).map(|_| BackwardCarry::new(f, dv)).collect();
+        let mut carried: Vec<_> = (0..group).map(|_| Carried::new(f, dv)).collect();
         let mut scratch = BackwardScratch::new(shape.chunk, f, dv);
         for chunks in chunk_steps(nc, group, true) {
             for (j, carried) in carried.iter_mut().enumerate() {
@@ -544,22 +545,6 @@ fn backward_into(
             }
         }
     });
-}
-
-/// What a head carries from one chunk to the one before it in the backward pass: the gradients
-/// of the state after the chunk, dS [f, d_v] and dz [f].
-pub struct BackwardCarry {
-    ds: Vec<f32>,
-    dz: Vec<f32>,
-}
-
-impl BackwardCarry {
-    fn new(f: usize, dv: usize) -> Self {
-        BackwardCarry {
-            ds: vec![0.0; f * dv],
-            dz: vec![0.0; f],
-        }
-    }
 }
 
 /// A backward task's per-chunk buffers, shared by the heads it walks.
@@ -613,7 +598,7 @@ multiversion! {
         targets: ([&DisjointColumns<'_>; 3], Layouts),
         map: bool,
         chunks: std::ops::Range<usize>,
-        carried: &mut BackwardCarry,
+        carried: &mut Carried,
         scratch: &mut BackwardScratch,
     ) {
         let [q, k, v, out, grad_out] = inputs;
@@ -633,7 +618,7 @@ multiversion! {
             written.k.head(bh, n, f),
             written.v.head(bh, n, dv),
         );
-        let BackwardCarry { ds, dz } = carried;
+        let Carried { s: ds, z: dz } = carried;
         for c in chunks.rev() {
             let r0 = c * chunk;
             let rows = chunk.min(n - r0);
