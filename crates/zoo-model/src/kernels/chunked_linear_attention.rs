@@ -229,7 +229,9 @@ pub struct HeadSaved<'a> {
 }
 
 /// What a head carries from one chunk to the next: the state S [f, d_v] and z [f] in the forward
-/// pass, their gradients dS and dz (of the state after the chunk) in the backward pass.
+/// pass, their gradients dS and dz (of the state after the chunk) in the backward pass. (This and
+/// the scratch types are `pub`, fields private, only because `multiversion!` makes the head
+/// functions that take them public.)
 pub struct Carried {
     s: Vec<f32>,
     z: Vec<f32>,
