@@ -685,7 +685,7 @@ multiversion! {
                     let dq_i = &mut dq_c[i * f..][..f];
                     dq_i.iter_mut().zip(z_c).for_each(|(x, z)| *x += gd[i] * z);
                     let dk_i = &mut dk_c[i * f..][..f];
-                    dk_i.iter_mut().zip(dz.iter()).for_each(|(x, z)| *x += z);
+                    dk_i.iter_mut().zip(&*dz).for_each(|(x, z)| *x += z);
                 }
             }
             if map {

@@ -116,14 +116,14 @@ fn weight_gradient(
     threads: usize,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let (d_in, rows, d_out) = (x_t.rows, x_t.cols, dy.cols);
-    if !tile_gemm::available() {
-        let db = with_bias.then(|| column_sums(dy.data, d_out));
-        return (product_on(x_t, dy, 1.0, threads), db);
-    }
     assert!(
         !with_bias || (dy.col_stride == 1 && dy.row_stride == d_out),
         "linear: the bias gradient reads dy as contiguous rows"
     );
+    if !tile_gemm::available() {
+        let db = with_bias.then(|| column_sums(dy.data, d_out));
+        return (product_on(x_t, dy, 1.0, threads), db);
+    }
     let share = rows.div_ceil(threads.max(1)).max(1);
     let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(share).max(1))
         .into_par_iter()
