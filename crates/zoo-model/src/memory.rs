@@ -21,9 +21,10 @@
 //! states h·F·dh/C; RWKV its token shift, decay and group norm ≈ 20d plus state checkpoints
 //! h·dh²/64). The extra max_layer term is the gradient of one layer during backward; 2V is the
 //! logits and their gradient. Without a fused attention kernel (flex's CPU kernels, the CubeCL
-//! kernel on wgpu / cuda: `Kernels`) the attention family materialises scores: 3·h·k values per token with k the keys a query sees (n for
-//! softmax, the band for sliding window, the blocks for BigBird), and linear / RWKV keep their
-//! chunk matrices (3·h·C). With them, T adds the per-thread score tiles of the tiled attention
+//! kernels on wgpu / cuda: `Kernels`) the attention family materialises scores: 3·h·k values per
+//! token with k the keys a query sees (n for softmax, the band for sliding window, the blocks for
+//! BigBird), and linear attention keeps its chunk matrices (3·h·C); RWKV keeps them without the
+//! CPU kernels. With them, T adds the per-thread score tiles of the tiled attention
 //! (3·64·k per thread). a_infer counts the same values for one layer only (nothing is kept
 //! across layers without autodiff). These are deliberately upper-ish: the point is to refuse
 //! sizes that cannot fit, not to predict the allocator to the byte.
@@ -41,8 +42,9 @@ const F32: f64 = 4.0;
 /// Rows of a query tile of the fused attention kernel.
 const QUERY_BLOCK: f64 = crate::kernels::causal_attention::QUERY_BLOCK as f64;
 /// Which of the project's fused kernels a device runs (`kernels::on_device`): all of the CPU
-/// kernels (flex), only the attention kernel (the CubeCL one on wgpu / cuda), or none (ndarray,
-/// or any device with the kernels switched off).
+/// kernels (flex), only the attention kernels (the CubeCL softmax-family and chunked linear
+/// attention kernels on wgpu / cuda), or none (ndarray, or any device with the kernels switched
+/// off).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernels {
     None,
@@ -190,12 +192,14 @@ fn layer_values(
     } else {
         0.0
     };
-    // The attention family (the mixers with keys per query) is fused wherever an attention
-    // kernel runs; the others only with the CPU kernels. Attention dropout needs the
-    // probabilities, so training takes the materialised path.
+    // The attention family (the mixers with keys per query) and chunked linear attention are
+    // fused wherever an attention kernel runs; the others only with the CPU kernels. Attention
+    // dropout needs the probabilities, so training takes the materialised path.
     let spec = mixer.spec();
     let fused = if spec.keys_per_query(n).is_some() {
         kernels.attention() && !(config.attention_dropout > 0.0 && pass == Pass::Train)
+    } else if matches!(mixer, MixerConfig::Linear(_)) {
+        kernels.attention()
     } else {
         kernels.cpu()
     };
@@ -541,7 +545,13 @@ mod tests {
         for mixer in mixers().into_iter().skip(1) {
             let config = small(mixer.clone());
             let bytes = |kernels| activation_bytes(&config, 2, 1024, Pass::Train, kernels);
-            if mixer.spec().keys_per_query(1024.0).is_none() {
+            if matches!(mixer, MixerConfig::Linear(_)) {
+                // Chunked linear attention has a GPU kernel too: no chunk matrices there.
+                assert!(
+                    bytes(Kernels::Attention) < bytes(Kernels::None),
+                    "{mixer:?}"
+                );
+            } else if mixer.spec().keys_per_query(1024.0).is_none() {
                 assert_eq!(bytes(Kernels::Attention), bytes(Kernels::None), "{mixer:?}");
                 assert!(bytes(Kernels::Cpu) < bytes(Kernels::None), "{mixer:?}");
             } else {

@@ -2,8 +2,11 @@
 //! composed path (dense scores, masked softmax, weighted sum; on flex, see `run`): outputs and
 //! the gradients of q, k, v for causal attention (sequence lengths below, at, across and
 //! between the 32-row tiles; head dims 8, 16 and 32), ALiBi, log-n scaling, sliding windows
-//! with dilation and globals, and BigBird; then whole models (softmax with ALiBi and log-n
-//! scaling, sliding window, BigBird) on wgpu against flex.
+//! with dilation and globals, and BigBird; the CubeCL chunked linear attention kernel
+//! (kernels/cube_linear_attention.rs) against the dense masked (parallel) form, normalised or
+//! not, chunks shorter and longer than and straddling the 32-row tiles, a denominator below ε;
+//! then whole models (softmax with ALiBi and log-n scaling, sliding window, BigBird, linear
+//! attention) on wgpu against flex.
 //!
 //! wgpu needs a GPU or a software driver (Mesa lavapipe); where none answers the tests print
 //! why and pass, unless `ZOO_REQUIRE_WGPU=1`, which turns that into a failure.
@@ -15,11 +18,14 @@ use burn::prelude::*;
 use common::{
     assert_close, composed_attention, errors, randn_vec, tensor, to_f64, tokens, values, wgpu,
 };
+use zoo_model::attention::linear::{NORM_EPS, parallel};
 use zoo_model::attention::log_n_factors;
 use zoo_model::attention::pattern::{BigBirdPattern, WindowPattern};
 use zoo_model::config::{MixerConfig, ModelConfig, PositionConfig};
 use zoo_model::kernels::{self, KeyPattern};
-use zoo_model::{BigBirdConfig, Lm, SlidingWindowConfig, SoftmaxConfig, masked_cross_entropy};
+use zoo_model::{
+    BigBirdConfig, LinearConfig, Lm, SlidingWindowConfig, SoftmaxConfig, masked_cross_entropy,
+};
 
 struct Case {
     b: usize,
@@ -209,6 +215,218 @@ fn cube_attention_without_autodiff_matches() {
     );
 }
 
+/// One linear-attention check: feature-mapped q, k [b, h, n, f] (positive, as every feature
+/// map's output is), v [b, h, n, dv], chunk C; `feature_scale` shrinks q and k (1e-5 puts every
+/// denominator below ε, the clamped path).
+struct LinearCase {
+    b: usize,
+    h: usize,
+    n: usize,
+    f: usize,
+    dv: usize,
+    chunk: usize,
+    normalize: bool,
+    feature_scale: f32,
+}
+
+fn linear_cases() -> Vec<LinearCase> {
+    let case = |b, h, n, f, dv, chunk, normalize| LinearCase {
+        b,
+        h,
+        n,
+        f,
+        dv,
+        chunk,
+        normalize,
+        feature_scale: 1.0,
+    };
+    vec![
+        // A partial last chunk; tiles of 32 rows over chunks of 8.
+        case(1, 2, 37, 8, 8, 8, true),
+        // f ≠ d_v, three row tiles, two sequences.
+        case(2, 1, 70, 16, 8, 16, true),
+        // Shorter than one chunk: no state term at all.
+        case(1, 1, 5, 4, 6, 8, true),
+        // Chunks of one token: everything but the diagonal comes through the states.
+        case(1, 2, 33, 8, 4, 1, true),
+        // Unnormalised; one chunk longer than a tile; wide features.
+        case(1, 1, 50, 40, 24, 64, false),
+        // Chunks of 48 rows: row tiles straddle chunk boundaries.
+        case(1, 1, 130, 6, 5, 48, true),
+        // Every denominator below ε: o = num / ε and no gradient through the denominator.
+        LinearCase {
+            feature_scale: 1e-5,
+            ..case(1, 2, 24, 8, 8, 8, true)
+        },
+    ]
+}
+
+/// Output and the gradients of Σ o∘w in q, k, v under autodiff: the cube kernel on `device`
+/// (`fused`), or the dense masked form on flex.
+fn linear_run(c: &LinearCase, device: &Device, fused: bool, seed: u64) -> [Vec<f32>; 4] {
+    let device = device.clone().autodiff();
+    let (qk, vs) = ([c.b, c.h, c.n, c.f], [c.b, c.h, c.n, c.dv]);
+    let positive = |seed| -> Vec<f32> {
+        randn_vec(c.b * c.h * c.n * c.f, seed, 1.0)
+            .into_iter()
+            .map(|x| x.abs() * c.feature_scale)
+            .collect()
+    };
+    let q = tensor(&positive(seed), qk, &device).require_grad();
+    let k = tensor(&positive(seed + 1), qk, &device).require_grad();
+    let v = tensor(
+        &randn_vec(c.b * c.h * c.n * c.dv, seed + 2, 1.0),
+        vs,
+        &device,
+    )
+    .require_grad();
+    let w = tensor(
+        &randn_vec(c.b * c.h * c.n * c.dv, seed + 3, 1.0),
+        vs,
+        &device,
+    );
+    let o = if fused {
+        kernels::linear_attention(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            c.chunk,
+            c.normalize,
+            NORM_EPS as f32,
+        )
+    } else {
+        let s0 = Tensor::zeros([c.b, c.h, c.f, c.dv], &device);
+        let z0 = Tensor::zeros([c.b, c.h, c.f], &device);
+        parallel(q.clone(), k.clone(), v.clone(), s0, z0, c.normalize).0
+    };
+    let grads = (o.clone() * w).sum().backward();
+    let g = |t: &Tensor<4>| values(t.grad(&grads).expect("a gradient"));
+    [values(o), g(&q), g(&k), g(&v)]
+}
+
+#[test]
+fn cube_linear_attention_matches_the_dense_form() {
+    let Some(device) = wgpu() else { return };
+    assert!(kernels::fused_attention_on(&device));
+    let mut worst = (0.0f64, 0.0f64);
+    for (ci, c) in linear_cases().iter().enumerate() {
+        let seed = 700 + 10 * ci as u64;
+        let what = format!(
+            "b={} h={} n={} f={} dv={} chunk={} normalize={} scale={}",
+            c.b, c.h, c.n, c.f, c.dv, c.chunk, c.normalize, c.feature_scale
+        );
+        let fused = linear_run(c, &device, true, seed);
+        let reference = linear_run(c, &Device::flex(), false, seed);
+        for (name, (f, r)) in ["output", "dq", "dk", "dv"]
+            .iter()
+            .zip(fused.iter().zip(&reference))
+        {
+            let r = to_f64(r);
+            let (abs, rel) = errors(f, &r);
+            worst = (worst.0.max(abs), worst.1.max(rel));
+            assert_close(f, &r, 2e-4, 2e-3, &format!("{name}, {what}"));
+        }
+    }
+    println!(
+        "cube linear attention vs the dense form: worst max-abs {:.3e}, worst max-rel {:.3e}",
+        worst.0, worst.1
+    );
+}
+
+#[test]
+fn cube_linear_attention_without_autodiff_matches() {
+    // The plain (inference) op: the forward launches without the autodiff node.
+    let Some(device) = wgpu() else { return };
+    let (b, h, n, f, dv, chunk) = (2, 2, 45, 8, 16, 16);
+    let positive = |seed| -> Vec<f32> {
+        randn_vec(b * h * n * f, seed, 1.0)
+            .into_iter()
+            .map(f32::abs)
+            .collect()
+    };
+    let inputs = |device: &Device| {
+        (
+            tensor(&positive(950), [b, h, n, f], device),
+            tensor(&positive(951), [b, h, n, f], device),
+            tensor(&randn_vec(b * h * n * dv, 952, 1.0), [b, h, n, dv], device),
+        )
+    };
+    let (q, k, v) = inputs(&device);
+    let fused = kernels::linear_attention(q, k, v, chunk, true, NORM_EPS as f32);
+    let flex = Device::flex();
+    let (q, k, v) = inputs(&flex);
+    let s0 = Tensor::zeros([b, h, f, dv], &flex);
+    let z0 = Tensor::zeros([b, h, f], &flex);
+    let reference = parallel(q, k, v, s0, z0, true).0;
+    assert_close(
+        &values(fused),
+        &to_f64(&values(reference)),
+        2e-4,
+        2e-3,
+        "inference output",
+    );
+}
+
+#[test]
+fn cube_linear_attention_over_more_chunks_than_a_grid_axis_holds() {
+    // Chunks of one token over 66,000 positions: more (head, chunk) pairs than the 65,535
+    // workgroups one grid axis allows, so the chunk products spread over two axes, and a scan
+    // longer than lavapipe's loop limit (LOOP_NOTE in kernels/cube_linear_attention.rs: without
+    // the unrolled steps, positions from 65,535 on came out wrong). f = d_v = 1
+    // keeps the f64 definition O(n): S_i = Σ_{j≤i} k_j v_j, z_i = Σ_{j≤i} k_j, den_i = q_i z_i,
+    // o_i = q_i S_i / den_i; for L = Σ w_i o_i, ∂L/∂v_j = k_j Σ_{i≥j} w_i q_i / den_i and
+    // ∂L/∂k_j = Σ_{i≥j} w_i q_i (v_j − o_i) / den_i (every den here is far above ε).
+    let Some(device) = wgpu() else { return };
+    let n = 66_000;
+    let ad = device.autodiff();
+    let positive = |seed| -> Vec<f32> {
+        randn_vec(n, seed, 1.0)
+            .into_iter()
+            .map(|x| 0.5 + x.abs())
+            .collect()
+    };
+    let (qv, kv, vv, wv) = (
+        positive(31),
+        positive(32),
+        randn_vec(n, 33, 1.0),
+        randn_vec(n, 34, 1.0),
+    );
+    let leaf = |v: &[f32]| tensor(v, [1, 1, n, 1], &ad).require_grad();
+    let (q, k, v) = (leaf(&qv), leaf(&kv), leaf(&vv));
+    let w = tensor(&wv, [1, 1, n, 1], &ad);
+    let o = kernels::linear_attention(q, k.clone(), v.clone(), 1, true, NORM_EPS as f32);
+    let grads = (o.clone() * w).sum().backward();
+    let (o, dk, dv) = (
+        values(o),
+        values(k.grad(&grads).expect("dk")),
+        values(v.grad(&grads).expect("dv")),
+    );
+
+    let [q64, k64, v64, w64] = [&qv, &kv, &vv, &wv].map(|x| to_f64(x));
+    let (mut s, mut z) = (0.0f64, 0.0f64);
+    let mut den = vec![0.0; n];
+    let mut out = vec![0.0; n];
+    for i in 0..n {
+        s += k64[i] * v64[i];
+        z += k64[i];
+        den[i] = q64[i] * z;
+        out[i] = q64[i] * s / den[i];
+    }
+    let (mut dk64, mut dv64) = (vec![0.0; n], vec![0.0; n]);
+    let (mut after, mut after_o) = (0.0f64, 0.0f64); // Σ_{i≥j} w q / den, Σ_{i≥j} w q o / den
+    for j in (0..n).rev() {
+        after += w64[j] * q64[j] / den[j];
+        after_o += w64[j] * q64[j] * out[j] / den[j];
+        dv64[j] = k64[j] * after;
+        dk64[j] = v64[j] * after - after_o;
+    }
+    for (name, actual, expected) in [("output", &o, &out), ("dk", &dk, &dk64), ("dv", &dv, &dv64)] {
+        let (abs, rel) = errors(actual, expected);
+        println!("{name} over {n} one-token chunks vs f64: max-abs {abs:.3e}, max-rel {rel:.3e}");
+        assert_close(actual, expected, 1e-4, 1e-3, name);
+    }
+}
+
 fn model(mixer: MixerConfig, position: PositionConfig) -> ModelConfig {
     ModelConfig {
         vocab_size: Some(48),
@@ -274,6 +492,16 @@ fn models_on_wgpu_match_flex() {
                     global_blocks: 1,
                     random_blocks: 1,
                     seed: 5,
+                }),
+                PositionConfig::None,
+            ),
+        ),
+        (
+            "linear",
+            model(
+                MixerConfig::Linear(LinearConfig {
+                    chunk_size: 16,
+                    ..LinearConfig::default()
                 }),
                 PositionConfig::None,
             ),

@@ -6,7 +6,8 @@
 //! - parallel: A = tril(φQ φKᵀ), O = A V / rowsum(A) — O(n²), reference and short inputs;
 //! - chunked: split into chunks of C; inside a chunk the masked parallel form, across chunks the
 //!   exclusive prefix sum of per-chunk states Σ φKᵀV — O(n·C·f + n·f·d), linear in n, training
-//!   (on flex the fused kernel `crate::kernels::chunked_linear_attention` computes the same);
+//!   (on flex the fused kernel `crate::kernels::chunked_linear_attention` computes the same, on
+//!   wgpu / cuda the CubeCL kernel `crate::kernels::cube_linear_attention`);
 //! - recurrent: S, z updated token by token — O(1) per token, decoding.
 //!
 //! The state is f×d per head whatever the context: the "fixed d×d memory" whose recall limit the
@@ -423,7 +424,8 @@ impl TokenMixer for LinearAttention {
             return self.out.forward(o.reshape([b, n, h * dv]));
         }
         let (phi_q, phi_k, v) = self.features(x, 0);
-        let o = if kernels::fused_on(&device) {
+        // Flex (RoPE or grouped heads) and cube devices: the kernel on head-major features.
+        let o = if kernels::fused_attention_on(&device) {
             kernels::linear_attention(
                 phi_q,
                 phi_k,

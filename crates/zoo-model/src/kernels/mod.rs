@@ -17,8 +17,9 @@
 //! own saved tensor and falls back to materialised n×n scores for attention, which made a plain
 //! Burn model 4–6× slower than PyTorch on the reference workload (docs/benchmarks.md). The
 //! kernels run only on flex (with or without autodiff), and only while `set_enabled(true)` (the
-//! default) — except attention, which also has a CubeCL kernel for the GPU backends
-//! (cube_attention.rs, its own extension trait `CubeAttentionOps`); every other backend, and
+//! default) — except softmax attention and chunked linear attention, which also have CubeCL
+//! kernels for the GPU backends (cube_attention.rs, cube_linear_attention.rs, their own
+//! extension trait `CubeAttentionOps`); every other backend, and
 //! flex with the kernels disabled, takes the composed tensor-op path — which the tests use as the
 //! reference the fused path must match (outputs and gradients, tests/fused_kernels.rs and
 //! tests/wgpu_attention.rs).
@@ -27,6 +28,7 @@ pub mod causal_attention;
 pub mod chunked_linear_attention;
 pub mod cross_entropy;
 pub mod cube_attention;
+pub mod cube_linear_attention;
 pub mod delta_layer;
 pub mod elu_plus_one;
 pub mod gated_delta;
@@ -79,9 +81,10 @@ pub fn fused_on(device: &Device) -> bool {
         )
 }
 
-/// Whether attention on `device` takes a fused kernel: the CPU kernel on flex (while the kernels
-/// are enabled), the CubeCL kernel (kernels/cube_attention.rs) on a cube device (wgpu). The
-/// callers take Burn's composed path otherwise.
+/// Whether attention (softmax and its sparse patterns, and chunked linear attention) on
+/// `device` takes a fused kernel: the CPU kernels on flex (while the kernels are enabled), the
+/// CubeCL kernels (kernels/cube_attention.rs, cube_linear_attention.rs) on a cube device
+/// (wgpu). The callers take Burn's composed path otherwise.
 pub fn fused_attention_on(device: &Device) -> bool {
     ENABLED.load(Ordering::Relaxed)
         && matches!(
@@ -109,7 +112,7 @@ fn on_cube(device: &Device) -> bool {
     )
 }
 
-/// The GPU extension: the attention kernel for the CubeCL backends. A trait of its own (rather
+/// The GPU extension: the attention kernels for the CubeCL backends. A trait of its own (rather
 /// than a `Cube` entry on `FusedOps`) so flex's CPU kernels need no cube stubs and the cube
 /// backend needs none of the CPU ones.
 #[backend_extension(Cube, Autodiff)]
@@ -122,6 +125,16 @@ pub trait CubeAttentionOps: Backend {
         scale: f32,
         slopes: Vec<f32>,
         pattern: KeyPattern,
+    ) -> FloatTensor<Self>;
+
+    /// Same contract as [`FusedOps::fused_linear_attention`] on head-major tensors.
+    fn cube_linear_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        chunk: usize,
+        normalize: bool,
+        eps: f32,
     ) -> FloatTensor<Self>;
 }
 
@@ -136,6 +149,17 @@ impl CubeAttentionOps for Cube {
     ) -> FloatTensor<Self> {
         cube_attention::cube([q, k, v], scale, &slopes, &pattern)
     }
+
+    fn cube_linear_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        chunk: usize,
+        normalize: bool,
+        eps: f32,
+    ) -> FloatTensor<Self> {
+        cube_linear_attention::cube([q, k, v], chunk, normalize, eps)
+    }
 }
 
 impl<C: CheckpointStrategy> CubeAttentionOps for Autodiff<Cube, C> {
@@ -148,6 +172,17 @@ impl<C: CheckpointStrategy> CubeAttentionOps for Autodiff<Cube, C> {
         pattern: KeyPattern,
     ) -> FloatTensor<Self> {
         cube_attention::autodiff::<C>([q, k, v], scale, slopes, pattern)
+    }
+
+    fn cube_linear_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        chunk: usize,
+        normalize: bool,
+        eps: f32,
+    ) -> FloatTensor<Self> {
+        cube_linear_attention::autodiff::<C>([q, k, v], chunk, normalize, eps)
     }
 }
 
@@ -306,6 +341,9 @@ pub fn qkv_attention(qkv: Tensor<3>, spec: QkvAttention) -> Tensor<3> {
     ))
 }
 
+/// Chunked causal linear attention of feature-mapped q, k [b, h, n, f] and v [b, h, n, d_v]
+/// from a zero state → [b, h, n, d_v]: the CPU kernel on flex, the CubeCL kernel
+/// (kernels/cube_linear_attention.rs) on a cube device. Callers check [`fused_attention_on`].
 pub fn linear_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -314,6 +352,16 @@ pub fn linear_attention(
     normalize: bool,
     eps: f32,
 ) -> Tensor<4> {
+    if on_cube(&q.device()) {
+        return Tensor::from_dispatch(<Dispatch as CubeAttentionOps>::cube_linear_attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            chunk,
+            normalize,
+            eps,
+        ));
+    }
     linear_attention_in(q, k, v, chunk, normalize, eps, false)
 }
 
