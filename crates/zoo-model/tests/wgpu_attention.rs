@@ -148,6 +148,25 @@ fn run(c: &Case, device: &Device, fused: bool, seed: u64) -> [Vec<f32>; 4] {
     [values(o), g(&leaves[0]), g(&leaves[1]), g(&leaves[2])]
 }
 
+/// Asserts the output and the q, k, v gradients of a kernel run close to the reference run's
+/// (abs 2e-4 or rel 2e-3), keeping the worst max-abs and max-rel errors seen.
+fn compare_run(
+    fused: &[Vec<f32>; 4],
+    reference: &[Vec<f32>; 4],
+    what: &str,
+    worst: &mut (f64, f64),
+) {
+    for (name, (f, r)) in ["output", "dq", "dk", "dv"]
+        .iter()
+        .zip(fused.iter().zip(reference))
+    {
+        let r = to_f64(r);
+        let (abs, rel) = errors(f, &r);
+        *worst = (worst.0.max(abs), worst.1.max(rel));
+        assert_close(f, &r, 2e-4, 2e-3, &format!("{name}, {what}"));
+    }
+}
+
 #[test]
 fn cube_attention_matches_the_composed_path() {
     let Some(device) = wgpu() else { return };
@@ -163,15 +182,7 @@ fn cube_attention_matches_the_composed_path() {
         // The composed reference runs on flex: on wgpu every new shape of its matmuls is
         // autotuned (seconds each on lavapipe), which would take the file past a minute.
         let reference = run(c, &Device::flex(), false, seed);
-        for (name, (f, r)) in ["output", "dq", "dk", "dv"]
-            .iter()
-            .zip(fused.iter().zip(&reference))
-        {
-            let r = to_f64(r);
-            let (abs, rel) = errors(f, &r);
-            worst = (worst.0.max(abs), worst.1.max(rel));
-            assert_close(f, &r, 2e-4, 2e-3, &format!("{name}, {what}"));
-        }
+        compare_run(&fused, &reference, &what, &mut worst);
     }
     println!(
         "cube attention vs composed on wgpu: worst max-abs {:.3e}, worst max-rel {:.3e}",
@@ -317,15 +328,7 @@ fn cube_linear_attention_matches_the_dense_form() {
         );
         let fused = linear_run(c, &device, true, seed);
         let reference = linear_run(c, &Device::flex(), false, seed);
-        for (name, (f, r)) in ["output", "dq", "dk", "dv"]
-            .iter()
-            .zip(fused.iter().zip(&reference))
-        {
-            let r = to_f64(r);
-            let (abs, rel) = errors(f, &r);
-            worst = (worst.0.max(abs), worst.1.max(rel));
-            assert_close(f, &r, 2e-4, 2e-3, &format!("{name}, {what}"));
-        }
+        compare_run(&fused, &reference, &what, &mut worst);
     }
     println!(
         "cube linear attention vs the dense form: worst max-abs {:.3e}, worst max-rel {:.3e}",
