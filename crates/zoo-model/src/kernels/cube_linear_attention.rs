@@ -161,9 +161,10 @@ fn exclusive_scan_kernel(
 ///
 /// State(m, col) = states[chunk(i)][m · state_row + col · state_col]: thread ABSOLUTE_POS owns
 /// row g of [bh · n] and keeps L_g and its output row in registers (the unrolled loops index
-/// them with constants). Neighbouring threads are neighbouring rows of one chunk, so the R, W
-/// and state reads of a warp are the same addresses (broadcasts); no shared memory, no
-/// barriers. A workgroup-tiled version (B × B score blocks in shared memory, as in
+/// them with constants). Neighbouring threads are neighbouring rows of one chunk, so their
+/// state reads are the same addresses (broadcasts), and so are their R and W reads where they
+/// walk the keys from the chunk's start (not `later`, whose walks start at the row itself); no
+/// shared memory, no barriers. A workgroup-tiled version (B × B score blocks in shared memory, as in
 /// cube_attention.rs) was 2.5–3× slower on lavapipe.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
