@@ -59,9 +59,7 @@
     clippy::assign_op_pattern
 )]
 
-use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Cube, TensorMetadata};
@@ -766,12 +764,14 @@ impl Plan {
     }
 }
 
-fn f32_contiguous(t: CubeTensor) -> CubeTensor {
-    assert_eq!(t.dtype, DType::F32, "the cube attention kernel takes f32");
+/// The contiguous f32 tensor the cube kernels read (this one and cube_linear_attention.rs).
+pub(super) fn f32_contiguous(t: CubeTensor) -> CubeTensor {
+    assert_eq!(t.dtype, DType::F32, "the cube kernels take f32");
     into_contiguous(t)
 }
 
-fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
+/// An uninitialised f32 tensor of `shape` on `like`'s device (every kernel writes all of it).
+pub(super) fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
 }
 
@@ -940,24 +940,18 @@ struct AttentionSaved {
     pattern: KeyPattern,
 }
 
-/// The autodiff node: its backward runs the three backward kernels on dO.
-#[derive(Debug)]
-struct AttentionBackward;
-
-impl Backward<Cube, 3> for AttentionBackward {
-    type State = AttentionSaved;
-
-    fn backward(self, ops: Ops<AttentionSaved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = grads.consume::<Cube>(&ops.node);
-        let s = ops.state;
-        let computed = backward(
-            s.inputs, s.out, s.lse, grad_out, s.scale, &s.slopes, &s.pattern,
-        );
-        for (parent, grad) in ops.parents.into_iter().zip(computed) {
-            if let Some(node) = parent {
-                grads.register::<Cube>(node.id, grad);
-            }
-        }
+impl super::CubeSavedForBackward<3> for AttentionSaved {
+    /// The three backward kernels on dO.
+    fn gradients(self, grad_out: CubeTensor) -> [CubeTensor; 3] {
+        backward(
+            self.inputs,
+            self.out,
+            self.lse,
+            grad_out,
+            self.scale,
+            &self.slopes,
+            &self.pattern,
+        )
     }
 }
 
@@ -968,24 +962,16 @@ pub(super) fn autodiff<C: CheckpointStrategy>(
     slopes: Vec<f32>,
     pattern: KeyPattern,
 ) -> FloatTensor<Autodiff<Cube, C>> {
-    let prep = AttentionBackward
-        .prepare::<C>(inputs.each_ref().map(|t| t.node()))
-        .compute_bound()
-        .stateful();
-    let inputs = inputs.map(|t| f32_contiguous(t.into_primitive()));
-    let (out, lse) = forward(inputs.clone(), scale, &slopes, &pattern);
-    match prep {
-        OpsKind::Tracked(prep) => {
-            let saved = AttentionSaved {
-                inputs,
-                out: out.clone(),
-                lse,
-                scale,
-                slopes,
-                pattern,
-            };
-            prep.finish(saved, out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(out),
-    }
+    super::register_cube_op::<C, _, 3>(inputs, move |inputs| {
+        let (out, lse) = forward(inputs.clone(), scale, &slopes, &pattern);
+        let saved = AttentionSaved {
+            inputs,
+            out: out.clone(),
+            lse,
+            scale,
+            slopes,
+            pattern,
+        };
+        (out, saved)
+    })
 }

@@ -46,15 +46,11 @@
     clippy::manual_div_ceil
 )]
 
-use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use super::cube_attention::{empty, f32_contiguous};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Cube, TensorMetadata};
 use burn::prelude::Shape;
-use burn::tensor::DType;
-use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
@@ -322,19 +318,6 @@ fn output_grad_kernel(
 }
 
 // ---- host side -----------------------------------------------------------------------------
-
-fn f32_contiguous(t: CubeTensor) -> CubeTensor {
-    assert_eq!(
-        t.dtype,
-        DType::F32,
-        "the cube linear attention kernel takes f32"
-    );
-    into_contiguous(t)
-}
-
-fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    empty_device_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
-}
 
 /// The sizes of one call.
 #[derive(Clone, Copy, Debug)]
@@ -657,21 +640,10 @@ struct LinearSaved {
     eps: f32,
 }
 
-/// The autodiff node: its backward runs the scan and the three row launches on dO.
-#[derive(Debug)]
-struct LinearBackward;
-
-impl Backward<Cube, 3> for LinearBackward {
-    type State = LinearSaved;
-
-    fn backward(self, ops: Ops<LinearSaved, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad_out = grads.consume::<Cube>(&ops.node);
-        let computed = backward(&ops.state, grad_out);
-        for (parent, grad) in ops.parents.into_iter().zip(computed) {
-            if let Some(node) = parent {
-                grads.register::<Cube>(node.id, grad);
-            }
-        }
+impl super::CubeSavedForBackward<3> for LinearSaved {
+    /// The reverse scan and the three row launches on dO.
+    fn gradients(self, grad_out: CubeTensor) -> [CubeTensor; 3] {
+        backward(&self, grad_out)
     }
 }
 
@@ -682,27 +654,19 @@ pub(super) fn autodiff<C: CheckpointStrategy>(
     normalize: bool,
     eps: f32,
 ) -> FloatTensor<Autodiff<Cube, C>> {
-    let prep = LinearBackward
-        .prepare::<C>(inputs.each_ref().map(|t| t.node()))
-        .compute_bound()
-        .stateful();
-    let [q, k, v] = inputs.map(|t| f32_contiguous(t.into_primitive()));
-    let s = Sizes::new(&q, &v, chunk, normalize);
-    let fwd = forward(&q, &k, v, s, eps);
-    match prep {
-        OpsKind::Tracked(prep) => {
-            let saved = LinearSaved {
-                q,
-                k,
-                v_hat: fwd.v_hat,
-                states: fwd.states,
-                out: fwd.out.clone(),
-                den: fwd.den,
-                sizes: s,
-                eps,
-            };
-            prep.finish(saved, fwd.out)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(fwd.out),
-    }
+    super::register_cube_op::<C, _, 3>(inputs, |[q, k, v]| {
+        let s = Sizes::new(&q, &v, chunk, normalize);
+        let fwd = forward(&q, &k, v, s, eps);
+        let saved = LinearSaved {
+            q,
+            k,
+            v_hat: fwd.v_hat,
+            states: fwd.states,
+            out: fwd.out.clone(),
+            den: fwd.den,
+            sizes: s,
+            eps,
+        };
+        (fwd.out, saved)
+    })
 }

@@ -10,8 +10,9 @@
 //! register-blocked AVX-512 products of tile_gemm.rs where the CPU has them, on gemm elsewhere.
 //! Each kernel file holds its mechanism and formulas, its host forward and backward, the
 //! state its forward saves for the backward and its flex / autodiff glue; this file is the
-//! plumbing: the extension trait, the tensor entry points, one generic autodiff registration
-//! (`register_op`) and the one-line delegations of the flex and autodiff implementations.
+//! plumbing: the extension traits, the tensor entry points, one generic autodiff registration
+//! per backend (`register_op` for flex, `register_cube_op` for the CubeCL kernels) and the
+//! one-line delegations of the flex, cube and autodiff implementations.
 //!
 //! Why: on the flex backend Burn's autodiff runs each elementwise op as its own pass with its
 //! own saved tensor and falls back to materialised n×n scores for attention, which made a plain
@@ -53,6 +54,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Cube, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::prelude::*;
+use burn_cubecl::tensor::CubeTensor;
 
 pub use causal_attention::KeyPattern;
 pub use chunked_linear_attention::QkvSettings;
@@ -639,6 +641,49 @@ fn register_op<C: CheckpointStrategy, S: SavedForBackward<N>, const N: usize>(
         .compute_bound()
         .stateful();
     let (out, saved) = forward(inputs.map(|t| contiguous(t.into_primitive())));
+    match prep {
+        OpsKind::Tracked(prep) => prep.finish(saved, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+/// The cube twin of [`SavedForBackward`]: what a CubeCL kernel's forward keeps under autodiff,
+/// and its backward — dO in, the gradient of each of the op's N inputs out, on the device.
+trait CubeSavedForBackward<const N: usize>: Clone + Send + std::fmt::Debug + 'static {
+    fn gradients(self, grad_out: CubeTensor) -> [CubeTensor; N];
+}
+
+/// The autodiff node of every CubeCL kernel: runs the saved state's backward on dO and registers
+/// the gradients of the inputs that are tracked.
+#[derive(Debug)]
+struct CubeFusedBackward<S>(PhantomData<S>);
+
+impl<S: CubeSavedForBackward<N>, const N: usize> Backward<Cube, N> for CubeFusedBackward<S> {
+    type State = S;
+
+    fn backward(self, ops: Ops<S, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad_out = grads.consume::<Cube>(&ops.node);
+        let computed = ops.state.gradients(grad_out);
+        for (parent, grad) in ops.parents.into_iter().zip(computed) {
+            if let Some(node) = parent {
+                grads.register::<Cube>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// A CubeCL kernel under autodiff: `forward` maps the contiguous f32 inputs to the output and
+/// the state its backward needs (dropped when no input is tracked) — [`register_op`] for cube
+/// devices.
+fn register_cube_op<C: CheckpointStrategy, S: CubeSavedForBackward<N>, const N: usize>(
+    inputs: [FloatTensor<Autodiff<Cube, C>>; N],
+    forward: impl FnOnce([CubeTensor; N]) -> (CubeTensor, S),
+) -> FloatTensor<Autodiff<Cube, C>> {
+    let prep = CubeFusedBackward::<S>(PhantomData)
+        .prepare::<C>(inputs.each_ref().map(|t| t.node()))
+        .compute_bound()
+        .stateful();
+    let (out, saved) = forward(inputs.map(|t| cube_attention::f32_contiguous(t.into_primitive())));
     match prep {
         OpsKind::Tracked(prep) => prep.finish(saved, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
