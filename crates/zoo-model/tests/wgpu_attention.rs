@@ -1,7 +1,7 @@
 //! The CubeCL attention kernel (kernels/cube_attention.rs) on wgpu under autodiff against Burn's
 //! composed path (dense scores, masked softmax, weighted sum; on flex, see `run`): outputs and
 //! the gradients of q, k, v for causal attention (sequence lengths below, at, across and
-//! between the 32-row tiles; head dims 8, 16 and 32), ALiBi, log-n scaling, sliding windows
+//! between the 32-row tiles; head dims 8, 12, 16, 32 and 80), ALiBi, log-n scaling, sliding windows
 //! with dilation and globals, and BigBird; the CubeCL chunked linear attention kernel
 //! (kernels/cube_linear_attention.rs) against the dense masked (parallel) form, normalised or
 //! not, chunks shorter and longer than and straddling the 32-row tiles, a denominator below ε;
@@ -78,6 +78,10 @@ fn cases() -> Vec<Case> {
         causal(2, 1, 33, 16),
         causal(1, 2, 100, 32),
         causal(1, 1, 200, 16),
+        // Head dims that the TX threads of a row do not split evenly (12 over 8; 80 over 16, with
+        // the 16-row tiles of d > 64): each thread's last column slot is partly out of range.
+        causal(1, 2, 45, 12),
+        causal(1, 1, 40, 80),
         Case {
             slopes: vec![0.5, 0.0625],
             ..causal(1, 2, 97, 16)
