@@ -4,7 +4,9 @@
 //!   batch 16 × 512 random tokens, AdamW lr 1e-3): median step time of 10 steps after 3 warm-up
 //!   steps → tokens/s and model FLOPs utilisation; ends with `tokens_per_s=N`.
 //! - `scaling`: per mixer, forward+backward time of one layer (batch 1, d 128, 4 heads) against
-//!   length, with the fitted exponent of time ∝ n^k (least squares in log-log).
+//!   length, with the fitted exponent of time ∝ n^k (least squares in log-log), and its peak
+//!   memory: the process's resident size on CPU devices, the device allocator's reservation on
+//!   devices with memory of their own (wgpu, cuda).
 //! - `decode`: per mixer, time per decoded token at several context lengths.
 //! - `prefill`: time and peak memory of reading one long prompt (`Lm::prefill`, what
 //!   `zoo generate` does first) on a quickstart-sized model; one mixer per process, so the peak
@@ -407,6 +409,10 @@ fn reference(attention: &str, steps: usize, warmup: usize, device: &str, json: b
         let _ = loss.clone().into_scalar::<f32>();
         let forward_done = Instant::now();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        // On a GPU the backward's kernels are still queued here; wait for them so that its
+        // time is not counted as AdamW's (a no-op on the CPU backends).
+        dev.sync()
+            .map_err(|e| anyhow::anyhow!("the device failed during the backward pass: {e:?}"))?;
         let backward_done = Instant::now();
         model = optim.step(1e-3, model, grads);
         let _ = model
@@ -487,26 +493,50 @@ fn scaling_point(kind: &str, len: usize, device: &str) -> Result<()> {
     )
     .require_grad();
     let base = status_mib("VmRSS");
-    let run = || {
+    // On a device with memory of its own (wgpu, cuda) the process's resident size says nothing
+    // about what the layer needs there; its allocator's reservation does. The pools keep the
+    // pages they grew to, so the reservation after a run covers the run's peak of live tensors
+    // (rounded up to whole pages). CPU devices report no pools.
+    let pools_mib = || {
+        dev.memory_pool_usage()
+            .map(|usage| usage.bytes_reserved as f64 / (1024.0 * 1024.0))
+    };
+    let pools_before = pools_mib();
+    let mut pools_peak = pools_before;
+    let mut run = || {
         let start = Instant::now();
         let grads = mixer.forward(x.clone()).sum().backward();
         let _ = x
             .grad(&grads)
             .map(|g| g.slice([0..1, 0..1, 0..1]).into_scalar::<f32>());
-        start.elapsed().as_secs_f64()
+        let seconds = start.elapsed().as_secs_f64();
+        if let Some(now) = pools_mib() {
+            pools_peak = Some(pools_peak.map_or(now, |peak: f64| peak.max(now)));
+        }
+        seconds
     };
-    run(); // warm-up: first-touch page faults and lazily built tables
+    run(); // warm-up: first-touch page faults, lazily built tables, compiled kernels
     // Short points are noisy on a shared machine: time at least 5 runs and at least 0.5 s.
     let mut times = Vec::new();
     while times.len() < 5 || (times.iter().sum::<f64>() < 0.5 && times.len() < 100) {
         times.push(run());
     }
+    let host_peak_mib = status_mib("VmHWM") - base;
+    let (peak_mib, memory) = match (pools_before, pools_peak) {
+        (Some(before), Some(peak)) => (peak - before, DEVICE_POOLS),
+        _ => (host_peak_mib, HOST_RSS),
+    };
     println!(
         "{}",
-        json!({"seconds": median(times), "peak_mib": status_mib("VmHWM") - base})
+        json!({"seconds": median(times), "peak_mib": peak_mib, "memory": memory, "host_peak_mib": host_peak_mib})
     );
     Ok(())
 }
+
+/// What `scaling`'s memory column measures on devices with memory pools of their own.
+const DEVICE_POOLS: &str = "device memory reserved by the allocator";
+/// … and on CPU devices.
+const HOST_RSS: &str = "peak resident size of the process";
 
 fn scaling(
     lengths: &[usize],
@@ -520,6 +550,7 @@ fn scaling(
     let exe = std::env::current_exe()?;
     let mut report = Vec::new();
     let (mut time_series, mut memory_series) = (Vec::new(), Vec::new());
+    let mut memory_measure = None;
     if !json {
         print_machine();
         println!(
@@ -552,7 +583,14 @@ fn scaling(
             let point: serde_json::Value = match serde_json::from_slice(&child.stdout) {
                 Ok(v) if child.status.success() => v,
                 _ => {
-                    // Out of memory or another failure: say where the mixer stopped.
+                    // Out of memory or another failure: say where the mixer stopped, and why.
+                    let stderr = String::from_utf8_lossy(&child.stderr);
+                    let why = stderr
+                        .lines()
+                        .rev()
+                        .find(|line| !line.trim().is_empty())
+                        .unwrap_or("no message");
+                    eprintln!("{kind} at {n} tokens failed ({}): {why}", child.status);
                     stopped = Some(n);
                     break;
                 }
@@ -561,14 +599,16 @@ fn scaling(
                 point["seconds"].as_f64().unwrap_or(f64::NAN),
                 point["peak_mib"].as_f64().unwrap_or(f64::NAN),
             );
+            let measured = point["memory"].as_str().unwrap_or(HOST_RSS).to_string();
             times.push((n as f64, t));
             memory.push((n as f64, m.max(1e-3)));
             if !json {
                 println!("{:>15} {:>7} {:>11.4} {:>12.1}", kind, n, t, m);
             }
             report.push(with_machine(
-                json!({"mixer": kind, "seq_len": n, "seconds": t, "peak_mib": m}),
+                json!({"mixer": kind, "seq_len": n, "seconds": t, "peak_mib": m, "memory": measured, "host_peak_mib": point["host_peak_mib"]}),
             ));
+            memory_measure.get_or_insert(measured);
         }
         let (kt, km) = (fitted_exponent(&times), fitted_exponent(&memory));
         if !json {
@@ -596,9 +636,13 @@ fn scaling(
         &time_series,
         log(),
     )?;
+    let memory_title = match &memory_measure {
+        Some(measure) => format!("peak memory of forward+backward vs length ({measure})"),
+        None => "peak memory of forward+backward vs length".to_string(),
+    };
     zoo_eval::plot::line_chart(
         &out.join("scaling_memory"),
-        "peak memory of forward+backward vs length",
+        &memory_title,
         "sequence length",
         "MiB above baseline",
         &memory_series,
@@ -607,6 +651,11 @@ fn scaling(
     if json {
         println!("{}", serde_json::Value::Array(report));
     } else {
+        if let Some(measure) = memory_measure {
+            println!(
+                "peak MiB: {measure}, above what the layer and its input hold before the first run"
+            );
+        }
         println!(
             "plots: {}/scaling_time.{{png,svg}}, {}/scaling_memory.{{png,svg}}",
             out.display(),

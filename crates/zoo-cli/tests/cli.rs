@@ -431,6 +431,76 @@ fn bench_reports_the_machine() {
     assert!(first.contains(row["isa"].as_str().unwrap()), "{table}");
 }
 
+/// One point of `zoo bench scaling` (its hidden child command) as JSON; `None` where wgpu is
+/// unavailable and ZOO_REQUIRE_WGPU is not 1.
+fn scaling_point(device: &str, mixer: &str, len: usize, unfused: bool) -> Option<Value> {
+    let len = len.to_string();
+    let mut args = vec![
+        "bench",
+        "scaling-point",
+        "--mixer",
+        mixer,
+        "--len",
+        &len,
+        "--device",
+        device,
+    ];
+    if unfused {
+        args.push("--unfused");
+    }
+    let out = run(&mut zoo(&args));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    if !out.status.success() && device == "wgpu" && stderr.contains("GPU unavailable") {
+        assert!(
+            std::env::var("ZOO_REQUIRE_WGPU").map_or(true, |v| v != "1"),
+            "ZOO_REQUIRE_WGPU=1 but wgpu is unavailable: {stderr}"
+        );
+        println!("skipping the wgpu part: {stderr}");
+        return None;
+    }
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    Some(serde_json::from_str(stdout.trim()).expect("one JSON line"))
+}
+
+/// `zoo bench scaling` measures memory where the layer's tensors live: on wgpu the device
+/// allocator's reservation (a GPU's memory is not in the process's resident size), on flex the
+/// process's peak resident size. On wgpu the composed softmax keeps [heads, n, n] scores under
+/// autodiff, so doubling n must about quadruple what it needs on the device, while the fused
+/// kernel keeps O(n·d): a measure of the host (lavapipe's runtime alone is ~500 MiB) would see
+/// neither. (Each wgpu point starts a process that compiles and tunes its kernels on lavapipe,
+/// 20–35 s, hence three points.)
+#[test]
+fn bench_scaling_measures_memory_on_the_device() {
+    let flex = scaling_point("flex", "linear", 256, false).unwrap();
+    assert_eq!(
+        flex["memory"], "peak resident size of the process",
+        "{flex}"
+    );
+    let Some(short) = scaling_point("wgpu", "softmax", 256, true) else {
+        return;
+    };
+    let long = scaling_point("wgpu", "softmax", 512, true).unwrap();
+    for point in [&short, &long] {
+        assert_eq!(
+            point["memory"], "device memory reserved by the allocator",
+            "{point}"
+        );
+    }
+    let mib = |p: &Value| p["peak_mib"].as_f64().unwrap();
+    // [1, 4, 512, 512] f32 scores are 4 MiB, and autodiff keeps more than one such tensor.
+    assert!(mib(&long) >= 8.0, "composed softmax at 512: {long}");
+    let quadratic = mib(&long) / mib(&short);
+    assert!(
+        quadratic >= 3.0,
+        "composed softmax, 256 → 512 tokens: ×{quadratic:.2} device memory ({short} → {long})"
+    );
+    let fused = scaling_point("wgpu", "softmax", 512, false).unwrap();
+    assert!(
+        mib(&fused) > 0.0 && mib(&fused) * 3.0 < mib(&long),
+        "fused softmax at 512 should need a fraction of the composed path's device memory: {fused} against {long}"
+    );
+}
+
 #[test]
 fn json_output_is_one_object_per_line() {
     let t = tmp();
