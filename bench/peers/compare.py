@@ -9,6 +9,7 @@ N of the other) spreads a shared machine's drift over both sides.
     python3 bench/peers/compare.py                       # softmax linear gated_deltanet, 3 pairs
     python3 bench/peers/compare.py --pairs 5 deltanet    # chosen mixers and pair count
     ZOO=target/release/zoo python3 bench/peers/compare.py --json
+    python3 bench/peers/compare.py --device wgpu --peer-device cuda   # the GPU path against CUDA
 
 The zoo binary is $ZOO, else target/release/zoo (under $CARGO_TARGET_DIR when set), built with
 `cargo build --release` if missing. Measure on a quiet machine (see README.md).
@@ -56,6 +57,10 @@ def main():
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="flex",
+                    help="the zoo's --device (flex, wgpu, cuda); default flex")
+    ap.add_argument("--peer-device", default="cpu",
+                    help="PyTorch's --device (cpu, cuda, mps); default cpu")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     a = ap.parse_args()
     if a.pairs < 1:
@@ -66,13 +71,14 @@ def main():
         for pair in range(a.pairs):
             torch = run(
                 [sys.executable, os.path.join(HERE, "reference.py"), "--mixer", mixer,
-                 "--steps", str(a.steps), "--warmup", str(a.warmup), "--json"],
-                f"reference.py --mixer {mixer}",
+                 "--steps", str(a.steps), "--warmup", str(a.warmup), "--device", a.peer_device,
+                 "--json"],
+                f"reference.py --mixer {mixer} --device {a.peer_device}",
             )
             ours = run(
                 [zoo, "bench", "reference", "--attention", mixer, "--steps", str(a.steps),
-                 "--warmup", str(a.warmup), "--json"],
-                f"zoo bench reference --attention {mixer}",
+                 "--warmup", str(a.warmup), "--device", a.device, "--json"],
+                f"zoo bench reference --attention {mixer} --device {a.device}",
             )
             machine = machine or {
                 "cpu": ours.get("cpu"),
@@ -80,6 +86,9 @@ def main():
                 "zoo_threads": ours.get("threads"),
                 "torch_threads": torch.get("threads"),
                 "torch": torch.get("torch"),
+                "zoo_device": a.device,
+                "torch_device": a.peer_device,
+                "gpu": torch.get("gpu"),
             }
             rows.append({
                 "mixer": mixer,
@@ -102,6 +111,9 @@ def main():
         f"machine: {machine['cpu']}, zoo kernels {machine['isa']}, zoo {machine['zoo_threads']} "
         f"threads, torch {machine['torch']} {machine['torch_threads']} threads"
     )
+    if a.device != "flex" or a.peer_device != "cpu":
+        gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
+        print(f"devices: zoo {a.device}, torch {a.peer_device}{gpu}")
     print(f"{'mixer':<16} {'pair':>4} {'torch tok/s':>12} {'zoo tok/s':>10} {'zoo/torch':>9}")
     for r in rows:
         print(

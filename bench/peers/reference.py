@@ -1,4 +1,4 @@
-"""PyTorch CPU peer for attention-zoo's reference training workload.
+"""PyTorch peer for attention-zoo's reference training workload (CPU, or --device cuda).
 
 Workload (see README.md beside this file): decoder-only LM, vocab 512, d_model 128, 2 layers,
 4 heads (head_dim 32), pre-LayerNorm blocks, MLP 128 -> 512 -> 128 with GELU (erf), final
@@ -60,7 +60,7 @@ def rope(x, theta=10000.0):
     if key not in _ROPE_CACHE:
         inv = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
         ang = torch.arange(n, dtype=torch.float64)[:, None] * inv[None]
-        _ROPE_CACHE[key] = (ang.cos().to(x.dtype), ang.sin().to(x.dtype))
+        _ROPE_CACHE[key] = (ang.cos().to(x.device, x.dtype), ang.sin().to(x.device, x.dtype))
     cos, sin = _ROPE_CACHE[key]
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
@@ -500,24 +500,40 @@ def run_check(rel_tol=1e-9):
 # Benchmark
 # ----------------------------------------------------------------------------------------------
 
+def sync(device):
+    """Waits for the device's queued work, so that wall-clock phases are the device's time."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def run_bench(a):
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("reference.py: --device cuda, but this PyTorch sees no CUDA device; use --device cpu")
     torch.manual_seed(0)
-    model = LM(a.mixer, a.vocab, a.d, a.layers, a.heads)
+    model = LM(a.mixer, a.vocab, a.d, a.layers, a.heads).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     n_params = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(1)
     steps, fwd, bwd, upd, losses = [], [], [], [], []
     for i in range(a.warmup + a.steps):
-        t = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=gen)
+        # Drawn on the CPU (the same tokens on every device), moved before the clock starts.
+        t = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=gen).to(device)
         inp, tgt = t[:, :-1], t[:, 1:]
+        sync(device)
         t0 = time.perf_counter()
         logits = model(inp)
         loss = F.cross_entropy(logits.reshape(-1, a.vocab), tgt.reshape(-1))
+        sync(device)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        sync(device)
         t2 = time.perf_counter()
         opt.step()
+        sync(device)
         t3 = time.perf_counter()
         losses.append(loss.item())
         if i >= a.warmup:
@@ -533,15 +549,18 @@ def run_bench(a):
         optim_s=statistics.median(upd), tokens_per_s=tokens / med,
         batch=a.batch, seq=a.seq, d_model=a.d, layers=a.layers, heads=a.heads, vocab=a.vocab,
         params=n_params, steps=a.steps, warmup=a.warmup, final_loss=losses[-1],
-        cpu=cpu_model(), python=platform.python_version(),
+        cpu=cpu_model(), python=platform.python_version(), device=str(device),
     )
+    if device.type == "cuda":
+        res["gpu"] = torch.cuda.get_device_name(device)
+        res["peak_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     if a.json:
         print(json.dumps(res))
     else:
         print(f"torch {res['torch']} mixer={a.mixer} threads={res['threads']} step_s={med:.4f} "
               f"forward_s={res['forward_s']:.4f} backward_s={res['backward_s']:.4f} "
               f"tokens_per_s={res['tokens_per_s']:.0f}")
-        print(f"cpu: {res['cpu']}")
+        print(f"cpu: {res['cpu']}" + (f", gpu: {res['gpu']}" if "gpu" in res else ""))
     return 0
 
 
@@ -558,6 +577,8 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--device", default="cpu",
+                   help="cpu (the default, the peer of `zoo bench reference` on flex), cuda, mps")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     p.add_argument("--check", action="store_true",
                    help="float64 correctness check of the chunked kernels, then exit")
