@@ -10,7 +10,9 @@
 //! - `decode`: per mixer, time per decoded token at several context lengths.
 //! - `prefill`: time and peak memory of reading one long prompt (`Lm::prefill`, what
 //!   `zoo generate` does first) on a quickstart-sized model; one mixer per process, so the peak
-//!   resident size (VmHWM) is that prompt's own.
+//!   resident size (VmHWM) is that prompt's own; on wgpu / cuda the prompt is read once untimed
+//!   first (kernel compilation and tuning), and the growth of the device allocator's
+//!   reservation is reported too.
 
 use std::time::Instant;
 
@@ -304,13 +306,29 @@ fn prefill(len: usize, kind: &str, device: &str, json: bool) -> Result<()> {
     zoo_train::resources::check_generate(&cfg, len, 0, zoo_model::kernels::on_device(&dev))?;
     let lm = Lm::new(&cfg, &dev)?;
     let ids: Vec<i64> = (0..len as i64).map(|i| (i * 7919 + 13) % 256).collect();
-    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, len]), &dev);
+    let prompt =
+        |n: usize| Tensor::<2, Int>::from_data(TensorData::new(ids[..n].to_vec(), [1, n]), &dev);
+    // Devices with memory of their own (wgpu, cuda) compile and tune their kernels for each
+    // new shape (seconds on lavapipe): the prompt is read once untimed, so the timing is the
+    // prompt's and not the compiler's. Their allocator keeps the pages it grew to, so its
+    // growth from before that first reading is what the prompt needs on the device.
+    let pools_mib = || {
+        dev.memory_pool_usage()
+            .map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0))
+    };
+    let pools_before = pools_mib();
+    if pools_before.is_some() {
+        let (logits, _) = lm.prefill(prompt(len), lm.init_state(1, &dev));
+        let _ = logits.slice([0..1, 0..1]).into_scalar::<f32>();
+    }
+    let tokens = prompt(len);
     let before_mib = status_mib("VmRSS:");
     let start = Instant::now();
     let (logits, state) = lm.prefill(tokens, lm.init_state(1, &dev)); // [1, vocab]
     let _ = logits.slice([0..1, 0..1]).into_scalar::<f32>();
     let seconds = start.elapsed().as_secs_f64();
     let peak_mib = status_mib("VmHWM:");
+    let device_mib = pools_before.zip(pools_mib()).map(|(b, a)| a - b);
     anyhow::ensure!(
         state.pos == len,
         "the prefill state is at {}, not {len}",
@@ -320,13 +338,16 @@ fn prefill(len: usize, kind: &str, device: &str, json: bool) -> Result<()> {
         println!(
             "{}",
             with_machine(
-                json!({"mixer": kind, "len": len, "seconds": seconds, "peak_rss_mib": peak_mib, "rss_before_mib": before_mib})
+                json!({"mixer": kind, "len": len, "seconds": seconds, "peak_rss_mib": peak_mib, "rss_before_mib": before_mib, "device_reserved_mib": device_mib})
             )
         );
     } else {
         print_machine();
+        let on_device = device_mib.map_or(String::new(), |mib| {
+            format!("; device memory reserved by the allocator +{mib:.0} MiB")
+        });
         println!(
-            "{kind}: prefill of {len} tokens in {seconds:.2} s, peak resident {peak_mib:.0} MiB ({before_mib:.0} MiB before)"
+            "{kind}: prefill of {len} tokens in {seconds:.2} s, peak resident {peak_mib:.0} MiB ({before_mib:.0} MiB before){on_device}"
         );
     }
     Ok(())

@@ -501,6 +501,36 @@ fn bench_scaling_measures_memory_on_the_device() {
     );
 }
 
+/// `zoo bench prefill` reports the device's memory where the device has its own (wgpu): the
+/// growth of its allocator's reservation, which a prompt cannot read without; none on flex.
+#[test]
+fn bench_prefill_reports_device_memory_on_wgpu() {
+    let prefill = |device: &str| {
+        let out = run(&mut zoo(&[
+            "bench", "prefill", "--mixer", "softmax", "--len", "256", "--device", device, "--json",
+        ]));
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        if !out.status.success() && device == "wgpu" && stderr.contains("GPU unavailable") {
+            assert!(
+                std::env::var("ZOO_REQUIRE_WGPU").map_or(true, |v| v != "1"),
+                "ZOO_REQUIRE_WGPU=1 but wgpu is unavailable: {stderr}"
+            );
+            println!("skipping the wgpu part: {stderr}");
+            return None;
+        }
+        assert!(out.status.success(), "prefill on {device}: {stderr}");
+        let row: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert!(row["seconds"].as_f64().unwrap() > 0.0, "{row}");
+        Some(row)
+    };
+    let flex = prefill("flex").unwrap();
+    assert!(flex["device_reserved_mib"].is_null(), "{flex}");
+    if let Some(wgpu) = prefill("wgpu") {
+        let mib = wgpu["device_reserved_mib"].as_f64().unwrap_or(0.0);
+        assert!(mib > 0.0, "no device memory for a 256-token prompt: {wgpu}");
+    }
+}
+
 #[test]
 fn json_output_is_one_object_per_line() {
     let t = tmp();
