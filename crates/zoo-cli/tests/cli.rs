@@ -431,24 +431,10 @@ fn bench_reports_the_machine() {
     assert!(first.contains(row["isa"].as_str().unwrap()), "{table}");
 }
 
-/// One point of `zoo bench scaling` (its hidden child command) as JSON; `None` where wgpu is
+/// The one JSON line `zoo ARGS --device DEVICE` prints; `None` where the device is wgpu, wgpu is
 /// unavailable and ZOO_REQUIRE_WGPU is not 1.
-fn scaling_point(device: &str, mixer: &str, len: usize, unfused: bool) -> Option<Value> {
-    let len = len.to_string();
-    let mut args = vec![
-        "bench",
-        "scaling-point",
-        "--mixer",
-        mixer,
-        "--len",
-        &len,
-        "--device",
-        device,
-    ];
-    if unfused {
-        args.push("--unfused");
-    }
-    let out = run(&mut zoo(&args));
+fn bench_json(args: &[&str], device: &str) -> Option<Value> {
+    let out = run(zoo(args).args(["--device", device]));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     if !out.status.success() && device == "wgpu" && stderr.contains("GPU unavailable") {
         assert!(
@@ -458,8 +444,18 @@ fn scaling_point(device: &str, mixer: &str, len: usize, unfused: bool) -> Option
         println!("skipping the wgpu part: {stderr}");
         return None;
     }
-    assert!(out.status.success(), "{args:?}: {stderr}");
+    assert!(out.status.success(), "{args:?} on {device}: {stderr}");
     Some(serde_json::from_str(stdout.trim()).expect("one JSON line"))
+}
+
+/// One point of `zoo bench scaling` (its hidden child command).
+fn scaling_point(device: &str, mixer: &str, len: usize, unfused: bool) -> Option<Value> {
+    let len = len.to_string();
+    let mut args = vec!["bench", "scaling-point", "--mixer", mixer, "--len", &len];
+    if unfused {
+        args.push("--unfused");
+    }
+    bench_json(&args, device)
 }
 
 /// `zoo bench scaling` measures memory where the layer's tensors live: on wgpu the device
@@ -502,30 +498,16 @@ fn bench_scaling_measures_memory_on_the_device() {
 }
 
 /// `zoo bench prefill` reports the device's memory where the device has its own (wgpu): the
-/// growth of its allocator's reservation, which a prompt cannot read without; none on flex.
+/// growth of its allocator's reservation while the prompt is read; none on flex.
 #[test]
 fn bench_prefill_reports_device_memory_on_wgpu() {
-    let prefill = |device: &str| {
-        let out = run(&mut zoo(&[
-            "bench", "prefill", "--mixer", "softmax", "--len", "256", "--device", device, "--json",
-        ]));
-        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-        if !out.status.success() && device == "wgpu" && stderr.contains("GPU unavailable") {
-            assert!(
-                std::env::var("ZOO_REQUIRE_WGPU").map_or(true, |v| v != "1"),
-                "ZOO_REQUIRE_WGPU=1 but wgpu is unavailable: {stderr}"
-            );
-            println!("skipping the wgpu part: {stderr}");
-            return None;
-        }
-        assert!(out.status.success(), "prefill on {device}: {stderr}");
-        let row: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
-        assert!(row["seconds"].as_f64().unwrap() > 0.0, "{row}");
-        Some(row)
-    };
-    let flex = prefill("flex").unwrap();
+    let args = [
+        "bench", "prefill", "--mixer", "softmax", "--len", "256", "--json",
+    ];
+    let flex = bench_json(&args, "flex").unwrap();
+    assert!(flex["seconds"].as_f64().unwrap() > 0.0, "{flex}");
     assert!(flex["device_reserved_mib"].is_null(), "{flex}");
-    if let Some(wgpu) = prefill("wgpu") {
+    if let Some(wgpu) = bench_json(&args, "wgpu") {
         let mib = wgpu["device_reserved_mib"].as_f64().unwrap_or(0.0);
         assert!(mib > 0.0, "no device memory for a 256-token prompt: {wgpu}");
     }
