@@ -51,13 +51,6 @@ def make_layer(mixer, d=128, heads=4):
     return reference.make_mixer(mixer, d, heads)
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def rss_mib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -86,7 +79,7 @@ def measure_point(mixer, n, device_name):
         layer.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         layer(x).sum().backward()
-        sync(device)
+        reference.sync(device)
         return time.perf_counter() - t0
 
     run()  # warm-up: kernel selection, first-touch page faults

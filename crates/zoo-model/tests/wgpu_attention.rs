@@ -152,42 +152,52 @@ fn run(c: &Case, device: &Device, fused: bool, seed: u64) -> [Vec<f32>; 4] {
     [values(o), g(&leaves[0]), g(&leaves[1]), g(&leaves[2])]
 }
 
-/// Asserts the output and the q, k, v gradients of a kernel run close to the reference run's
-/// (abs 2e-4 or rel 2e-3), keeping the worst max-abs and max-rel errors seen.
-fn compare_run(
-    fused: &[Vec<f32>; 4],
-    reference: &[Vec<f32>; 4],
-    what: &str,
-    worst: &mut (f64, f64),
-) {
-    for (name, (f, r)) in ["output", "dq", "dk", "dv"]
-        .iter()
-        .zip(fused.iter().zip(reference))
-    {
-        let r = to_f64(r);
-        let (abs, rel) = errors(f, &r);
-        *worst = (worst.0.max(abs), worst.1.max(rel));
-        assert_close(f, &r, 2e-4, 2e-3, &format!("{name}, {what}"));
+/// Runs every case with the kernel on `device` and with the reference (`fused` false) on flex,
+/// and asserts the output and the q, k, v gradients close (abs 2e-4 or rel 2e-3); returns the
+/// worst max-abs and max-rel errors seen. The reference runs on flex: on wgpu every new shape
+/// of the composed path's matmuls is autotuned (seconds each on lavapipe), which would take
+/// the file past a minute.
+fn compare_cases<C>(
+    cases: &[C],
+    first_seed: u64,
+    device: &Device,
+    describe: impl Fn(&C) -> String,
+    run: impl Fn(&C, &Device, bool, u64) -> [Vec<f32>; 4],
+) -> (f64, f64) {
+    let mut worst = (0.0f64, 0.0f64);
+    for (ci, c) in cases.iter().enumerate() {
+        let seed = first_seed + 10 * ci as u64;
+        let fused = run(c, device, true, seed);
+        let reference = run(c, &Device::flex(), false, seed);
+        for (name, (f, r)) in ["output", "dq", "dk", "dv"]
+            .iter()
+            .zip(fused.iter().zip(&reference))
+        {
+            let r = to_f64(r);
+            let (abs, rel) = errors(f, &r);
+            worst = (worst.0.max(abs), worst.1.max(rel));
+            assert_close(f, &r, 2e-4, 2e-3, &format!("{name}, {}", describe(c)));
+        }
     }
+    worst
 }
 
 #[test]
 fn cube_attention_matches_the_composed_path() {
     let Some(device) = wgpu() else { return };
     assert!(kernels::fused_attention_on(&device));
-    let mut worst = (0.0f64, 0.0f64);
-    for (ci, c) in cases().iter().enumerate() {
-        let seed = 500 + 10 * ci as u64;
-        let what = format!(
-            "b={} h={} n={} d={} slopes={:?} log_n={:?} {:?}",
-            c.b, c.h, c.n, c.d, c.slopes, c.log_n, c.pattern
-        );
-        let fused = run(c, &device, true, seed);
-        // The composed reference runs on flex: on wgpu every new shape of its matmuls is
-        // autotuned (seconds each on lavapipe), which would take the file past a minute.
-        let reference = run(c, &Device::flex(), false, seed);
-        compare_run(&fused, &reference, &what, &mut worst);
-    }
+    let worst = compare_cases(
+        &cases(),
+        500,
+        &device,
+        |c| {
+            format!(
+                "b={} h={} n={} d={} slopes={:?} log_n={:?} {:?}",
+                c.b, c.h, c.n, c.d, c.slopes, c.log_n, c.pattern
+            )
+        },
+        run,
+    );
     println!(
         "cube attention vs composed on wgpu: worst max-abs {:.3e}, worst max-rel {:.3e}",
         worst.0, worst.1
@@ -323,17 +333,18 @@ fn linear_run(c: &LinearCase, device: &Device, fused: bool, seed: u64) -> [Vec<f
 fn cube_linear_attention_matches_the_dense_form() {
     let Some(device) = wgpu() else { return };
     assert!(kernels::fused_attention_on(&device));
-    let mut worst = (0.0f64, 0.0f64);
-    for (ci, c) in linear_cases().iter().enumerate() {
-        let seed = 700 + 10 * ci as u64;
-        let what = format!(
-            "b={} h={} n={} f={} dv={} chunk={} normalize={} scale={}",
-            c.b, c.h, c.n, c.f, c.dv, c.chunk, c.normalize, c.feature_scale
-        );
-        let fused = linear_run(c, &device, true, seed);
-        let reference = linear_run(c, &Device::flex(), false, seed);
-        compare_run(&fused, &reference, &what, &mut worst);
-    }
+    let worst = compare_cases(
+        &linear_cases(),
+        700,
+        &device,
+        |c| {
+            format!(
+                "b={} h={} n={} f={} dv={} chunk={} normalize={} scale={}",
+                c.b, c.h, c.n, c.f, c.dv, c.chunk, c.normalize, c.feature_scale
+            )
+        },
+        linear_run,
+    );
     println!(
         "cube linear attention vs the dense form: worst max-abs {:.3e}, worst max-rel {:.3e}",
         worst.0, worst.1

@@ -610,18 +610,19 @@ pub(super) fn flex(
     flex_forward(&inputs.map(contiguous), scale, slopes, pattern).0
 }
 
+/// What the forward keeps for the backward, on flex and on cube devices (cube_attention.rs):
+/// q, k, v (contiguous), o and the row log-sum-exps ℓ — O(n·d), never the scores.
 #[derive(Clone, Debug)]
-struct AttentionSaved {
-    /// q, k, v (contiguous).
-    inputs: [FlexTensor; 3],
-    out: FlexTensor,
-    lse: FlexTensor,
-    scale: f32,
-    slopes: Vec<f32>,
-    pattern: KeyPattern,
+pub(super) struct AttentionSaved<T> {
+    pub(super) inputs: [T; 3],
+    pub(super) out: T,
+    pub(super) lse: T,
+    pub(super) scale: f32,
+    pub(super) slopes: Vec<f32>,
+    pub(super) pattern: KeyPattern,
 }
 
-impl SavedForBackward<3> for AttentionSaved {
+impl SavedForBackward<3> for AttentionSaved<FlexTensor> {
     fn gradients(self, grad_out: &[f32]) -> [(Vec<f32>, Shape); 3] {
         let [q, k, v] = &self.inputs;
         let (dq, dk, dv) = backward(

@@ -76,7 +76,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
-use super::causal_attention::KeyPattern;
+use super::causal_attention::{AttentionSaved, KeyPattern};
 
 /// Pattern codes (comptime: each pattern gets its own compiled kernel, without the others'
 /// branches).
@@ -967,18 +967,7 @@ pub(super) fn cube(
     forward(inputs.map(f32_contiguous), scale, slopes, pattern).0
 }
 
-/// What the forward keeps for the backward: q, k, v, o and the row log-sum-exps ℓ (O(n·d)).
-#[derive(Clone, Debug)]
-struct AttentionSaved {
-    inputs: [CubeTensor; 3],
-    out: CubeTensor,
-    lse: CubeTensor,
-    scale: f32,
-    slopes: Vec<f32>,
-    pattern: KeyPattern,
-}
-
-impl super::CubeSavedForBackward<3> for AttentionSaved {
+impl super::CubeSavedForBackward<3> for AttentionSaved<CubeTensor> {
     /// The three backward kernels on dO.
     fn gradients(self, grad_out: CubeTensor) -> [CubeTensor; 3] {
         backward(
