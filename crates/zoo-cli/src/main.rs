@@ -233,6 +233,12 @@ fn main() -> ExitCode {
             msg.unwrap_or_default().replace('\n', " ")
         );
     }));
+    // The kernels read the instruction-set cap lazily, deep inside a training step; a misspelt
+    // one is a usage error to report before anything runs, not a panic mid-run.
+    if let Err(message) = zoo_model::kernels::isa_cap() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -431,6 +431,51 @@ fn bench_reports_the_machine() {
     assert!(first.contains(row["isa"].as_str().unwrap()), "{table}");
 }
 
+/// `ZOO_CPU_ISA` caps the kernels' instruction set (so one machine can run the paths narrower
+/// CPUs take): the bench's machine line reports the capped path, a cap above the CPU changes
+/// nothing, and a value that names no instruction set is one usage error before anything runs.
+#[test]
+fn cpu_isa_cap_selects_the_kernels_path() {
+    let args = [
+        "bench",
+        "decode",
+        "--mixers",
+        "softmax",
+        "--contexts",
+        "8",
+        "--tokens",
+        "1",
+        "--json",
+    ];
+    let isa_with = |cap: Option<&str>| {
+        let mut cmd = zoo(&args);
+        match cap {
+            Some(cap) => cmd.env("ZOO_CPU_ISA", cap),
+            None => cmd.env_remove("ZOO_CPU_ISA"),
+        };
+        let out = expect_success(&mut cmd);
+        let rows: Value = serde_json::from_str(out.trim()).expect("one JSON array");
+        rows[0]["isa"].as_str().unwrap_or_default().to_string()
+    };
+    let widest = isa_with(None);
+    let order = ["baseline", "AVX2+FMA", "AVX-512"];
+    if let Some(rank) = order.iter().position(|isa| *isa == widest) {
+        // x86-64: each cap gives the narrower of itself and the CPU's widest.
+        for (cap, cap_rank) in [("baseline", 0), ("avx2", 1), ("AVX512", 2)] {
+            assert_eq!(isa_with(Some(cap)), order[rank.min(cap_rank)], "cap {cap}");
+        }
+    } else {
+        // aarch64: NEON is the baseline; there is nothing to cap.
+        assert_eq!(widest, "NEON");
+        assert_eq!(isa_with(Some("baseline")), "NEON");
+    }
+    let line = expect_error(zoo(&args).env("ZOO_CPU_ISA", "avx1024"));
+    assert!(
+        line.contains("ZOO_CPU_ISA") && line.contains("avx1024") && line.contains("avx2"),
+        "{line}"
+    );
+}
+
 /// The one JSON line `zoo ARGS --device DEVICE` prints; `None` where the device is wgpu, wgpu is
 /// unavailable and ZOO_REQUIRE_WGPU is not 1.
 fn bench_json(args: &[&str], device: &str) -> Option<Value> {

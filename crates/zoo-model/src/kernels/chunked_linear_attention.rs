@@ -170,9 +170,9 @@ fn transposed<'a>(scratch: &'a mut Transposed, m: View<'a>) -> View<'a> {
 /// one fused projection) the stored rows are raw and φ = elu + 1 of them is staged contiguous in
 /// `buf`, chunk by chunk while the rows are in cache — no [b, n, 2·h·f] feature tensor is
 /// written, read back or kept for the backward, which remakes φ the same way. Without `map`
-/// the stored rows are the features, read in place.
+/// the stored rows are the features, read in place. `FUSED`: the calling copy's `simd::FUSED`.
 #[inline(always)]
-fn features<'a>(
+fn features<'a, const FUSED: bool>(
     head: &Rows<'a>,
     r0: usize,
     rows: usize,
@@ -186,7 +186,11 @@ fn features<'a>(
     buf.clear();
     buf.reserve(rows * f);
     for i in 0..rows {
-        buf.extend(head.row(r0 + i).iter().map(|&x| elu_plus_one::phi(x)));
+        buf.extend(
+            head.row(r0 + i)
+                .iter()
+                .map(|&x| elu_plus_one::phi::<FUSED>(x)),
+        );
     }
     View::rows(buf, rows, f)
 }
@@ -332,8 +336,8 @@ multiversion! {
             let rows = chunk.min(n - r0);
             s_h[c * f * dv..][..f * dv].copy_from_slice(state);
             z_h[c * f..][..f].copy_from_slice(z);
-            let q_c = features(&q_h, r0, rows, map, q_buf);
-            let k_c = features(&k_h, r0, rows, map, k_buf);
+            let q_c = features::<{ simd::FUSED }>(&q_h, r0, rows, map, q_buf);
+            let k_c = features::<{ simd::FUSED }>(&k_h, r0, rows, map, k_buf);
             let v_c = v_h.view(r0, rows);
             if r0 + rows < n {
                 for head in [&q_h, &k_h, &v_h] {
@@ -626,8 +630,8 @@ multiversion! {
             let rows = chunk.min(n - r0);
             let s_c = View::rows(&saved.s_prev[(bh * nc + c) * f * dv..], f, dv);
             let z_c = &saved.z_prev[(bh * nc + c) * f..][..f];
-            let q_c = features(&q_h, r0, rows, map, q_buf);
-            let k_c = features(&k_h, r0, rows, map, k_buf);
+            let q_c = features::<{ simd::FUSED }>(&q_h, r0, rows, map, q_buf);
+            let k_c = features::<{ simd::FUSED }>(&k_h, r0, rows, map, k_buf);
             let v_c = v_h.view(r0, rows);
             if c > 0 {
                 // The chunk before this one is next (the walk is in reverse).

@@ -29,16 +29,21 @@ const ROWS_PER_TASK: usize = 32;
 /// Values per parallel task of the backward's scaling.
 const SCALE_CHUNK: usize = 1 << 14;
 
-/// ℓ = log Σ e^x of one row, inlined into the callers' instruction-set versions.
+/// ℓ = log Σ e^x of one row, inlined into the callers' instruction-set versions (`FUSED`: their
+/// `simd::FUSED`).
 #[inline(always)]
-fn logsumexp(row: &[f32]) -> f32 {
+fn logsumexp<const FUSED: bool>(row: &[f32]) -> f32 {
     let max = simd::max(row);
     let mut acc = [0.0f32; 16];
     let chunks = row.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - max)).sum();
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| simd::exp_with::<FUSED>(v - max))
+        .sum();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += exp(v - max);
+            *a += simd::exp_with::<FUSED>(v - max);
         }
     }
     max + (acc.iter().sum::<f32>() + tail).ln()
@@ -48,7 +53,7 @@ multiversion! {
     // ℓ for each row of a [rows, vocab] block.
     fn row_logsumexp(x: &[f32], vocab: usize, lse: &mut [f32]) {
         for (row, l) in x.chunks_exact(vocab).zip(lse.iter_mut()) {
-            *l = logsumexp(row);
+            *l = logsumexp::<{ simd::FUSED }>(row);
         }
     }
 }
@@ -71,7 +76,7 @@ multiversion! {
             .zip(targets)
             .zip(scale)
         {
-            let lse_row = logsumexp(row);
+            let lse_row = logsumexp::<{ simd::FUSED }>(row);
             *l = lse_row;
             for (o, &v) in out.iter_mut().zip(row) {
                 o.write(s * exp(v - lse_row));

@@ -10,17 +10,22 @@ use std::mem::MaybeUninit;
 
 use super::simd::{self, exp, multiversion};
 
-/// φ(v), inlined into the callers' instruction-set versions (they vectorise it).
+/// φ(v), inlined into the callers' instruction-set versions (they vectorise it; `FUSED`: their
+/// `simd::FUSED`).
 #[inline(always)]
-pub fn phi(v: f32) -> f32 {
-    if v > 0.0 { v + 1.0 } else { exp(v) }
+pub fn phi<const FUSED: bool>(v: f32) -> f32 {
+    if v > 0.0 {
+        v + 1.0
+    } else {
+        simd::exp_with::<FUSED>(v)
+    }
 }
 
 multiversion! {
     // Writes every value of y (which may be uninitialised).
     fn forward_chunk(x: &[f32], y: &mut [MaybeUninit<f32>]) {
         for (out, &v) in y.iter_mut().zip(x) {
-            out.write(phi(v));
+            out.write(phi::<{ simd::FUSED }>(v));
         }
     }
 }

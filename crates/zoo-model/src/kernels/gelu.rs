@@ -8,18 +8,19 @@
 
 use std::mem::MaybeUninit;
 
-use super::simd::{self, exp, multiversion};
+use super::simd::{self, multiversion};
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 /// (Φ(x), φ(x)) sharing one exponential: erf's e^{−a²} with a = |x|/√2 is e^{−x²/2} = √(2π)·φ.
+/// `FUSED`: `simd::FUSED` of the calling copy (multiply-adds fused or not).
 #[inline(always)]
-fn cdf_pdf(x: f32) -> (f32, f32) {
+fn cdf_pdf<const FUSED: bool>(x: f32) -> (f32, f32) {
     let a = x.abs() * FRAC_1_SQRT_2;
-    let e = exp(-a * a); // e^{−x²/2}
-    let erf_abs = simd::erf_abs(a, e); // erf(|x|/√2)
+    let e = simd::exp_with::<FUSED>(-a * a); // e^{−x²/2}
+    let erf_abs = simd::erf_abs_with::<FUSED>(a, e); // erf(|x|/√2)
     let cdf = 0.5 * (1.0 + erf_abs.copysign(x));
     (cdf, FRAC_1_SQRT_2PI * e)
 }
@@ -28,7 +29,7 @@ multiversion! {
     // Writes every value of y (which may be uninitialised).
     fn forward_chunk(x: &[f32], y: &mut [MaybeUninit<f32>]) {
         for (out, &v) in y.iter_mut().zip(x) {
-            out.write(v * cdf_pdf(v).0);
+            out.write(v * cdf_pdf::<{ simd::FUSED }>(v).0);
         }
     }
 }
@@ -36,8 +37,8 @@ multiversion! {
 multiversion! {
     fn backward_chunk(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
         for ((out, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-            let (cdf, pdf) = cdf_pdf(v);
-            out.write(g * v.mul_add(pdf, cdf));
+            let (cdf, pdf) = cdf_pdf::<{ simd::FUSED }>(v);
+            out.write(g * simd::madd(v, pdf, cdf));
         }
     }
 }

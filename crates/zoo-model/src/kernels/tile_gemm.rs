@@ -31,16 +31,10 @@ use super::gemm::{self, View};
 /// Lanes of one 512-bit vector of f32.
 const LANES: usize = 16;
 
-/// Whether this CPU runs the blocks (AVX-512; checked once by std and cached).
+/// Whether the blocks run: the kernels' instruction set (`simd::isa`, the CPU's widest unless
+/// `ZOO_CPU_ISA` caps it) is AVX-512.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    cfg!(target_arch = "x86_64") && super::simd::isa() == super::simd::Isa::Avx512
 }
 
 /// dst (row-major m × n, row stride `dst_stride`) = [dst +] scale · lhs · rhs on the calling
