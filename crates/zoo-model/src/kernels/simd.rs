@@ -219,7 +219,8 @@ pub fn erf_abs_with<const FUSED: bool>(a: f32, exp_neg_a2: f32) -> f32 {
 /// The helpers above with a product and a sum in place of each fused multiply-add (everything
 /// else re-exported unchanged), for the copies `multiversion!` compiles for x86-64 CPUs without
 /// FMA, where `f32::mul_add` is a libm call per element.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only x86-64 has FMA-less copies
+// Only x86-64 has FMA-less copies; elsewhere this module is for the tests alone.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_imports))]
 pub mod unfused {
     pub use super::*;
 
