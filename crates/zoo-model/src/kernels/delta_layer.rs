@@ -99,7 +99,10 @@ multiversion! {
                 if let Some(src) = (t + j).checked_sub(width - 1) {
                     let xs = &x[src * row + col..][..dh];
                     let ws = &taps[j * channels + col..][..dh];
-                    zp.iter_mut().zip(xs).zip(ws).for_each(|((z, x), w)| *z = simd::madd(*w, *x, *z));
+                    zp.iter_mut()
+                        .zip(xs)
+                        .zip(ws)
+                        .for_each(|((z, x), w)| *z = simd::madd(*w, *x, *z));
                 }
             }
             ap.iter_mut().zip(zp.iter()).for_each(|(a, &z)| *a = z / (1.0 + exp(-z)));
@@ -205,7 +208,11 @@ multiversion! {
                     // SAFETY: the columns of `head` (q, k or v part) in one row of this
                     // sequence: only this (sequence, head) task writes them, one slice at a time.
                     let dx_row = unsafe { dx.at(base + at, dh) };
-                    dx_row.iter_mut().zip(ws).zip(g).for_each(|((x, w), g)| *x = simd::madd(*w, *g, *x));
+                    dx_row
+                        .iter_mut()
+                        .zip(ws)
+                        .zip(g)
+                        .for_each(|((x, w), g)| *x = simd::madd(*w, *g, *x));
                     let xs = &x[at..at + dh];
                     d_taps[j * channels + col..][..dh]
                         .iter_mut()

@@ -59,7 +59,7 @@ use burn_cubecl::tensor::CubeTensor;
 pub use causal_attention::KeyPattern;
 pub use chunked_linear_attention::QkvSettings;
 pub use qkv_attention::{Positions, QkvAttention};
-pub use simd::{ISA_ENV, Isa, isa, isa_cap, isa_path};
+pub use simd::{isa_cap, isa_path};
 
 /// Threads the kernels (and flex's GEMMs) run on: rayon's pool (`RAYON_NUM_THREADS`, else one
 /// per logical core).

@@ -10,8 +10,8 @@
 //! - `exp`: Cody–Waite range reduction x = k·ln2 + r, |r| ≤ ln2/2, then the degree-6 minimax
 //!   polynomial of e^r from Cephes' expf (relative error ≤ 3e-7 over the clamped range), and
 //!   2^k assembled in the exponent bits. Inputs are clamped to [−87.3, 88.3] (no inf/denormals).
-//! - `erf_abs`: Abramowitz & Stegun 7.1.26, erf(x) = 1 − (a₁t + … + a₅t⁵)·e^{−x²}, t = 1/(1 + p|x|),
-//!   absolute error ≤ 1.5e-7 in exact arithmetic (≤ 4e-7 evaluated in f32).
+//! - `erf_abs_with`: Abramowitz & Stegun 7.1.26, erf(x) = 1 − (a₁t + … + a₅t⁵)·e^{−x²},
+//!   t = 1/(1 + p|x|), absolute error ≤ 1.5e-7 in exact arithmetic (≤ 4e-7 evaluated in f32).
 
 use std::mem::MaybeUninit;
 
@@ -81,7 +81,8 @@ pub enum Isa {
 /// `baseline`. A cap above what the CPU has changes nothing.
 pub const ISA_ENV: &str = "ZOO_CPU_ISA";
 
-/// `ZOO_CPU_ISA` read: `Ok(None)` when unset or empty, an error naming the accepted values otherwise.
+/// `ZOO_CPU_ISA` read: `Ok(None)` when unset or empty, an error naming the accepted values
+/// otherwise.
 pub fn isa_cap() -> Result<Option<Isa>, String> {
     let value = match std::env::var_os(ISA_ENV) {
         None => return Ok(None),
