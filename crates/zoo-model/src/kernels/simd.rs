@@ -79,7 +79,7 @@ pub enum Isa {
 /// The environment variable that caps the instruction set the kernels dispatch to, so that one
 /// machine can run (and test, and time) the narrower paths other CPUs take: `avx512`, `avx2` or
 /// `baseline`. A cap above what the CPU has changes nothing.
-pub const ISA_ENV: &str = "ZOO_CPU_ISA";
+const ISA_ENV: &str = "ZOO_CPU_ISA";
 
 /// `ZOO_CPU_ISA` read: `Ok(None)` when unset or empty, an error naming the accepted values
 /// otherwise.
@@ -108,14 +108,13 @@ pub fn isa_cap() -> Result<Option<Isa>, String> {
 fn detected_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
+        // The AVX-512 copies are compiled with AVX2 and FMA enabled too.
+        let avx2_fma = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        if avx2_fma && std::arch::is_x86_feature_detected!("avx512f") {
             return Isa::Avx512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if avx2_fma {
             return Isa::Avx2Fma;
         }
     }
